@@ -1,0 +1,58 @@
+"""Training objectives: how an epoch is cut into batches and what loss a batch has."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lambdaopt.data.interactions import SplitDataset
+from lambdaopt.data.sampling import NegativeSampler, bpr_triples
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def bpr_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor) -> torch.Tensor:
+    """mean −log σ(s_ui − s_uj). `logsigmoid` keeps it finite for large margins."""
+    return -F.logsigmoid(positive_scores - negative_scores).mean()
+
+
+class BPRObjective:
+    """BPR on (u, i, j) triples: every training positive once per epoch with a fresh uniform negative
+    that the user never interacted with in training. Validation triples (for learned λ) pair
+    validation positives with negatives outside the user's train ∪ validation items."""
+
+    def __init__(self, dataset: SplitDataset, batch_size: int, device: torch.device):
+        self.dataset, self.batch_size, self.device = dataset, batch_size, device
+        self.train_sampler = NegativeSampler(dataset.n_users, dataset.n_items, dataset.train)
+        self.valid_sampler = NegativeSampler(dataset.n_users, dataset.n_items, dataset.train.concat(dataset.valid))
+
+    def _to_device(self, arrays) -> Batch:
+        return tuple(torch.as_tensor(a, device=self.device) for a in arrays)
+
+    def batches(self, rng: np.random.Generator) -> Iterator[Batch]:
+        """One epoch of shuffled training triples, moved to the device once and sliced into batches."""
+        users, positives, negatives = self._to_device(bpr_triples(self.dataset.train, self.train_sampler, rng))
+        for start in range(0, len(users), self.batch_size):
+            stop = start + self.batch_size
+            yield users[start:stop], positives[start:stop], negatives[start:stop]
+
+    def n_batches(self) -> int:
+        return -(-len(self.dataset.train) // self.batch_size)
+
+    def valid_batch(self, rng: np.random.Generator, size: int) -> Batch:
+        """`size` validation triples drawn with replacement (the look-ahead target of learned λ)."""
+        index = rng.integers(0, len(self.dataset.valid), size)
+        users, items = self.dataset.valid.users[index], self.dataset.valid.items[index]
+        return self._to_device((users, items, self.valid_sampler.sample(users, rng)))
+
+    @staticmethod
+    def loss(model, batch: Batch) -> torch.Tensor:
+        users, positives, negatives = batch
+        return bpr_loss(model.score(users, positives), model.score(users, negatives))
+
+    @staticmethod
+    def rows(model, batch: Batch):
+        users, positives, negatives = batch
+        return model.factor_rows(users, torch.cat([positives, negatives]))

@@ -1,0 +1,22 @@
+"""The small interface the trainer talks to. A new regularizer = one subclass + one YAML."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Regularizer(nn.Module):
+    """`penalty` is added to the training loss of every batch; `update` runs before each model step
+    (learned-λ methods adjust λ there); `metrics` is logged at every evaluation."""
+
+    def setup(self, model: nn.Module, dataset) -> None:
+        """Called once the model and data exist (learned λ sizes its tables here)."""
+
+    def penalty(self, model: nn.Module, rows: dict[str, tuple[str, torch.Tensor]], batch_size: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def update(self, model: nn.Module, optimizer: torch.optim.Optimizer, train_batch, batch_index: int) -> None:
+        """Adjust λ before the model step on `train_batch`. Fixed penalties do nothing."""
+
+    def metrics(self) -> dict[str, float]:
+        return {}

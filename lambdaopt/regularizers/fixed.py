@@ -1,0 +1,32 @@
+"""No penalty, and one global λ on the rows in the batch (MF-BPR with fixed λ)."""
+from __future__ import annotations
+
+import torch
+
+from lambdaopt.regularizers.base import Regularizer
+
+
+class NoRegularizer(Regularizer):
+    def penalty(self, model, rows, batch_size):
+        return torch.zeros((), device=next(model.parameters()).device)
+
+
+class FixedL2(Regularizer):
+    """Ω = λ · Σ_{rows r touched by the batch} ‖θ_r‖² / B — the λOpt reference's penalty.
+
+    A row appears once per occurrence in the batch (p_u for each triple, q_i and q_j each), so busy
+    users and items are penalized more often, in proportion to how often they are trained. This differs
+    from `optimizer.weight_decay`, which adds wd·θ to the gradient of *every* row at every step
+    (sampled or not) and, inside Adam, is rescaled by the adaptive step size.
+    """
+
+    def __init__(self, lam: float = 1e-3):
+        super().__init__()
+        self.lam = lam
+
+    def penalty(self, model, rows, batch_size):
+        total = sum((getattr(model, name)[index] ** 2).sum() for name, (_, index) in rows.items())
+        return self.lam * total / batch_size
+
+    def metrics(self):
+        return {"lambda": self.lam}

@@ -1,0 +1,126 @@
+"""MLflow tracking: one run per job, params from the resolved config, FAILED/KILLED on errors.
+
+Metric names keep the framework's `hr@10` style in code and on the terminal; MLflow does not allow
+'@' in keys, so they are logged as `hr_at_10`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+log = logging.getLogger(__name__)
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def mlflow_key(name: str) -> str:
+    return name.replace("@", "_at_")
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} → {'a.b': 1}; lists are kept as their string form."""
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: tree}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class NullTracker:
+    """Used with tracking.enabled=false: the same calls, nothing recorded."""
+
+    run_id = None
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_dict(self, data: dict, filename: str) -> None:
+        pass
+
+    def log_file(self, path: str | Path, artifact_dir: str | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
+
+class MlflowTracker(NullTracker):
+    def __init__(self, mlflow_module, run):
+        self.mlflow, self.run_id = mlflow_module, run.info.run_id
+
+    def log_metrics(self, metrics, step=None):
+        self.mlflow.log_metrics({mlflow_key(k): float(v) for k, v in metrics.items()}, step=step)
+
+    def log_dict(self, data, filename):
+        self.mlflow.log_text(yaml.safe_dump(data, sort_keys=False), filename)
+
+    def log_file(self, path, artifact_dir=None):
+        self.mlflow.log_artifact(str(path), artifact_dir)
+
+    def set_tags(self, tags):
+        self.mlflow.set_tags(tags)
+
+
+def _experiment_id(mlflow_module, name: str, artifact_location: str) -> str:
+    experiment = mlflow_module.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = artifact_location
+    if "://" not in location:
+        location = Path(location).resolve().as_uri()
+    return mlflow_module.create_experiment(name, artifact_location=location)
+
+
+@contextlib.contextmanager
+def tracked_run(tracking_cfg, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[NullTracker]:
+    """Open an MLflow run (or a NullTracker); on an exception the run ends FAILED with a
+    `failure_reason` tag, on Ctrl-C KILLED, otherwise FINISHED."""
+    if not tracking_cfg.enabled:
+        yield NullTracker()
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_cfg.uri)
+    experiment_id = _experiment_id(mlflow, tracking_cfg.experiment, tracking_cfg.artifact_location)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    try:
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        yield MlflowTracker(mlflow, run)
+    except KeyboardInterrupt:
+        mlflow.set_tag("failure_reason", "interrupted")
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException as error:
+        mlflow.set_tag("failure_reason", f"{type(error).__name__}: {error}"[:5000])
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+
+
+def save_state_dict(tracker: NullTracker, state_dict: dict, filename: str = "model.pt") -> None:
+    """Write a checkpoint to a temp dir and log it as an artifact of the run."""
+    if tracker.run_id is None:
+        return
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, filename)
+        torch.save(state_dict, path)
+        tracker.log_file(path)

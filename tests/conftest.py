@@ -1,0 +1,43 @@
+"""Shared helpers: compose the real configs, and run the real entry point on tiny data."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import lambdaopt.config  # noqa: F401  (registers the schemas)
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = str(ROOT / "conf")
+
+# A synthetic set small enough that a whole run takes a couple of seconds.
+TINY = [
+    "dataset.n_users=150",
+    "dataset.n_items=120",
+    "dataset.mean_interactions=15",
+    "model.dim=8",
+    "trainer.max_epochs=3",
+    "trainer.batch_size=256",
+    "evaluation.ks=[5,10]",
+]
+
+
+def compose_config(overrides: list[str] | None = None):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides or [])
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` in `cwd` (so mlflow.db and outputs/ land there)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture
+def tiny_overrides():
+    return list(TINY)

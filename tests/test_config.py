@@ -1,0 +1,57 @@
+"""Every config option composes; wrong types, unknown keys and out-of-range values fail early."""
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from lambdaopt.config import validate
+from lambdaopt.errors import ConfigError
+
+from conftest import CONF_DIR, compose_config
+
+GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir())
+OPTIONS = [(group, yaml.stem) for group in GROUPS for yaml in sorted((Path(CONF_DIR) / group).glob("*.yaml"))]
+
+
+def test_groups_exist():
+    assert {"dataset", "model", "regularizer", "optimizer"} <= set(GROUPS)
+
+
+@pytest.mark.parametrize("group,option", OPTIONS)
+def test_every_option_composes_and_validates(group, option):
+    cfg = compose_config([f"{group}={option}"])
+    validate(cfg)
+    assert cfg[group] is not None
+
+
+def test_wrong_type_fails_at_compose():
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose_config(["model.dim=abc"])
+
+
+def test_unknown_key_fails_at_compose():
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+        compose_config(["optimizer.learning_rate=0.1"])
+
+
+@pytest.mark.parametrize("override,key", [
+    ("optimizer.lr=0", "optimizer.lr"),
+    ("optimizer.lr=-1", "optimizer.lr"),
+    ("model.dim=0", "model.dim"),
+    ("regularizer.lam=-0.1", "regularizer.lam"),
+    ("trainer.batch_size=0", "trainer.batch_size"),
+    ("evaluation.ks=[]", "evaluation.ks"),
+    ("evaluation.ks=[10,-1]", "evaluation.ks"),
+    ("dataset.split.test_ratio=1.5", "dataset.split.test_ratio"),
+    ("dataset.split.method=weekly", "dataset.split.method"),
+    ("trainer.monitor=ndcg@7", "trainer.monitor"),
+    ("num_threads=0", "num_threads"),
+    ("device=tpu", "device"),
+])
+def test_out_of_range_values_name_the_key(override, key):
+    cfg = compose_config([override])
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    message = str(error.value)
+    assert message.startswith(key) and "\n" not in message
