@@ -97,11 +97,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         tracker.log_metrics({f"data/{k}": v for k, v in dataset.statistics().items()})
 
         model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items).to(device)
+        objective = BPRObjective(dataset, cfg.trainer.batch_size, device)
         regularizer = build(cfg.regularizer)
-        regularizer.setup(model, dataset)
+        regularizer.setup(model, objective)
         regularizer.to(device)
         optimizer = build(cfg.optimizer)(model.parameters())
-        objective = BPRObjective(dataset, cfg.trainer.batch_size, device)
         evaluation = dict(ks=cfg.evaluation.ks, chunk_users=cfg.evaluation.chunk_users, device=device)
         valid_evaluator = RankingEvaluator(dataset.n_users, dataset.n_items, dataset.valid, dataset.train, **evaluation)
         test_evaluator = RankingEvaluator(dataset.n_users, dataset.n_items, dataset.test,

@@ -9,8 +9,9 @@ class Regularizer(nn.Module):
     """`penalty` is added to the training loss of every batch; `update` runs before each model step
     (learned-λ methods adjust λ there); `metrics` is logged at every evaluation."""
 
-    def setup(self, model: nn.Module, dataset) -> None:
-        """Called once the model and data exist (learned λ sizes its tables here)."""
+    def setup(self, model: nn.Module, objective) -> None:
+        """Called once the model and the training objective exist: learned λ sizes its tables from the
+        model here and draws its validation batches from `objective.valid_batch`."""
 
     def penalty(self, model: nn.Module, rows: dict[str, tuple[str, torch.Tensor]], batch_size: int) -> torch.Tensor:
         raise NotImplementedError

@@ -1,67 +1,12 @@
-"""Typed config schemas and their range checks.
-
-Every YAML option in `conf/<group>/` extends one dataclass here (through its defaults list,
-`/schema/<group>/<name>@_here_`), so Hydra rejects unknown keys and wrong types while it
-composes. Value ranges live next to the types, in each field's metadata (`check=...`), and
-`validate()` walks the composed config and applies them before any data is loaded or any
-MLflow run is created.
-
-Adding an option = one dataclass registered in `register_schemas()` + one YAML.
-"""
+"""Schemas of the core options: synthetic data, MF, fixed λ, torch.optim optimizers, trainer,
+evaluation and tracking."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional
+from typing import List, Optional
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from lambdaopt.config.checks import field_with, non_negative, one_of, open_unit, positive, positive_list
 
-from lambdaopt.errors import ConfigError
-
-
-# ----------------------------------------------------------------------------- checks
-@dataclass(frozen=True)
-class Check:
-    """A range rule: `test(value)` is True when allowed; `allowed` says what is allowed."""
-
-    test: Callable[[Any], bool]
-    allowed: str
-
-
-def positive() -> dict:
-    return {"check": Check(lambda v: v is not None and v > 0, "a number > 0")}
-
-
-def non_negative() -> dict:
-    return {"check": Check(lambda v: v is not None and v >= 0, "a number >= 0")}
-
-
-def open_unit() -> dict:
-    return {"check": Check(lambda v: v is not None and 0 < v < 1, "a number in (0, 1)")}
-
-
-def one_of(*choices: str) -> dict:
-    return {"check": Check(lambda v: v in choices, "one of " + ", ".join(choices))}
-
-
-def positive_list() -> dict:
-    return {
-        "check": Check(
-            lambda v: v is not None and len(v) > 0 and all(int(k) > 0 for k in v),
-            "a non-empty list of integers > 0",
-        )
-    }
-
-
-def field_with(default: Any, rule: dict) -> Any:
-    """A dataclass field with a default and a range rule."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=rule)
-    return field(default=default, metadata=rule)
-
-
-# ----------------------------------------------------------------------------- schemas
 @dataclass
 class SplitConfig:
     """Per-user split. `temporal`: latest `test_ratio` of each user's interactions → test, then the
@@ -194,57 +139,3 @@ SCHEMAS = {
     "evaluation": {"default": EvaluationConfig},
     "tracking": {"mlflow": TrackingConfig},
 }
-
-TOP_LEVEL_RULES = {
-    "seed": Check(lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-    "num_threads": Check(lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    "device": Check(lambda v: v in ("auto", "cpu", "cuda") or str(v).startswith("cuda:"), "auto, cpu, cuda or cuda:N"),
-}
-
-
-def register_schemas() -> None:
-    """Store every schema under `schema/<group>/<name>` so YAML options can extend it."""
-    store = ConfigStore.instance()
-    for group, options in SCHEMAS.items():
-        for name, node in options.items():
-            store.store(group=f"schema/{group}", name=name, node=node)
-
-
-register_schemas()
-
-
-# ----------------------------------------------------------------------------- validation
-def _walk(node: DictConfig, path: str):
-    """Yield (dotted key, value, Check) for every checked field in `node` and its children."""
-    node_type = OmegaConf.get_type(node)
-    if dataclasses.is_dataclass(node_type):
-        for f in dataclasses.fields(node_type):
-            rule = f.metadata.get("check")
-            if rule is not None and f.name in node:
-                yield f"{path}{f.name}", node[f.name], rule
-    for key in node.keys():
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
-            yield from _walk(child, f"{path}{key}.")
-
-
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError on the first value out of range, naming the key, the value and what is allowed."""
-    for key, rule in TOP_LEVEL_RULES.items():
-        if key in cfg and not rule.test(cfg[key]):
-            raise ConfigError(f"{key}={cfg[key]!r} is not allowed: use {rule.allowed}")
-    for key, value, rule in _walk(cfg, ""):
-        if isinstance(value, ListConfig):
-            value = list(value)
-        try:
-            ok = rule.test(value)
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ConfigError(f"{key}={value!r} is not allowed: use {rule.allowed}")
-    metric_names = {"auc"} | {f"{m}@{k}" for k in cfg.evaluation.ks for m in ("hr", "ndcg")}
-    if cfg.trainer.monitor not in metric_names:
-        raise ConfigError(
-            f"trainer.monitor={cfg.trainer.monitor!r} is not a validation metric: use one of "
-            + ", ".join(sorted(metric_names))
-        )

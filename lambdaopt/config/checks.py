@@ -1,0 +1,45 @@
+"""Range rules for config fields, kept in each dataclass field's metadata (`check=...`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Check:
+    """A range rule: `test(value)` is True when allowed; `allowed` says what is allowed."""
+
+    test: Callable[[Any], bool]
+    allowed: str
+
+
+def positive() -> dict:
+    return {"check": Check(lambda v: v is not None and v > 0, "a number > 0")}
+
+
+def non_negative() -> dict:
+    return {"check": Check(lambda v: v is not None and v >= 0, "a number >= 0")}
+
+
+def open_unit() -> dict:
+    return {"check": Check(lambda v: v is not None and 0 < v < 1, "a number in (0, 1)")}
+
+
+def one_of(*choices: str) -> dict:
+    return {"check": Check(lambda v: v in choices, "one of " + ", ".join(choices))}
+
+
+def positive_list() -> dict:
+    return {
+        "check": Check(
+            lambda v: v is not None and len(v) > 0 and all(int(k) > 0 for k in v),
+            "a non-empty list of integers > 0",
+        )
+    }
+
+
+def field_with(default: Any, rule: dict) -> Any:
+    """A dataclass field with a default and a range rule."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=rule)
+    return field(default=default, metadata=rule)
