@@ -77,6 +77,7 @@ class Trainer:
                 valid = self.evaluate()
                 record.update({f"valid/{name}": value for name, value in valid.items()})
                 record.update({f"reg/{name}": value for name, value in self.regularizer.metrics().items()})
+                self.regularizer.on_evaluation(epoch, self.tracker)
                 improved = valid[self.monitor] > best_score + self.min_delta
                 if improved:
                     best_score, best_epoch, best_valid = valid[self.monitor], epoch, valid
@@ -91,6 +92,7 @@ class Trainer:
             if self.patience and evaluations_since_best >= self.patience:
                 log.info("early stop: no %s improvement in %d evaluations", self.monitor, self.patience)
                 break
+        self.regularizer.on_train_end(self.tracker)
         if best_state is not None:
             self.model.load_state_dict(best_state)
         return FitResult(best_epoch, best_valid, epoch, history, time.perf_counter() - started)

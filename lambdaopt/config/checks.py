@@ -43,3 +43,7 @@ def field_with(default: Any, rule: dict) -> Any:
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=rule)
     return field(default=default, metadata=rule)
+
+
+def optional_positive() -> dict:
+    return {"check": Check(lambda v: v is None or v > 0, "a number > 0, or null")}

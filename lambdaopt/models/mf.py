@@ -22,6 +22,15 @@ class MatrixFactorization(nn.Module):
         self.user_bias = nn.Parameter(torch.zeros(n_users)) if user_bias else None
         self.item_bias = nn.Parameter(torch.zeros(n_items)) if item_bias else None
 
+    def entity_tables(self) -> dict[str, str]:
+        """Every per-user / per-item parameter table and its role (rows are indexed by user/item id)."""
+        tables = {"user_embedding": "user", "item_embedding": "item"}
+        if self.user_bias is not None:
+            tables["user_bias"] = "user"
+        if self.item_bias is not None:
+            tables["item_bias"] = "item"
+        return tables
+
     def factor_rows(self, users: torch.Tensor, items: torch.Tensor) -> dict[str, tuple[str, torch.Tensor]]:
         """Which rows of which factor table a batch touches: {table parameter name: (role, row ids)}.
         Regularizers penalize exactly these rows (role 'user' or 'item' selects the λ shape)."""

@@ -21,3 +21,9 @@ class Regularizer(nn.Module):
 
     def metrics(self) -> dict[str, float]:
         return {}
+
+    def on_evaluation(self, epoch: int, tracker) -> None:
+        """After each validation evaluation (learned λ snapshots its trajectory here)."""
+
+    def on_train_end(self, tracker) -> None:
+        """Once training stops (learned λ logs its figures here)."""

@@ -1,0 +1,35 @@
+"""Schema of the learned-λ regularizers (λOpt and its fully second-order preset `higher`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from lambdaopt.config.checks import field_with, non_negative, one_of, optional_positive, positive
+from lambdaopt.regularizers.lambdas import GRANULARITIES
+
+
+@dataclass
+class LambdaOptConfig:
+    _target_: str = "lambdaopt.regularizers.lambdaopt.LambdaOpt"
+    granularity: str = field_with("dui", one_of(*GRANULARITIES))
+    init: float = field_with(0.0, non_negative())
+    # λ ≥ 0: projection after each λ step (clamp), or λ = softplus(ρ) / exp(ρ) (need init > 0)
+    nonneg: str = field_with("clamp", one_of("clamp", "softplus", "exp"))
+    lambda_optimizer: str = field_with("adam", one_of("adam", "sgd"))
+    lambda_lr: float = field_with(1e-3, positive())
+    amsgrad: bool = True
+    grad_clip: Optional[float] = field_with(1.0, optional_positive())
+    update_every: int = field_with(1, positive())
+    # truncated: one-step look-ahead (the paper's); unrolled: exact K-step (torch.func); ift: implicit function theorem
+    hypergrad: str = field_with("truncated", one_of("truncated", "unrolled", "ift"))
+    unroll_steps: int = field_with(1, positive())
+    # false: only the rows the batches touch enter the look-ahead; true: every model parameter (generic, dense)
+    full_graph: bool = False
+    neumann_steps: int = field_with(10, non_negative())
+    ift_alpha: float = field_with(1.0, positive())
+    valid_batch_size: Optional[int] = field_with(None, optional_positive())
+    snapshot_every: int = field_with(1, positive())
+    seed: int = field_with(0, non_negative())
+
+
+SCHEMAS = {"regularizer": {"lambdaopt": LambdaOptConfig}}

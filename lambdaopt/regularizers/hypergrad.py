@@ -1,0 +1,181 @@
+"""Hypergradients of the look-ahead validation loss with respect to λ.
+
+Notation: θ_t the model parameters now, g(θ, λ) = ∇_θ [L_fit(θ; train batch) + Ω(θ, λ)], with
+Ω(θ, λ) = Σ_{occurrences r in the batch} λ_r ⊙ θ_r² / B exactly as in training, and
+θ_{k+1} = step(θ_k, g(θ_k, λ); optimizer state) the model's own optimizer (lookahead.py).
+The λ-objective is the validation BPR loss after K simulated steps, L_val(θ_K(λ)).
+
+* truncated — ∂L_val(θ_K)/∂λ with each fit gradient ∇L_fit(θ_k) treated as a constant. For K = 1
+  this is exact: θ_0 = θ_t does not depend on λ, so λ reaches θ_1 only through ∇Ω = 2λ⊙θ/B (and,
+  for Adam/RMSprop/Adagrad, through the moment estimates that contain it). Plain autograd.
+* unrolled — the exact derivative for K steps: later fit gradients depend on λ through θ_k, which
+  brings in Hessian-vector products. Built with `torch.func.grad` nested in `torch.func.grad`.
+* ift — the implicit-function-theorem hypergradient at θ_t taken as the inner optimum θ*(λ):
+      dL_val/dλ = − ∇_θL_val · H⁻¹ · ∂²L_train/∂θ∂λ,   H = ∇²_θ L_train(θ_t, λ),
+  with H⁻¹v ≈ α Σ_{j=0}^{J} (I − αH)^j v (Neumann series, Lorraine et al. 2020).
+
+All three run on a *compact* problem: only the rows of the user/item tables touched by the train
+or validation batch enter (the others cannot change the look-ahead validation loss), with the
+optimizer's state sliced to those rows. `full_problem` builds the same problem over every model
+parameter (no slicing) — the generic, fully second-order path used by `regularizer=higher`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.func import functional_call, grad as func_grad
+
+from lambdaopt.regularizers.lambdas import LambdaTables
+from lambdaopt.regularizers.lookahead import gather_state, simulate_step
+
+
+class FunctionalModel:
+    """`model` with its parameters swapped for `params` (a dict, possibly of compact row tables)."""
+
+    def __init__(self, model, params: dict[str, torch.Tensor]):
+        self.model, self.params = model, params
+
+    def score(self, users, items):
+        return functional_call(self.model, self.params, (users, items))
+
+
+@dataclass
+class LookaheadProblem:
+    """θ_t, the optimizer state and both batches, with ids pointing into `params`' rows.
+
+    penalized: (param name, role, rows of params[name] per occurrence, entity ids of λ per occurrence)."""
+
+    params: dict[str, torch.Tensor]
+    state: dict[str, dict]
+    train: tuple
+    valid: tuple
+    penalized: list[tuple[str, str, torch.Tensor, torch.Tensor]]
+    batch_size: int
+
+
+def compact_problem(model, optimizer, kind, train, valid) -> LookaheadProblem:
+    """Restrict the look-ahead to the rows the two batches touch (see module docstring)."""
+    users, positives, negatives = train
+    v_users, v_positives, v_negatives = valid
+    batch_size = len(users)
+    unique_users, user_index = torch.unique(torch.cat([users, v_users]), return_inverse=True)
+    unique_items, item_index = torch.unique(torch.cat([positives, negatives, v_positives, v_negatives]),
+                                            return_inverse=True)
+    unique = {"user": unique_users, "item": unique_items}
+    n_u, n_i = len(users), len(positives)
+    train_c = (user_index[:n_u], item_index[:n_i], item_index[n_i:2 * n_i])
+    valid_c = (user_index[n_u:], item_index[2 * n_i:2 * n_i + len(v_positives)], item_index[2 * n_i + len(v_positives):])
+    params, state = {}, {}
+    for name, role in model.entity_tables().items():
+        table = getattr(model, name)
+        params[name] = table.detach()[unique[role]]
+        state[name] = gather_state(optimizer, kind, table, unique[role])
+    occurrences = {"user": (train_c[0], users), "item": (torch.cat(train_c[1:]), torch.cat([positives, negatives]))}
+    penalized = [(name, role, *occurrences[role]) for name, (role, _) in model.factor_rows(users, positives).items()]
+    return LookaheadProblem(params, state, train_c, valid_c, penalized, batch_size)
+
+
+def full_problem(model, optimizer, kind, train, valid) -> LookaheadProblem:
+    """The same problem over every parameter of the model (dense; any model with factor_rows)."""
+    users, positives, negatives = train
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    state = {name: gather_state(optimizer, kind, p) for name, p in model.named_parameters()}
+    penalized = [(name, role, rows, rows) for name, (role, rows) in
+                 model.factor_rows(users, torch.cat([positives, negatives])).items()]
+    return LookaheadProblem(params, state, train, valid, penalized, len(users))
+
+
+def penalty(problem: LookaheadProblem, params, lam: LambdaTables, values) -> torch.Tensor:
+    """Ω(θ, λ) = Σ_occurrences λ ⊙ θ_row² / B — the training penalty, term for term."""
+    total = 0.0
+    for name, role, rows, entities in problem.penalized:
+        total = total + (lam.for_rows(role, entities, values) * params[name][rows] ** 2).sum()
+    return total / problem.batch_size
+
+
+def penalty_grad(problem: LookaheadProblem, params, lam: LambdaTables, values) -> dict[str, torch.Tensor]:
+    """∇_θ Ω = 2 λ ⊙ θ / B summed over each row's occurrences (index_add keeps it row-sparse)."""
+    grads = {}
+    for name, role, rows, entities in problem.penalized:
+        theta = params[name]
+        per_occurrence = 2.0 * lam.for_rows(role, entities, values) * theta[rows] / problem.batch_size
+        per_occurrence = per_occurrence.expand(len(rows), *theta.shape[1:])
+        grads[name] = torch.zeros_like(theta).index_add(0, rows, per_occurrence)
+    return grads
+
+
+def _step_all(kind, hp, params, grads, state):
+    new_params, new_state = {}, {}
+    for name, theta in params.items():
+        new_params[name], new_state[name] = simulate_step(kind, hp, theta, grads[name], state[name])
+    return new_params, new_state
+
+
+def truncated_hypergrad(model, objective, problem, lam: LambdaTables, kind, hp, steps: int = 1) -> torch.Tensor:
+    """Set `.grad` of λ's raw parameters; return the look-ahead validation loss (plain autograd)."""
+    values = lam.values()
+    params, state = problem.params, problem.state
+    for _ in range(steps):
+        theta = {name: t.detach().requires_grad_(True) for name, t in params.items()}
+        with torch.enable_grad():
+            fit = objective.loss(FunctionalModel(model, theta), problem.train)
+            fit_grads = torch.autograd.grad(fit, list(theta.values()), allow_unused=True)
+        pen = penalty_grad(problem, params, lam, values)
+        grads = {name: (torch.zeros_like(t) if g is None else g) + pen.get(name, 0.0)
+                 for (name, t), g in zip(theta.items(), fit_grads)}
+        params, state = _step_all(kind, hp, params, grads, state)
+    valid_loss = objective.loss(FunctionalModel(model, params), problem.valid)
+    raw = list(lam.raw.values())
+    for tensor, g in zip(raw, torch.autograd.grad(valid_loss, raw, allow_unused=True)):
+        tensor.grad = torch.zeros_like(tensor) if g is None else g
+    return valid_loss.detach()
+
+
+def unrolled_hypergrad(model, objective, problem, lam: LambdaTables, kind, hp, steps: int = 1) -> torch.Tensor:
+    """Exact K-step hypergradient with torch.func (fit gradients differentiated through θ_k)."""
+
+    def lookahead_loss(raw):
+        values = lam.values(raw)
+        params, state = problem.params, problem.state
+        for _ in range(steps):
+            def train_loss(theta):
+                return objective.loss(FunctionalModel(model, theta), problem.train) + penalty(problem, theta, lam, values)
+            params, state = _step_all(kind, hp, params, func_grad(train_loss)(params), state)
+        loss = objective.loss(FunctionalModel(model, params), problem.valid)
+        return loss, loss
+
+    raw = {name: t.detach() for name, t in lam.raw.items()}
+    grads, valid_loss = func_grad(lookahead_loss, has_aux=True)(raw)
+    for name, tensor in lam.raw.items():
+        tensor.grad = grads[name]
+    return valid_loss.detach()
+
+
+def ift_hypergrad(model, objective, problem, lam: LambdaTables, neumann_steps: int = 10,
+                  alpha: float = 1.0) -> torch.Tensor:
+    """IFT hypergradient at θ_t with a Neumann-series inverse Hessian (see module docstring)."""
+    values = lam.values()
+    theta = {name: t.detach().requires_grad_(True) for name, t in problem.params.items()}
+    names = list(theta)
+    with torch.enable_grad():
+        valid_loss = objective.loss(FunctionalModel(model, theta), problem.valid)
+        v = torch.autograd.grad(valid_loss, [theta[n] for n in names], allow_unused=True)
+        v = [torch.zeros_like(theta[n]) if g is None else g for n, g in zip(names, v)]
+        detached_values = {k: t.detach() for k, t in values.items()}
+        train_loss = (objective.loss(FunctionalModel(model, theta), problem.train)
+                      + penalty(problem, theta, lam, detached_values))
+        train_grads = torch.autograd.grad(train_loss, [theta[n] for n in names], create_graph=True)
+        term, total = list(v), list(v)
+        for _ in range(neumann_steps):
+            dot = sum((g * t).sum() for g, t in zip(train_grads, term))
+            hvp = torch.autograd.grad(dot, [theta[n] for n in names], retain_graph=True, allow_unused=True)
+            term = [t - alpha * (torch.zeros_like(t) if h is None else h) for t, h in zip(term, hvp)]
+            total = [s + t for s, t in zip(total, term)]
+        inverse_hvp = {n: alpha * s.detach() for n, s in zip(names, total)}
+        pen = penalty_grad(problem, {n: t.detach() for n, t in theta.items()}, lam, values)
+        mixed = sum((pen[n] * inverse_hvp[n]).sum() for n in pen)
+        raw = list(lam.raw.values())
+        for tensor, g in zip(raw, torch.autograd.grad(-mixed, raw, allow_unused=True)):
+            tensor.grad = torch.zeros_like(tensor) if g is None else g
+    return valid_loss.detach()

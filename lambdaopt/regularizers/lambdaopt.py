@@ -1,0 +1,116 @@
+"""λOpt: per-dimension / per-user / per-item λ learned by alternating bi-level optimization.
+
+Before every `update_every`-th model step on a train batch (u, i, j):
+  1. draw a validation batch of triples;
+  2. simulate the model optimizer's step(s) from θ_t with the penalty Ω(θ, λ) in the graph —
+     scaled exactly like the training penalty (Σ over batch rows / B);
+  3. the BPR loss of the look-ahead parameters on the validation batch → hypergradient (hypergrad.py);
+  4. clip its norm, take a λ-optimizer step (Adam with amsgrad by default), project λ ≥ 0;
+then the trainer takes the real model step with the new λ (`penalty`).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from lambdaopt.errors import ConfigError, TrainingDiverged
+from lambdaopt.regularizers import hypergrad
+from lambdaopt.regularizers.base import Regularizer
+from lambdaopt.regularizers.lambdas import LambdaTables
+from lambdaopt.regularizers.lookahead import optimizer_kind
+from lambdaopt.regularizers.trajectory import LambdaTrajectory
+
+
+class LambdaOpt(Regularizer):
+    def __init__(self, granularity: str = "dui", init: float = 0.0, nonneg: str = "clamp",
+                 lambda_optimizer: str = "adam", lambda_lr: float = 1e-3, amsgrad: bool = True,
+                 grad_clip: float | None = 1.0, update_every: int = 1, hypergrad: str = "truncated",
+                 unroll_steps: int = 1, full_graph: bool = False, neumann_steps: int = 10,
+                 ift_alpha: float = 1.0, valid_batch_size: int | None = None, snapshot_every: int = 1,
+                 seed: int = 0):
+        super().__init__()
+        if hypergrad not in ("truncated", "unrolled", "ift"):
+            raise ConfigError(f"regularizer.hypergrad={hypergrad!r} is unknown: use truncated, unrolled or ift")
+        if lambda_optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"regularizer.lambda_optimizer={lambda_optimizer!r} is unknown: use adam or sgd")
+        self.options = dict(granularity=granularity, init=init, nonneg=nonneg)
+        self.lambda_optimizer_name, self.lambda_lr, self.amsgrad = lambda_optimizer, lambda_lr, amsgrad
+        self.grad_clip, self.update_every, self.hypergrad = grad_clip, update_every, hypergrad
+        self.unroll_steps, self.full_graph = unroll_steps, full_graph
+        self.neumann_steps, self.ift_alpha = neumann_steps, ift_alpha
+        self.valid_batch_size, self.snapshot_every = valid_batch_size, snapshot_every
+        self.rng = np.random.default_rng(seed + 7919)  # its own stream: validation draws don't shift training
+        self.valid_losses: list[torch.Tensor] = []
+        self.kind: str | None = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, model, objective) -> None:
+        if not hasattr(model, "entity_tables") or not hasattr(model, "factor_rows"):
+            raise ConfigError(f"λOpt regularizes user/item factor tables and model {type(model).__name__} has none: "
+                              "use model=mf")
+        if not hasattr(objective, "valid_batch"):
+            raise ConfigError("λOpt needs validation triples: use an implicit-feedback dataset (BPR objective)")
+        if len(objective.dataset.valid) == 0:
+            raise ConfigError("λOpt needs a non-empty validation split: check dataset.split")
+        dims = {getattr(model, name).shape[-1] for name in ("user_embedding", "item_embedding")}
+        if len(dims) != 1:
+            raise ConfigError(f"granularity {self.options['granularity']} needs equal user and item embedding sizes")
+        self.objective = objective
+        device = model.user_embedding.device
+        self.lam = LambdaTables(n_users=model.n_users, n_items=model.n_items, dim=dims.pop(), **self.options).to(device)
+        params = list(self.lam.parameters())
+        self.lambda_optimizer = (torch.optim.Adam(params, lr=self.lambda_lr, amsgrad=self.amsgrad)
+                                 if self.lambda_optimizer_name == "adam" else torch.optim.SGD(params, lr=self.lambda_lr))
+        self.trajectory = LambdaTrajectory(self.lam, objective.dataset, self.snapshot_every)
+
+    # ------------------------------------------------------------------ training hooks
+    def penalty(self, model, rows, batch_size):
+        values = {name: v.detach() for name, v in self.lam.values().items()}
+        total = sum((self.lam.for_rows(role, index, values) * getattr(model, name)[index] ** 2).sum()
+                    for name, (role, index) in rows.items())
+        return total / batch_size
+
+    def update(self, model, optimizer, train_batch, batch_index):
+        if batch_index % self.update_every:
+            return
+        if self.kind is None:
+            self.kind = optimizer_kind(optimizer)
+        size = self.valid_batch_size or len(train_batch[0])
+        valid_batch = self.objective.valid_batch(self.rng, size)
+        build = hypergrad.full_problem if self.full_graph else hypergrad.compact_problem
+        problem = build(model, optimizer, self.kind, train_batch, valid_batch)
+        hp = optimizer.param_groups[0]
+        self.lambda_optimizer.zero_grad(set_to_none=True)
+        if self.hypergrad == "truncated":
+            loss = hypergrad.truncated_hypergrad(model, self.objective, problem, self.lam, self.kind, hp, self.unroll_steps)
+        elif self.hypergrad == "unrolled":
+            loss = hypergrad.unrolled_hypergrad(model, self.objective, problem, self.lam, self.kind, hp, self.unroll_steps)
+        else:
+            loss = hypergrad.ift_hypergrad(model, self.objective, problem, self.lam, self.neumann_steps, self.ift_alpha)
+        if self.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.lam.parameters(), self.grad_clip)
+        else:
+            norm = torch.sqrt(sum((p.grad ** 2).sum() for p in self.lam.parameters()))
+        if not torch.isfinite(norm):
+            raise TrainingDiverged("the λ hypergradient became NaN/Inf; lower regularizer.lambda_lr or optimizer.lr")
+        self.lambda_optimizer.step()
+        self.lam.project_()
+        self.valid_losses.append(loss)
+
+    def metrics(self) -> dict[str, float]:
+        metrics = self.trajectory.summary()
+        if self.valid_losses:
+            metrics["lookahead_valid_loss"] = float(torch.stack(self.valid_losses).mean())
+            self.valid_losses = []
+        if not all(math.isfinite(v) for v in metrics.values()):
+            raise TrainingDiverged("λ became NaN/Inf; lower regularizer.lambda_lr")
+        return metrics
+
+    def on_evaluation(self, epoch: int, tracker) -> None:
+        self.trajectory.snapshot(epoch, tracker)
+
+    def on_train_end(self, tracker) -> None:
+        for name, value in self.trajectory.finish(tracker).items():
+            tracker.log_metrics({name: value})

@@ -1,0 +1,107 @@
+"""One step of the model's own optimizer as a differentiable function (the λOpt look-ahead).
+
+`simulate_step(kind, hp, theta, grad, state)` returns (θ', state') exactly as `torch.optim` would
+update θ with gradient `grad` from its current state, but out of place, so that λ — which enters
+`grad` through the penalty gradient — stays in the graph. It works on any slice of a parameter
+(e.g. only the rows a batch touches) when given the matching slice of the state
+(`gather_state`). Supported: SGD (momentum, dampening, nesterov), Adam/AdamW (amsgrad), Adagrad
+(lr_decay) and RMSprop (momentum, centered), each with its weight decay.
+
+Square roots use `safe_sqrt`: where a second moment is exactly 0 (a row with no gradient), the
+plain derivative of √v is ∞ and ∞·0 would poison the hypergradient with NaN.
+"""
+from __future__ import annotations
+
+import torch
+
+from lambdaopt.errors import ConfigError
+
+KINDS = {torch.optim.SGD: "sgd", torch.optim.Adam: "adam", torch.optim.AdamW: "adamw",
+         torch.optim.Adagrad: "adagrad", torch.optim.RMSprop: "rmsprop"}
+
+
+def optimizer_kind(optimizer: torch.optim.Optimizer) -> str:
+    kind = KINDS.get(type(optimizer))
+    if kind is None:
+        raise ConfigError(f"λOpt looks ahead through the model's optimizer, and {type(optimizer).__name__} is not "
+                          "supported: use optimizer=sgd, adam, adagrad or rmsprop")
+    if len(optimizer.param_groups) != 1 or optimizer.param_groups[0].get("maximize"):
+        raise ConfigError("λOpt needs a single minimizing parameter group in the model's optimizer")
+    if kind == "adam" and optimizer.param_groups[0].get("decoupled_weight_decay"):
+        return "adamw"
+    return kind
+
+
+def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
+    positive = x > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
+
+
+STATE_KEYS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+              "adamw": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), "adagrad": ("sum",),
+              "rmsprop": ("square_avg", "momentum_buffer", "grad_avg")}
+
+
+def gather_state(optimizer: torch.optim.Optimizer, kind: str, param: torch.Tensor,
+                 rows: torch.Tensor | None = None) -> dict:
+    """The optimizer's state for `param` (only `rows` of it when given), detached; missing
+    buffers (before the first step) are absent, and `step` is a Python number."""
+    state = optimizer.state.get(param, {})
+    gathered = {"step": float(state["step"]) if "step" in state else 0.0}
+    for key in STATE_KEYS[kind]:
+        buffer = state.get(key)
+        if buffer is not None:
+            gathered[key] = (buffer if rows is None else buffer[rows]).detach()
+    return gathered
+
+
+def simulate_step(kind: str, hp: dict, theta: torch.Tensor, grad: torch.Tensor, state: dict):
+    """θ' and the new state after one `kind` step with hyperparameters `hp` (a param group)."""
+    lr, weight_decay = hp["lr"], hp.get("weight_decay", 0.0)
+    step = state["step"] + 1
+    new_state = {"step": step}
+    if weight_decay and kind != "adamw":
+        grad = grad + weight_decay * theta
+    if kind == "sgd":
+        momentum = hp.get("momentum", 0.0)
+        if momentum:
+            previous = state.get("momentum_buffer")
+            buffer = grad if previous is None else momentum * previous + (1 - hp.get("dampening", 0.0)) * grad
+            new_state["momentum_buffer"] = buffer
+            grad = grad + momentum * buffer if hp.get("nesterov") else buffer
+        return theta - lr * grad, new_state
+    if kind in ("adam", "adamw"):
+        beta1, beta2 = hp["betas"]
+        if kind == "adamw":
+            theta = theta * (1 - lr * weight_decay)
+        exp_avg = beta1 * state.get("exp_avg", torch.zeros_like(theta)) + (1 - beta1) * grad
+        exp_avg_sq = beta2 * state.get("exp_avg_sq", torch.zeros_like(theta)) + (1 - beta2) * grad * grad
+        new_state.update(exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
+        second = exp_avg_sq
+        if hp.get("amsgrad"):
+            second = torch.maximum(state.get("max_exp_avg_sq", torch.zeros_like(theta)), exp_avg_sq)
+            new_state["max_exp_avg_sq"] = second
+        denom = safe_sqrt(second) / (1 - beta2 ** step) ** 0.5 + hp["eps"]
+        return theta - (lr / (1 - beta1 ** step)) * exp_avg / denom, new_state
+    if kind == "adagrad":
+        clr = lr / (1 + (step - 1) * hp.get("lr_decay", 0.0))
+        total = state.get("sum", torch.full_like(theta, hp.get("initial_accumulator_value", 0.0))) + grad * grad
+        new_state["sum"] = total
+        return theta - clr * grad / (safe_sqrt(total) + hp["eps"]), new_state
+    if kind == "rmsprop":
+        alpha = hp["alpha"]
+        square_avg = alpha * state.get("square_avg", torch.zeros_like(theta)) + (1 - alpha) * grad * grad
+        new_state["square_avg"] = square_avg
+        if hp.get("centered"):
+            grad_avg = alpha * state.get("grad_avg", torch.zeros_like(theta)) + (1 - alpha) * grad
+            new_state["grad_avg"] = grad_avg
+            avg = safe_sqrt(square_avg - grad_avg * grad_avg) + hp["eps"]
+        else:
+            avg = safe_sqrt(square_avg) + hp["eps"]
+        momentum = hp.get("momentum", 0.0)
+        if momentum > 0:
+            buffer = momentum * state.get("momentum_buffer", torch.zeros_like(theta)) + grad / avg
+            new_state["momentum_buffer"] = buffer
+            return theta - lr * buffer, new_state
+        return theta - lr * grad / avg, new_state
+    raise ValueError(f"unknown optimizer kind {kind!r}")
