@@ -5,6 +5,7 @@ import logging
 import random
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lambdaopt.config import validate
+from lambdaopt.data.splits import split_validation
 from lambdaopt.errors import ConfigError, LambdaoptError
 from lambdaopt.metrics import RankingEvaluator
 from lambdaopt.objectives import BPRObjective
@@ -71,8 +73,16 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
-    """Train and evaluate one configuration; returns the test metrics."""
+@dataclass
+class ExperimentResult:
+    test: dict[str, float]
+    valid: dict[str, float]  # at the selected epoch, on the selection part of validation
+    best_epoch: int
+    run_id: str | None
+
+
+def run(cfg: DictConfig) -> ExperimentResult:
+    """Train and evaluate one configuration: the test metrics at the validation-selected epoch."""
     validate(cfg)
     torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
@@ -97,13 +107,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
         tracker.log_metrics({f"data/{k}": v for k, v in dataset.statistics().items()})
 
         model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items).to(device)
-        objective = BPRObjective(dataset, cfg.trainer.batch_size, device)
         regularizer = build(cfg.regularizer)
+        learn_valid, select_valid = split_validation(dataset.valid, regularizer.validation_share, cfg.seed)
+        objective = BPRObjective(dataset, cfg.trainer.batch_size, device, lambda_valid=learn_valid)
         regularizer.setup(model, objective)
         regularizer.to(device)
         optimizer = build(cfg.optimizer)(model.parameters())
         evaluation = dict(ks=cfg.evaluation.ks, chunk_users=cfg.evaluation.chunk_users, device=device)
-        valid_evaluator = RankingEvaluator(dataset.n_users, dataset.n_items, dataset.valid, dataset.train, **evaluation)
+        # selection never counts what λ learned from as a negative: those items are known to the user
+        select_excluded = dataset.train if select_valid is learn_valid else dataset.train.concat(learn_valid)
+        valid_evaluator = RankingEvaluator(dataset.n_users, dataset.n_items, select_valid, select_excluded, **evaluation)
         test_evaluator = RankingEvaluator(dataset.n_users, dataset.n_items, dataset.test,
                                           dataset.train.concat(dataset.valid), **evaluation)
         log.info("%s: %d users, %d items, %d/%d/%d train/valid/test | %s + %s on %s", dataset.name,
@@ -130,7 +143,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if tracker.run_id is not None:
         print(f"MLflow run {tracker.run_id} in experiment '{cfg.tracking.experiment}'; browse with:\n"
               f"  mlflow ui --backend-store-uri {cfg.tracking.uri} -w 1")
-    return test
+    return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id)
 
 
 def hydra_task(cfg: DictConfig):
@@ -139,7 +152,7 @@ def hydra_task(cfg: DictConfig):
     A single run exits with status 2; inside `-m` the job reports FAILED and the sweep goes on.
     """
     try:
-        return run(cfg)
+        return run(cfg).test
     except LambdaoptError as error:
         print(f"error: {error}", file=sys.stderr)
         from hydra.core.hydra_config import HydraConfig

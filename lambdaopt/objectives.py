@@ -23,8 +23,10 @@ class BPRObjective:
     that the user never interacted with in training. Validation triples (for learned λ) pair
     validation positives with negatives outside the user's train ∪ validation items."""
 
-    def __init__(self, dataset: SplitDataset, batch_size: int, device: torch.device):
+    def __init__(self, dataset: SplitDataset, batch_size: int, device: torch.device, lambda_valid=None):
         self.dataset, self.batch_size, self.device = dataset, batch_size, device
+        # the validation interactions learned-λ methods draw from (all of them unless a share is held out)
+        self.lambda_valid = dataset.valid if lambda_valid is None else lambda_valid
         self.train_sampler = NegativeSampler(dataset.n_users, dataset.n_items, dataset.train)
         self.valid_sampler = NegativeSampler(dataset.n_users, dataset.n_items, dataset.train.concat(dataset.valid))
 
@@ -43,8 +45,8 @@ class BPRObjective:
 
     def valid_batch(self, rng: np.random.Generator, size: int) -> Batch:
         """`size` validation triples drawn with replacement (the look-ahead target of learned λ)."""
-        index = rng.integers(0, len(self.dataset.valid), size)
-        users, items = self.dataset.valid.users[index], self.dataset.valid.items[index]
+        index = rng.integers(0, len(self.lambda_valid), size)
+        users, items = self.lambda_valid.users[index], self.lambda_valid.items[index]
         return self._to_device((users, items, self.valid_sampler.sample(users, rng)))
 
     @staticmethod

@@ -25,6 +25,10 @@ def open_unit() -> dict:
     return {"check": Check(lambda v: v is not None and 0 < v < 1, "a number in (0, 1)")}
 
 
+def share() -> dict:
+    return {"check": Check(lambda v: v is not None and 0 < v <= 1, "a number in (0, 1]")}
+
+
 def one_of(*choices: str) -> dict:
     return {"check": Check(lambda v: v in choices, "one of " + ", ".join(choices))}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from lambdaopt.config.checks import field_with, non_negative, one_of, optional_positive, positive
+from lambdaopt.config.checks import field_with, non_negative, one_of, optional_positive, positive, share
 from lambdaopt.regularizers.lambdas import GRANULARITIES
 
 
@@ -29,6 +29,8 @@ class LambdaOptConfig:
     ift_alpha: float = field_with(1.0, positive())
     valid_batch_size: Optional[int] = field_with(None, optional_positive())
     snapshot_every: int = field_with(1, positive())
+    # share of validation interactions λ learns from; the rest selects the epoch (1 = the paper: same data for both)
+    validation_share: float = field_with(0.5, share())
     seed: int = field_with(0, non_negative())
 
 

@@ -20,6 +20,17 @@ def _heldout_counts(n_per_user: np.ndarray, method: str, test_ratio: float, vali
     return n_test, n_valid
 
 
+def split_validation(valid: Interactions, share: float | None, seed: int = 0) -> tuple[Interactions, Interactions]:
+    """(learn, select): each validation interaction goes to `learn` with probability `share`.
+
+    share None or 1: both are the whole validation split (selection then reuses what was learned from).
+    """
+    if share is None or share >= 1:
+        return valid, valid
+    to_learn = np.random.default_rng(seed).random(len(valid)) < share
+    return valid.take(np.flatnonzero(to_learn)), valid.take(np.flatnonzero(~to_learn))
+
+
 def split_per_user(
     log: Interactions,
     n_users: int,

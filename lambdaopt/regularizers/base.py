@@ -7,7 +7,14 @@ from torch import nn
 
 class Regularizer(nn.Module):
     """`penalty` is added to the training loss of every batch; `update` runs before each model step
-    (learned-λ methods adjust λ there); `metrics` is logged at every evaluation."""
+    (learned-λ methods adjust λ there); `metrics` is logged at every evaluation.
+
+    `validation_share`: for methods that learn from validation triples, the share of the validation
+    interactions they may see; the rest is kept apart for model selection (early stopping), so the
+    selected epoch is not chosen on data λ was fitted to. None: the regularizer never reads validation.
+    """
+
+    validation_share: float | None = None
 
     def setup(self, model: nn.Module, objective) -> None:
         """Called once the model and the training objective exist: learned λ sizes its tables from the

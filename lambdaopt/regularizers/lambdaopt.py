@@ -29,8 +29,9 @@ class LambdaOpt(Regularizer):
                  grad_clip: float | None = 1.0, update_every: int = 1, hypergrad: str = "truncated",
                  unroll_steps: int = 1, full_graph: bool = False, neumann_steps: int = 10,
                  ift_alpha: float = 1.0, valid_batch_size: int | None = None, snapshot_every: int = 1,
-                 seed: int = 0):
+                 validation_share: float = 0.5, seed: int = 0):
         super().__init__()
+        self.validation_share = validation_share
         if hypergrad not in ("truncated", "unrolled", "ift"):
             raise ConfigError(f"regularizer.hypergrad={hypergrad!r} is unknown: use truncated, unrolled or ift")
         if lambda_optimizer not in ("adam", "sgd"):
@@ -52,7 +53,7 @@ class LambdaOpt(Regularizer):
                               "use model=mf")
         if not hasattr(objective, "valid_batch"):
             raise ConfigError("λOpt needs validation triples: use an implicit-feedback dataset (BPR objective)")
-        if len(objective.dataset.valid) == 0:
+        if len(objective.lambda_valid) == 0:
             raise ConfigError("λOpt needs a non-empty validation split: check dataset.split")
         dims = {getattr(model, name).shape[-1] for name in ("user_embedding", "item_embedding")}
         if len(dims) != 1:

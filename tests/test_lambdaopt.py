@@ -1,0 +1,125 @@
+"""λOpt behaviour: λ shapes, non-negativity, no spurious movement, bad input, and the MLflow outputs."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from lambdaopt.config import validate
+from lambdaopt.errors import ConfigError, TrainingDiverged
+from lambdaopt.regularizers.lambdaopt import LambdaOpt
+from lambdaopt.regularizers.lambdas import LambdaTables
+
+from conftest import TINY, compose_config, run_cli
+from test_hypergrad import dataset, make_setup  # noqa: F401  (fixture reuse)
+
+U, I, D = 7, 5, 3
+EXPECTED_SHAPES = {
+    "global": {"shared": (1,)}, "d": {"shared": (D,)}, "double_d": {"user": (D,), "item": (D,)},
+    "user": {"user": (U, 1), "item": (1,)}, "item": {"user": (1,), "item": (I, 1)},
+    "user_item": {"user": (U, 1), "item": (I, 1)}, "du": {"user": (U, D), "item": (D,)},
+    "di": {"user": (D,), "item": (I, D)}, "dui": {"user": (U, D), "item": (I, D)},
+}
+
+
+@pytest.mark.parametrize("granularity,shapes", EXPECTED_SHAPES.items())
+def test_lambda_shapes_per_granularity(granularity, shapes):
+    lam = LambdaTables(granularity, U, I, D)
+    assert {name: tuple(p.shape) for name, p in lam.raw.items()} == shapes
+    values = lam.values()
+    rows = torch.tensor([0, 2, 2])
+    for role in ("user", "item"):  # broadcastable against the gathered rows
+        assert (lam.for_rows(role, rows, values) * torch.ones(3, D)).shape == (3, D)
+
+
+@pytest.mark.parametrize("nonneg", ["clamp", "softplus", "exp"])
+def test_lambda_stays_non_negative(dataset, nonneg):  # noqa: F811
+    model, objective, optimizer, _, train, _ = make_setup(dataset, "adam", "dui")
+    reg = LambdaOpt(granularity="dui", init=0.0 if nonneg == "clamp" else 1e-3, nonneg=nonneg, lambda_lr=0.5,
+                    grad_clip=None)
+    reg.setup(model, objective)
+    reg.lam.double()
+    for step, batch in enumerate(objective.batches(np.random.default_rng(1))):
+        reg.update(model, optimizer, batch, step)
+        loss = objective.loss(model, batch) + reg.penalty(model, objective.rows(model, batch), len(batch[0]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for values in reg.lam.values().values():
+        assert (values >= 0).all()
+    assert any((v > 0).any() for v in reg.lam.values().values())  # and it did move
+
+
+def test_lambda_does_not_move_when_validation_cannot_see_it(dataset):  # noqa: F811
+    model, objective, optimizer, reg, train, _ = make_setup(dataset, "adam", "dui")
+    before = {k: p.detach().clone() for k, p in reg.lam.raw.items()}
+    users, positives, negatives = train
+    seen_items = set(torch.cat([positives, negatives]).tolist())
+    other_users = torch.tensor(sorted(set(range(dataset.n_users)) - set(users.tolist())))
+    other_items = torch.tensor(sorted(set(range(dataset.n_items)) - seen_items))
+    assert len(other_users) and len(other_items) >= 2
+    disjoint = (other_users[:4], other_items[:1].repeat(4), other_items[1:2].repeat(4))
+    objective.valid_batch = lambda rng, size: disjoint
+    reg.update(model, optimizer, train, 0)
+    for k, p in reg.lam.raw.items():
+        assert torch.equal(p.grad, torch.zeros_like(p.grad))
+        assert torch.equal(p.detach(), before[k])
+
+
+def test_update_every_skips_steps(dataset):  # noqa: F811
+    model, objective, optimizer, _, train, _ = make_setup(dataset, "sgd", "d")
+    reg = LambdaOpt(granularity="d", update_every=3, lambda_lr=0.1)
+    reg.setup(model, objective)
+    reg.lam.double()
+    reg.update(model, optimizer, train, 1)
+    assert all(p.grad is None for p in reg.lam.parameters())
+    reg.update(model, optimizer, train, 3)
+    assert all(p.grad is not None for p in reg.lam.parameters())
+
+
+def test_nan_hypergradient_stops_with_a_reason(dataset):  # noqa: F811
+    model, objective, optimizer, reg, train, _ = make_setup(dataset, "adam", "dui")
+    with torch.no_grad():
+        model.user_embedding[train[0][0]] = float("nan")
+    with pytest.raises(TrainingDiverged, match="NaN"):
+        reg.update(model, optimizer, train, 0)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("regularizer.unroll_steps=0", "regularizer.unroll_steps"),
+    ("regularizer.lambda_lr=0", "regularizer.lambda_lr"),
+    ("regularizer.validation_share=0", "regularizer.validation_share"),
+    ("regularizer.granularity=per_galaxy", "regularizer.granularity"),
+])
+def test_bad_lambdaopt_values_name_the_key(override, key):
+    cfg = compose_config(["regularizer=lambdaopt_dui", override])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+def test_model_without_factor_tables_is_rejected(dataset):  # noqa: F811
+    model, objective, *_ = make_setup(dataset, "sgd", "d")
+    with pytest.raises(ConfigError, match="factor tables"):
+        LambdaOpt().setup(torch.nn.Linear(2, 2), objective)
+
+
+@pytest.mark.slow
+def test_lambdaopt_run_logs_trajectories_metrics_and_figures(tmp_path):
+    result = run_cli([*TINY, "regularizer=lambdaopt_dui", "regularizer.lambda_lr=1e-2"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.search_runs([client.get_experiment_by_name("lambdaopt").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+    for role in ("user", "item"):
+        for stat in ("mean", "median", "p10", "p90", "max", "frac_zero"):
+            assert f"reg/{role}/lambda_{stat}" in run.data.metrics
+        assert f"{role}/lambda_count_spearman" in run.data.metrics
+    assert "reg/lookahead_valid_loss" in run.data.metrics
+    snapshots = [a.path for a in client.list_artifacts(run.info.run_id, "lambda_trajectory")]
+    assert sorted(snapshots) == sorted(f"lambda_trajectory/{role}_epoch000{e}.parquet"
+                                       for role in ("user", "item") for e in (1, 2, 3))
+    local = client.download_artifacts(run.info.run_id, "lambda_trajectory/user_epoch0003.parquet", str(tmp_path))
+    frame = pd.read_parquet(local)
+    assert list(frame.columns) == ["entity"] + [f"l{k}" for k in range(8)] and (frame.iloc[:, 1:] >= 0).all().all()
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert figures == {"figures/lambda_trajectories.png", "figures/lambda_vs_frequency.png"}
