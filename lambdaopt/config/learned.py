@@ -31,6 +31,8 @@ class LambdaOptConfig:
     snapshot_every: int = field_with(1, positive())
     # share of validation interactions λ learns from; the rest selects the epoch (1 = the paper: same data for both)
     validation_share: float = field_with(0.5, share())
+    # look ahead through the model's own optimizer (λOpt) or through plain SGD at its lr (SGDA)
+    lookahead: str = field_with("model", one_of("model", "sgd"))
     seed: int = field_with(0, non_negative())
 
 

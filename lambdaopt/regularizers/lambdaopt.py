@@ -23,14 +23,27 @@ from lambdaopt.regularizers.lookahead import optimizer_kind
 from lambdaopt.regularizers.trajectory import LambdaTrajectory
 
 
+class _NoState:
+    """An optimizer stand-in with empty state, for a look-ahead that ignores the model optimizer's state."""
+
+    state: dict = {}
+
+
+_NO_STATE = _NoState()
+
+
 class LambdaOpt(Regularizer):
     def __init__(self, granularity: str = "dui", init: float = 0.0, nonneg: str = "clamp",
                  lambda_optimizer: str = "adam", lambda_lr: float = 1e-3, amsgrad: bool = True,
                  grad_clip: float | None = 1.0, update_every: int = 1, hypergrad: str = "truncated",
                  unroll_steps: int = 1, full_graph: bool = False, neumann_steps: int = 10,
                  ift_alpha: float = 1.0, valid_batch_size: int | None = None, snapshot_every: int = 1,
-                 validation_share: float = 0.5, seed: int = 0):
+                 validation_share: float = 0.5, lookahead: str = "model", seed: int = 0):
         super().__init__()
+        if lookahead not in ("model", "sgd"):
+            raise ConfigError(f"regularizer.lookahead={lookahead!r} is unknown: use model or sgd")
+        # "sgd": simulate a plain SGD step at the model's lr whatever the model trains with (SGDA, Rendle 2012)
+        self.lookahead = lookahead
         self.validation_share = validation_share
         if hypergrad not in ("truncated", "unrolled", "ift"):
             raise ConfigError(f"regularizer.hypergrad={hypergrad!r} is unknown: use truncated, unrolled or ift")
@@ -55,9 +68,10 @@ class LambdaOpt(Regularizer):
             raise ConfigError("λOpt needs validation triples: use an implicit-feedback dataset (BPR objective)")
         if len(objective.lambda_valid) == 0:
             raise ConfigError("λOpt needs a non-empty validation split: check dataset.split")
-        dims = {getattr(model, name).shape[-1] for name in ("user_embedding", "item_embedding")}
+        dims = {getattr(model, name).shape[-1] for name in model.entity_tables() if getattr(model, name).dim() == 2}
         if len(dims) != 1:
-            raise ConfigError(f"granularity {self.options['granularity']} needs equal user and item embedding sizes")
+            raise ConfigError(f"λOpt needs every user/item factor table of {type(model).__name__} to have the same "
+                              f"width (got {sorted(dims)}); e.g. set model.mlp_dim=model.dim")
         self.objective = objective
         device = model.user_embedding.device
         self.lam = LambdaTables(n_users=model.n_users, n_items=model.n_items, dim=dims.pop(), **self.options).to(device)
@@ -78,12 +92,12 @@ class LambdaOpt(Regularizer):
         if batch_index % self.update_every:
             return
         if self.kind is None:
-            self.kind = optimizer_kind(optimizer)
+            self.kind = "sgd" if self.lookahead == "sgd" else optimizer_kind(optimizer)
         size = self.valid_batch_size or len(train_batch[0])
         valid_batch = self.objective.valid_batch(self.rng, size)
         build = hypergrad.full_problem if self.full_graph else hypergrad.compact_problem
-        problem = build(model, optimizer, self.kind, train_batch, valid_batch)
-        hp = optimizer.param_groups[0]
+        problem = build(model, optimizer if self.lookahead == "model" else _NO_STATE, self.kind, train_batch, valid_batch)
+        hp = optimizer.param_groups[0] if self.lookahead == "model" else {"lr": optimizer.param_groups[0]["lr"]}
         self.lambda_optimizer.zero_grad(set_to_none=True)
         if self.hypergrad == "truncated":
             loss = hypergrad.truncated_hypergrad(model, self.objective, problem, self.lam, self.kind, hp, self.unroll_steps)

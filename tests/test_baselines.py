@@ -1,0 +1,79 @@
+"""The λOpt paper's baselines: SGDA's λ-gradient, NeuMF's shapes and training."""
+import numpy as np
+import pytest
+import torch
+
+from lambdaopt.models.neumf import NeuMF
+from lambdaopt.objectives import BPRObjective
+from lambdaopt.regularizers import hypergrad
+from lambdaopt.regularizers.lambdaopt import LambdaOpt
+
+from conftest import compose_config
+from test_hypergrad import check_against_fd, dataset, make_setup  # noqa: F401
+
+
+def test_sgda_lambda_gradient_matches_finite_differences_of_an_sgd_step(dataset):  # noqa: F811
+    """SGDA looks ahead through plain SGD at the model's lr, whatever the model trains with (Adam here)."""
+    model, objective, adam, _, train, valid = make_setup(dataset, "adam", "double_d")
+    sgda = LambdaOpt(granularity="double_d", lookahead="sgd", lambda_optimizer="sgd", lambda_lr=1.0, grad_clip=None)
+    sgda.setup(model, objective)
+    sgda.lam.double()
+    with torch.no_grad():
+        for p in sgda.lam.raw.values():
+            p.uniform_(0.05, 0.5)
+    objective.valid_batch = lambda rng, size: valid
+    before = {k: p.detach().clone() for k, p in sgda.lam.raw.items()}
+    sgda.update(model, adam, train, 0)
+    grads = {k: p.grad.clone() for k, p in sgda.lam.raw.items()}
+    assert {k: tuple(g.shape) for k, g in grads.items()} == {"user": (4,), "item": (4,)}
+    for k, p in sgda.lam.raw.items():  # an SGD step on λ, then projection
+        torch.testing.assert_close(p.detach(), (before[k] - grads[k]).clamp(min=0))
+    with torch.no_grad():
+        for k, p in sgda.lam.raw.items():
+            p.copy_(before[k])
+            p.grad = grads[k]
+    plain_sgd = torch.optim.SGD(model.parameters(), lr=adam.param_groups[0]["lr"])
+    check_against_fd(model, objective, plain_sgd, sgda, train, valid, steps=1)
+
+
+def test_neumf_shapes_and_consistent_scores():
+    torch.manual_seed(0)
+    model = NeuMF(7, 11, dim=4, mlp_dim=3, layers=[8, 4], max_pairs=10)  # forces several item chunks
+    users = torch.tensor([0, 3, 6])
+    full = model.score_all(users)
+    assert full.shape == (3, 11)
+    pairs = model.score(users.repeat_interleave(11), torch.arange(11).repeat(3)).view(3, 11)
+    torch.testing.assert_close(full, pairs)
+
+
+@pytest.mark.slow
+def test_neumf_training_lowers_the_bpr_loss(dataset):  # noqa: F811
+    torch.manual_seed(0)
+    model = NeuMF(dataset.n_users, dataset.n_items, dim=8, mlp_dim=8, layers=[16, 8], init_std=0.1)
+    objective = BPRObjective(dataset, 64, torch.device("cpu"))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    rng = np.random.default_rng(0)
+
+    def epoch_loss(train: bool):
+        total = 0.0
+        for batch in objective.batches(rng):
+            loss = objective.loss(model, batch)
+            if train:
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            total += float(loss.detach()) * len(batch[0])
+        return total / len(dataset.train)
+
+    with torch.no_grad():
+        before = epoch_loss(train=False)
+    for _ in range(15):
+        epoch_loss(train=True)
+    with torch.no_grad():
+        after = epoch_loss(train=False)
+    assert after < 0.8 * before
+
+
+def test_baseline_configs_compose():
+    assert compose_config(["regularizer=sgda"]).regularizer.lookahead == "sgd"
+    assert compose_config(["model=neumf"]).model.layers == [64, 32, 16]
