@@ -44,7 +44,7 @@ class Trainer:
         for batch in self.objective.batches(self.rng):
             self.regularizer.update(self.model, self.optimizer, batch, n_batches)
             fit = self.objective.loss(self.model, batch)
-            penalty = self.regularizer.penalty(self.model, self.objective.rows(self.model, batch), len(batch[0]))
+            penalty = self.regularizer.penalty(self.model, self.objective.rows(self.model, batch), len(batch[0]), batch)
             loss = fit + penalty
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

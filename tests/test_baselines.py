@@ -77,3 +77,27 @@ def test_neumf_training_lowers_the_bpr_loss(dataset):  # noqa: F811
 def test_baseline_configs_compose():
     assert compose_config(["regularizer=sgda"]).regularizer.lookahead == "sgd"
     assert compose_config(["model=neumf"]).model.layers == [64, 32, 16]
+
+
+def test_amf_perturbation_respects_eps_and_increases_the_loss(dataset):  # noqa: F811
+    from lambdaopt.regularizers.adversarial import Adversarial
+
+    model, objective, _, _, train, _ = make_setup(dataset, "adam", "d")
+    amf = Adversarial(lam=0.0, eps=0.1, reg_adv=1.0)
+    amf.setup(model, objective)
+    delta = amf.perturbation(model, train)
+    touched = {"user_embedding": train[0], "item_embedding": torch.cat(train[1:])}
+    for name, d in delta.items():
+        norms = d.norm(dim=-1)
+        assert (norms <= 0.1 + 1e-12).all()
+        assert torch.allclose(norms[touched[name]], torch.full_like(norms[touched[name]], 0.1))
+        untouched = torch.ones(len(d), dtype=torch.bool)
+        untouched[touched[name]] = False
+        assert (norms[untouched] == 0).all()
+    clean = float(objective.loss(model, train))
+    adversarial = float(amf._bpr(model, train, {n: getattr(model, n).detach() + d for n, d in delta.items()}))
+    random = {n: 0.1 * torch.nn.functional.normalize(torch.randn_like(d), dim=-1) for n, d in delta.items()}
+    randomly_perturbed = float(amf._bpr(model, train, {n: getattr(model, n).detach() + d for n, d in random.items()}))
+    assert adversarial > clean and adversarial > randomly_perturbed
+    penalty = amf.penalty(model, objective.rows(model, train), len(train[0]), train)
+    assert float(penalty) == pytest.approx(adversarial, rel=1e-9)

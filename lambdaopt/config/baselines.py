@@ -17,4 +17,12 @@ class NeuMFConfig:
     init_std: float = field_with(0.01, positive())
 
 
-SCHEMAS = {"model": {"neumf": NeuMFConfig}}
+@dataclass
+class AdversarialConfig:
+    _target_: str = "lambdaopt.regularizers.adversarial.Adversarial"
+    lam: float = field_with(1e-2, non_negative())
+    eps: float = field_with(0.5, positive())
+    reg_adv: float = field_with(1.0, non_negative())
+
+
+SCHEMAS = {"model": {"neumf": NeuMFConfig}, "regularizer": {"amf": AdversarialConfig}}

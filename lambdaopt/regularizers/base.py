@@ -20,7 +20,10 @@ class Regularizer(nn.Module):
         """Called once the model and the training objective exist: learned λ sizes its tables from the
         model here and draws its validation batches from `objective.valid_batch`."""
 
-    def penalty(self, model: nn.Module, rows: dict[str, tuple[str, torch.Tensor]], batch_size: int) -> torch.Tensor:
+    def penalty(self, model: nn.Module, rows: dict[str, tuple[str, torch.Tensor]], batch_size: int,
+                batch=None) -> torch.Tensor:
+        """Added to the batch's training loss. `rows`: {table: (role, row ids per occurrence)} from
+        `model.factor_rows`; `batch`: the batch itself, for penalties that need more than rows."""
         raise NotImplementedError
 
     def update(self, model: nn.Module, optimizer: torch.optim.Optimizer, train_batch, batch_index: int) -> None:

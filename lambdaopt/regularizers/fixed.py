@@ -7,7 +7,7 @@ from lambdaopt.regularizers.base import Regularizer
 
 
 class NoRegularizer(Regularizer):
-    def penalty(self, model, rows, batch_size):
+    def penalty(self, model, rows, batch_size, batch=None):
         return torch.zeros((), device=next(model.parameters()).device)
 
 
@@ -24,7 +24,7 @@ class FixedL2(Regularizer):
         super().__init__()
         self.lam = lam
 
-    def penalty(self, model, rows, batch_size):
+    def penalty(self, model, rows, batch_size, batch=None):
         total = sum((getattr(model, name)[index] ** 2).sum() for name, (_, index) in rows.items())
         return self.lam * total / batch_size
 

@@ -82,7 +82,7 @@ class LambdaOpt(Regularizer):
         self.trajectory = LambdaTrajectory(self.lam, objective.dataset, self.snapshot_every)
 
     # ------------------------------------------------------------------ training hooks
-    def penalty(self, model, rows, batch_size):
+    def penalty(self, model, rows, batch_size, batch=None):
         values = {name: v.detach() for name, v in self.lam.values().items()}
         total = sum((self.lam.for_rows(role, index, values) * getattr(model, name)[index] ** 2).sum()
                     for name, (role, index) in rows.items())
