@@ -16,10 +16,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lambdaopt.config import core
+from lambdaopt.config import datasets
 from lambdaopt.config.checks import Check
 from lambdaopt.errors import ConfigError
 
-SCHEMA_MODULES = [core]
+SCHEMA_MODULES = [core, datasets]
 
 
 def all_schemas() -> dict[str, dict[str, type]]:

@@ -68,7 +68,8 @@ def build_split_dataset(
     if len(cleaned) == 0:
         raise DataError(
             f"dataset '{name}': no interactions left after filtering users with < {min_user_interactions} "
-            f"and items with < {min_item_interactions} interactions; lower those thresholds"
+            f"and items with < {min_item_interactions} interactions; lower dataset.min_user_interactions "
+            "or dataset.min_item_interactions"
         )
     cleaned, n_users, n_items = remap_ids(cleaned)
     train, valid, test = split_per_user(cleaned, n_users, split.method, split.test_ratio, split.valid_ratio, seed)
