@@ -378,6 +378,14 @@ def test_duplicates_are_dropped_with_a_warning(tmp_path, caplog):
     assert any("dropped 4 duplicate" in record.getMessage() for record in caplog.records)
 
 
+def test_dedupe_keeps_the_earliest_then_the_first_in_the_file(tmp_path):
+    rows = [(1, 1, 5, 20), (1, 1, 4, 10), (1, 1, 3, 10), (1, 2, 2, 30), (1, 3, 1, 40), (1, 4, 1, 50)]
+    path = write_u_data(tmp_path / "u.data", rows)
+    dataset = load_dataset("ml-100k", path=str(path), cache_dir=str(tmp_path / "c"), feedback="explicit",
+                           split=SimpleNamespace(method="leave_one_out", test_ratio=0.2, valid_ratio=0.25))
+    assert dataset.train.ratings.tolist() == [4.0, 2.0]  # (1, 1) at t=10, first of the two in the file
+
+
 def test_filter_that_leaves_no_users(tmp_path):
     path = write_u_data(tmp_path / "u.data", ratings_rows(per_user=10))
     with pytest.raises(DataError) as error:
