@@ -23,7 +23,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from lambdaopt.errors import DataError
@@ -63,7 +63,6 @@ class DatasetSpec:
     user_reader: str  # reader for a file given as dataset.path
     expected: tuple[int, int, int] | None
     where_to_get: str
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
