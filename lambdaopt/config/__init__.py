@@ -15,11 +15,11 @@ import dataclasses
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lambdaopt.config import baselines, core, learned
+from lambdaopt.config import baselines, core, datasets, learned
 from lambdaopt.config.checks import Check
 from lambdaopt.errors import ConfigError
 
-SCHEMA_MODULES = [core, learned, baselines]
+SCHEMA_MODULES = [core, datasets, learned, baselines]
 
 
 def all_schemas() -> dict[str, dict[str, type]]:

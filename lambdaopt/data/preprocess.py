@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 
 from lambdaopt.data.interactions import Interactions, SplitDataset
 from lambdaopt.data.splits import split_per_user
@@ -13,12 +14,12 @@ log = logging.getLogger(__name__)
 
 
 def dedupe(interactions: Interactions) -> Interactions:
-    """Keep the earliest interaction of each (user, item) pair; warn with the count dropped."""
+    """Keep the earliest interaction of each (user, item) pair (ties: the first in the log), in log
+    order; warn with the count dropped. A stable sort by time, then a hash pass for first occurrences
+    (cheaper than a two-key lexsort on 10M rows)."""
     n_items = int(interactions.items.max()) + 1 if len(interactions) else 1
-    order = np.lexsort((interactions.timestamps, interactions.keys(n_items)))
-    keys = interactions.keys(n_items)[order]
-    first = np.ones(len(keys), bool)
-    first[1:] = keys[1:] != keys[:-1]
+    order = np.argsort(interactions.timestamps, kind="stable")
+    first = ~pd.Series(interactions.keys(n_items)[order]).duplicated().to_numpy()
     n_dropped = int((~first).sum())
     if n_dropped:
         log.warning("dropped %d duplicate (user, item) interactions, keeping the earliest of each", n_dropped)
@@ -48,8 +49,8 @@ def filter_min_interactions(
 
 def remap_ids(interactions: Interactions) -> tuple[Interactions, int, int]:
     """Map user and item ids onto 0..n-1 (in order of the original ids)."""
-    users_unique, users = np.unique(interactions.users, return_inverse=True)
-    items_unique, items = np.unique(interactions.items, return_inverse=True)
+    users, users_unique = pd.factorize(interactions.users, sort=True)
+    items, items_unique = pd.factorize(interactions.items, sort=True)
     remapped = Interactions(users.astype(np.int64), items.astype(np.int64), interactions.timestamps, interactions.ratings)
     return remapped, len(users_unique), len(items_unique)
 
@@ -68,7 +69,8 @@ def build_split_dataset(
     if len(cleaned) == 0:
         raise DataError(
             f"dataset '{name}': no interactions left after filtering users with < {min_user_interactions} "
-            f"and items with < {min_item_interactions} interactions; lower those thresholds"
+            f"and items with < {min_item_interactions} interactions; lower dataset.min_user_interactions "
+            "or dataset.min_item_interactions"
         )
     cleaned, n_users, n_items = remap_ids(cleaned)
     train, valid, test = split_per_user(cleaned, n_users, split.method, split.test_ratio, split.valid_ratio, seed)
