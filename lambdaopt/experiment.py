@@ -14,10 +14,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lambdaopt.config import validate
-from lambdaopt.data.splits import split_validation
 from lambdaopt.errors import ConfigError, LambdaoptError
-from lambdaopt.metrics import RankingEvaluator
-from lambdaopt.objectives import BPRObjective
+from lambdaopt.tasks import select_task, solve_convex
 from lambdaopt.tracking import flatten, git_commit, save_state_dict, tracked_run
 from lambdaopt.trainer import Trainer
 
@@ -65,11 +63,11 @@ def _hydra_context() -> tuple[list[str], dict[str, str]]:
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A small fixed-width table: one row per entry of `rows`, one column per metric."""
-    columns = list(next(iter(rows.values())).keys())
-    width = max(10, *(len(c) for c in columns))
+    columns = [c for c in next(iter(rows.values())).keys() if not c.startswith("sigma_")]  # σ_i: in MLflow
+    width = max(10, *(len(c) + 1 for c in columns))
     lines = [" " * 12 + "".join(f"{c:>{width}}" for c in columns)]
     for label, values in rows.items():
-        lines.append(f"{label:<12}" + "".join(f"{values[c]:>{width}.4f}" for c in columns))
+        lines.append(f"{label:<12}" + "".join(f"{values[c]:>{width}.4g}" for c in columns))
     return "\n".join(lines)
 
 
@@ -89,11 +87,9 @@ def run(cfg: DictConfig) -> ExperimentResult:
     seed_everything(cfg.seed)
 
     dataset = build(cfg.dataset)
-    if max(cfg.evaluation.ks) > dataset.n_items:
-        raise ConfigError(
-            f"evaluation.ks={list(cfg.evaluation.ks)} asks for K > {dataset.n_items} items in "
-            f"dataset '{dataset.name}': use values ≤ {dataset.n_items}"
-        )
+    regularizer = build(cfg.regularizer)
+    # objective + evaluators for ranking, ratings or completion (with the validation share λ may learn from)
+    task = select_task(cfg, dataset, device, validation_share=regularizer.validation_share)
     overrides, hydra_tags = _hydra_context()
     tags = {"git_commit": git_commit(), "dataset": dataset.name, "dataset_hash": dataset.fingerprint,
             "model": OmegaConf.select(cfg, "model._target_").rsplit(".", 1)[-1],
@@ -107,25 +103,17 @@ def run(cfg: DictConfig) -> ExperimentResult:
         tracker.log_metrics({f"data/{k}": v for k, v in dataset.statistics().items()})
 
         model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items).to(device)
-        regularizer = build(cfg.regularizer)
-        learn_valid, select_valid = split_validation(dataset.valid, regularizer.validation_share, cfg.seed)
-        objective = BPRObjective(dataset, cfg.trainer.batch_size, device, lambda_valid=learn_valid)
+        objective = task.objective
         regularizer.setup(model, objective)
         regularizer.to(device)
         optimizer = build(cfg.optimizer)(model.parameters())
-        evaluation = dict(ks=cfg.evaluation.ks, chunk_users=cfg.evaluation.chunk_users, device=device)
-        # selection never counts what λ learned from as a negative: those items are known to the user
-        select_excluded = dataset.train if select_valid is learn_valid else dataset.train.concat(learn_valid)
-        valid_evaluator = RankingEvaluator(dataset.n_users, dataset.n_items, select_valid, select_excluded, **evaluation)
-        test_evaluator = RankingEvaluator(dataset.n_users, dataset.n_items, dataset.test,
-                                          dataset.train.concat(dataset.valid), **evaluation)
-        log.info("%s: %d users, %d items, %d/%d/%d train/valid/test | %s + %s on %s", dataset.name,
-                 dataset.n_users, dataset.n_items, len(dataset.train), len(dataset.valid), len(dataset.test),
-                 tags["model"], tags["regularizer"], device)
+        valid_evaluator, test_evaluator = task.valid_evaluator, task.test_evaluator
+        log.info("%s: %s | %s + %s on %s", dataset.name, task.description, tags["model"], tags["regularizer"], device)
 
         trainer = Trainer(model, regularizer, optimizer, objective, valid_evaluator, tracker,
-                          seed=cfg.seed, **cfg.trainer)
-        fit = trainer.fit()
+                          seed=cfg.seed, **{**cfg.trainer, "monitor": task.monitor, "mode": task.mode})
+        # A convex solver (model=nuclear_norm) is solved once; the optimizer built above goes unused.
+        fit = solve_convex(model, task, tracker) if hasattr(model, "solve") else trainer.fit()
         model.eval()
         started = time.perf_counter()
         with torch.no_grad():
@@ -134,12 +122,13 @@ def run(cfg: DictConfig) -> ExperimentResult:
         tracker.log_metrics({"best_epoch": fit.best_epoch, "train_seconds": fit.train_seconds,
                              "test_eval_seconds": time.perf_counter() - started,
                              **{f"best_valid/{k}": v for k, v in fit.best_valid.items()}})
+        task.finish(tracker, title=run_name)
         if cfg.tracking.log_model:
             save_state_dict(tracker, model.state_dict())
 
-    print(f"\nbest epoch {fit.best_epoch} of {fit.epochs_run} (selected on validation {cfg.trainer.monitor}), "
+    print(f"\nbest epoch {fit.best_epoch} of {fit.epochs_run} (selected on {task.monitor}, {task.mode}), "
           f"{fit.train_seconds:.1f}s training")
-    print(format_table({"valid": fit.best_valid, "test": test}))
+    print(format_table({getattr(valid_evaluator, "log_prefix", "valid"): fit.best_valid, "test": test}))
     if tracker.run_id is not None:
         print(f"MLflow run {tracker.run_id} in experiment '{cfg.tracking.experiment}'; browse with:\n"
               f"  mlflow ui --backend-store-uri {cfg.tracking.uri} -w 1")

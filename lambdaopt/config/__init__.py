@@ -15,11 +15,12 @@ import dataclasses
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lambdaopt.config import baselines, core, datasets, learned
+from lambdaopt.config import baselines, core, datasets, deep, learned
 from lambdaopt.config.checks import Check
+from lambdaopt.config.monitor import metric_names, task_kind
 from lambdaopt.errors import ConfigError
 
-SCHEMA_MODULES = [core, datasets, learned, baselines]
+SCHEMA_MODULES = [core, datasets, deep, learned, baselines]
 
 
 def all_schemas() -> dict[str, dict[str, type]]:
@@ -78,9 +79,9 @@ def validate(cfg: DictConfig) -> None:
             ok = False
         if not ok:
             raise ConfigError(f"{key}={value!r} is not allowed: use {rule.allowed}")
-    metric_names = {"auc"} | {f"{m}@{k}" for k in cfg.evaluation.ks for m in ("hr", "ndcg")}
-    if cfg.trainer.monitor not in metric_names:
+    names = metric_names(cfg)
+    if cfg.trainer.monitor != "auto" and cfg.trainer.monitor not in names:
         raise ConfigError(
-            f"trainer.monitor={cfg.trainer.monitor!r} is not a validation metric: use one of "
-            + ", ".join(sorted(metric_names))
+            f"trainer.monitor={cfg.trainer.monitor!r} is not a {task_kind(cfg)} validation metric: use auto or one of "
+            + ", ".join(sorted(names))
         )

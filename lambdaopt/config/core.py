@@ -22,6 +22,8 @@ class SplitConfig:
 class SyntheticDataConfig:
     _target_: str = "lambdaopt.data.synthetic.load_synthetic"
     name: str = "synthetic"
+    # implicit: every interaction is a positive (BPR, ranking metrics); explicit: regress the 1–5 ratings.
+    feedback: str = field_with("implicit", one_of("implicit", "explicit"))
     n_users: int = field_with(1500, positive())
     n_items: int = field_with(1500, positive())
     rank: int = field_with(8, positive())
@@ -107,8 +109,17 @@ class TrainerConfig:
     eval_every: int = field_with(1, positive())
     # Stop after `patience` evaluations without improvement of `monitor` on validation; 0 = never stop early.
     patience: int = field_with(5, non_negative())
-    monitor: str = "ndcg@10"
+    # auto: ndcg@10 for implicit feedback, rmse for explicit ratings, train_mse for completion.
+    monitor: str = "auto"
+    # Whether a larger monitored value is better; auto: min for errors (rmse, mae, *_mse, ...), else max.
+    mode: str = field_with("auto", one_of("auto", "max", "min"))
     min_delta: float = field_with(0.0, non_negative())
+    # Stop once the last step's training loss is ≤ stop_loss (0 = never); the deep-MF papers stop at 1e-6.
+    stop_loss: float = field_with(1e-6, non_negative())
+    # Gradient steps per epoch for full-batch objectives (completion; explicit ratings with full_batch).
+    steps_per_epoch: int = field_with(1, positive())
+    # Explicit ratings: every training rating in every step instead of minibatches of batch_size.
+    full_batch: bool = False
 
 
 @dataclass
@@ -116,6 +127,10 @@ class EvaluationConfig:
     ks: List[int] = field_with([10, 50, 100], positive_list())
     # Users scored at once in full ranking: memory is chunk_users × n_items floats.
     chunk_users: int = field_with(1024, positive())
+    # Singular values logged per evaluation (sigma_1..k) and kept as a trajectory artifact (completion).
+    spectrum_top_k: int = field_with(10, positive())
+    # Explicit ratings: also log the spectrum of the model's full matrix (deep-MF dynamics on real data).
+    track_spectrum: bool = False
 
 
 @dataclass

@@ -65,10 +65,14 @@ def generate_implicit(
 def load_synthetic(
     name: str = "synthetic",
     split=None,
+    feedback: str = "implicit",
     min_user_interactions: int = 3,
     seed: int = 0,
     **generator_options,
 ) -> SplitDataset:
-    """The `dataset=synthetic` entry point: generate, then the shared preprocessing and split."""
+    """The `dataset=synthetic` entry point: generate, then the shared preprocessing and split.
+
+    `feedback` only selects the task (implicit: BPR + ranking; explicit: the 1–5 ratings, MSE + RMSE);
+    the log always carries both the interactions and their ratings."""
     log = generate_implicit(seed=seed, **generator_options)
     return build_split_dataset(name, log, split, min_user_interactions=min_user_interactions, seed=seed)

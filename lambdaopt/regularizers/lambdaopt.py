@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from lambdaopt.errors import ConfigError, TrainingDiverged
+from lambdaopt.objectives import BPRObjective
 from lambdaopt.regularizers import hypergrad
 from lambdaopt.regularizers.base import Regularizer
 from lambdaopt.regularizers.lambdas import LambdaTables
@@ -64,8 +65,9 @@ class LambdaOpt(Regularizer):
         if not hasattr(model, "entity_tables") or not hasattr(model, "factor_rows"):
             raise ConfigError(f"λOpt regularizes user/item factor tables and model {type(model).__name__} has none: "
                               "use model=mf")
-        if not hasattr(objective, "valid_batch"):
-            raise ConfigError("λOpt needs validation triples: use an implicit-feedback dataset (BPR objective)")
+        if not isinstance(objective, BPRObjective):
+            raise ConfigError("λOpt learns λ from validation triples of a ranking task: use an implicit-feedback "
+                              "dataset (dataset.feedback=implicit)")
         if len(objective.lambda_valid) == 0:
             raise ConfigError("λOpt needs a non-empty validation split: check dataset.split")
         dims = {getattr(model, name).shape[-1] for name in model.entity_tables() if getattr(model, name).dim() == 2}

@@ -1,0 +1,40 @@
+"""Which task a config describes, which metrics its evaluator reports, and which way each improves.
+
+Kept free of torch so `validate()` can check `trainer.monitor` before any data is loaded.
+"""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+# Completion and rating metrics where smaller is better; everything else (auc, hr@K, ndcg@K) is larger-better.
+ERROR_METRICS = {"rmse", "mae", "mse", "train_mse", "test_mse", "relative_error", "nuclear_norm", "effective_rank"}
+COMPLETION_METRICS = ["train_mse", "test_mse", "relative_error", "nuclear_norm", "effective_rank"]
+RATING_METRICS = ["rmse", "mae", "mse"]
+
+
+def task_kind(cfg: DictConfig) -> str:
+    """'implicit' (BPR + full ranking), 'explicit' (rating MSE + RMSE/MAE) or 'completion' (full-batch
+    MSE vs a known W*), from `dataset.feedback` (implicit when the dataset has no such field)."""
+    return str(cfg.dataset.get("feedback", "implicit"))
+
+
+def metric_names(cfg: DictConfig) -> list[str]:
+    kind = task_kind(cfg)
+    if kind == "completion":
+        return list(COMPLETION_METRICS)
+    if kind == "explicit":
+        return list(RATING_METRICS)
+    return ["auc"] + [f"{m}@{k}" for k in cfg.evaluation.ks for m in ("hr", "ndcg")]
+
+
+def resolve_monitor(cfg: DictConfig) -> tuple[str, str]:
+    """(monitor, mode) with `auto` replaced by the task's default."""
+    monitor = cfg.trainer.monitor
+    if monitor == "auto":
+        kind = task_kind(cfg)
+        ks = list(cfg.evaluation.ks)
+        monitor = {"completion": "train_mse", "explicit": "rmse"}.get(kind, f"ndcg@{10 if 10 in ks else ks[0]}")
+    mode = cfg.trainer.get("mode", "auto")
+    if mode == "auto":
+        mode = "min" if monitor in ERROR_METRICS else "max"
+    return monitor, mode

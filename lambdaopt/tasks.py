@@ -1,0 +1,122 @@
+"""Task selection: from the dataset to (training objective, validation and test evaluators, monitor).
+
+| dataset                                  | objective                    | evaluators                         |
+|------------------------------------------|------------------------------|------------------------------------|
+| implicit `SplitDataset` (default)        | BPR triples                  | full ranking (AUC, HR@K, NDCG@K)   |
+| `feedback: explicit` `SplitDataset`      | rating MSE (minibatch/full)  | RMSE, MAE (+ spectrum on request)  |
+| `feedback: completion` (`dataset=lowrank`)| full-batch MSE on all obs.  | reconstruction vs W* + spectrum    |
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from lambdaopt.completion.data import CompletionData
+from lambdaopt.completion.metrics import CompletionEvaluator, SpectrumTrajectory
+from lambdaopt.completion.objective import FullBatchMSE
+from lambdaopt.config.monitor import resolve_monitor, task_kind
+from lambdaopt.data.splits import split_validation
+from lambdaopt.errors import ConfigError
+from lambdaopt.metrics import RankingEvaluator
+from lambdaopt.objectives import BPRObjective
+from lambdaopt.ratings import RatingEvaluator, RatingObjective
+from lambdaopt.trainer import FitResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Task:
+    kind: str  # implicit | explicit | completion
+    objective: object
+    valid_evaluator: Callable
+    test_evaluator: Callable
+    monitor: str
+    mode: str  # max | min
+    description: str
+    trajectory: Optional[SpectrumTrajectory] = None
+    data: object = None
+
+    def finish(self, tracker, title: str = "") -> None:
+        """Artifacts written once at the end: the singular-value trajectory (parquet + PNG) and, for
+        completion, the ground truth and the observations (`completion_data.npz`)."""
+        if self.trajectory is not None:
+            self.trajectory.log_to(tracker, title)
+        if isinstance(self.data, CompletionData) and tracker.run_id is not None:
+            import os
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "completion_data.npz")
+                arrays = {k: getattr(self.data, k) for k in ("rows", "cols", "values", "truth", "measurements")
+                          if getattr(self.data, k) is not None}
+                np.savez_compressed(path, **arrays)
+                tracker.log_file(path)
+
+
+def select_task(cfg: DictConfig, dataset, device: torch.device, validation_share: float | None = None) -> Task:
+    """The objective and evaluators for `dataset`, as named by `dataset.feedback` (see the table above).
+
+    For ranking, a regularizer that learns from validation (`validation_share`) gets that share of the
+    validation interactions (`objective.valid_batch`); model selection uses the rest, with the learned
+    share excluded like training items (they are known to the user, not negatives).
+    """
+    kind = task_kind(cfg)
+    monitor, mode = resolve_monitor(cfg)
+    trainer = cfg.trainer
+    if kind == "completion":
+        if not isinstance(dataset, CompletionData):
+            raise ConfigError(f"dataset.feedback=completion needs a completion dataset (dataset=lowrank), "
+                              f"got {type(dataset).__name__}")
+        objective = FullBatchMSE(dataset, device, steps_per_epoch=trainer.steps_per_epoch)
+        evaluator = CompletionEvaluator(dataset, objective, top_k=cfg.evaluation.spectrum_top_k)
+        evaluator.log_prefix = "eval"  # these are test quantities vs W*, tracked along the way, never selected on
+        final = CompletionEvaluator(dataset, objective, top_k=cfg.evaluation.spectrum_top_k)
+        what = "sensing measurements" if dataset.measurements is not None else "observed entries"
+        description = (f"{dataset.n_users} × {dataset.n_items} rank {dataset.rank}, "
+                       f"{dataset.n_train_samples} {what}, full batch")
+        return Task(kind, objective, evaluator, final, monitor, mode, description, evaluator.trajectory, dataset)
+    if isinstance(dataset, CompletionData):
+        raise ConfigError(f"dataset '{dataset.name}' is a completion dataset: dataset.feedback must be completion")
+    counts = f"{len(dataset.train)}/{len(dataset.valid)}/{len(dataset.test)} train/valid/test"
+    description = f"{dataset.n_users} users, {dataset.n_items} items, {counts}"
+    if kind == "explicit":
+        objective = RatingObjective(dataset, trainer.batch_size, device, full_batch=trainer.full_batch,
+                                    steps_per_epoch=trainer.steps_per_epoch)
+        top_k = cfg.evaluation.spectrum_top_k if cfg.evaluation.track_spectrum else 0
+        valid = RatingEvaluator(dataset.valid, objective, spectrum_top_k=top_k)
+        test = RatingEvaluator(dataset.test, objective)
+        return Task(kind, objective, valid, test, monitor, mode, description + ", ratings", valid.trajectory)
+    if max(cfg.evaluation.ks) > dataset.n_items:
+        raise ConfigError(
+            f"evaluation.ks={list(cfg.evaluation.ks)} asks for K > {dataset.n_items} items in "
+            f"dataset '{dataset.name}': use values ≤ {dataset.n_items}"
+        )
+    learn_valid, select_valid = split_validation(dataset.valid, validation_share, cfg.seed)
+    objective = BPRObjective(dataset, trainer.batch_size, device, lambda_valid=learn_valid)
+    evaluation = dict(ks=cfg.evaluation.ks, chunk_users=cfg.evaluation.chunk_users, device=device)
+    select_excluded = dataset.train if select_valid is learn_valid else dataset.train.concat(learn_valid)
+    valid = RankingEvaluator(dataset.n_users, dataset.n_items, select_valid, select_excluded, **evaluation)
+    test = RankingEvaluator(dataset.n_users, dataset.n_items, dataset.test, dataset.train.concat(dataset.valid),
+                            **evaluation)
+    return Task(kind, objective, valid, test, monitor, mode, description)
+
+
+def solve_convex(model, task: Task, tracker) -> FitResult:
+    """For models solved once rather than trained (`model=nuclear_norm`): solve, evaluate, log."""
+    if task.kind != "completion":
+        raise ConfigError(f"model=nuclear_norm completes a matrix from entries: use dataset=lowrank "
+                          f"(got a {task.kind} dataset)")
+    started = time.perf_counter()
+    info = model.solve(task.data)
+    with torch.no_grad():
+        metrics = task.valid_evaluator(model)
+    tracker.log_metrics({**{f"{task.valid_evaluator.log_prefix}/{k}": v for k, v in metrics.items()},
+                         **{f"solver/{k}": v for k, v in info.items()}}, step=0)
+    return FitResult(0, metrics, 0, [], time.perf_counter() - started)
