@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from lambdaopt.config import validate
 from lambdaopt.errors import ConfigError, LambdaoptError
 from lambdaopt.tasks import select_task, solve_convex
-from lambdaopt.tracking import flatten, git_commit, save_state_dict, tracked_run
+from lambdaopt.tracking import flatten, git_commit, load_run_state_dict, save_state_dict, tracked_run
 from lambdaopt.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,17 @@ def build(node: DictConfig, **kwargs):
         if isinstance(error.__cause__, LambdaoptError):
             raise error.__cause__ from None
         raise
+
+
+def warm_start(model, run_id: str, uri: str) -> None:
+    """Initialize `model` from the best weights another run logged (e.g. AMF from a trained MF)."""
+    state = load_run_state_dict(uri, run_id)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ConfigError(f"init_from={run_id}: its model.pt does not fit {type(model).__name__} here "
+                          f"({str(error).splitlines()[1].strip()[:160]}); use a run with the same model and data") from None
+    log.info("initialized the model from run %s", run_id)
 
 
 def seed_everything(seed: int) -> None:
@@ -102,7 +113,10 @@ def run(cfg: DictConfig) -> ExperimentResult:
         tracker.log_dict({"overrides": overrides}, "overrides.yaml")
         tracker.log_metrics({f"data/{k}": v for k, v in dataset.statistics().items()})
 
-        model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items).to(device)
+        model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items)
+        if cfg.init_from:
+            warm_start(model, cfg.init_from, cfg.tracking.uri)
+        model.to(device)
         objective = task.objective
         regularizer.setup(model, objective)
         regularizer.to(device)

@@ -114,6 +114,24 @@ def tracked_run(tracking_cfg, run_name: str, params: dict[str, Any], tags: dict[
         mlflow.end_run(status="FINISHED")
 
 
+def load_run_state_dict(uri: str, run_id: str, filename: str = "model.pt") -> dict:
+    """The `filename` checkpoint logged by MLflow run `run_id` (for warm starts: `init_from=<run id>`)."""
+    import torch
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from lambdaopt.errors import ConfigError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = MlflowClient(tracking_uri=uri).download_artifacts(run_id, filename, tmp)
+        except (MlflowException, OSError) as error:
+            raise ConfigError(f"init_from={run_id}: no {filename} in that MLflow run at {uri} "
+                              f"({str(error).splitlines()[0][:120]}); give the id of a finished run with "
+                              "tracking.log_model=true") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def save_state_dict(tracker: NullTracker, state_dict: dict, filename: str = "model.pt") -> None:
     """Write a checkpoint to a temp dir and log it as an artifact of the run."""
     if tracker.run_id is None:

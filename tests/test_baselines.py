@@ -94,10 +94,30 @@ def test_amf_perturbation_respects_eps_and_increases_the_loss(dataset):  # noqa:
         untouched = torch.ones(len(d), dtype=torch.bool)
         untouched[touched[name]] = False
         assert (norms[untouched] == 0).all()
-    clean = float(objective.loss(model, train))
-    adversarial = float(amf._bpr(model, train, {n: getattr(model, n).detach() + d for n, d in delta.items()}))
+    clean = float(objective.loss(model, train).detach())
+    adversarial = float(amf._bpr(model, train, {n: getattr(model, n).detach() + d for n, d in delta.items()}).detach())
     random = {n: 0.1 * torch.nn.functional.normalize(torch.randn_like(d), dim=-1) for n, d in delta.items()}
     randomly_perturbed = float(amf._bpr(model, train, {n: getattr(model, n).detach() + d for n, d in random.items()}))
     assert adversarial > clean and adversarial > randomly_perturbed
-    penalty = amf.penalty(model, objective.rows(model, train), len(train[0]), train)
+    penalty = amf.penalty(model, objective.rows(model, train), len(train[0]), train).detach()
     assert float(penalty) == pytest.approx(adversarial, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_amf_warm_starts_from_a_trained_mf_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from conftest import TINY, run_cli
+
+    assert run_cli(TINY, tmp_path).returncode == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("lambdaopt").experiment_id
+    mf_run = client.search_runs([experiment])[0].info.run_id
+    result = run_cli([*TINY, "regularizer=amf", f"init_from={mf_run}"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"initialized the model from run {mf_run}" in result.stdout + result.stderr
+    amf_run = [r for r in client.search_runs([experiment]) if r.info.run_id != mf_run][0]
+    assert amf_run.info.status == "FINISHED" and amf_run.data.params["init_from"] == mf_run
+    bad = run_cli([*TINY, "regularizer=amf", "init_from=0123456789abcdef"], tmp_path)
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert bad.returncode == 2 and len(errors) == 1 and "init_from=0123456789abcdef" in errors[0]

@@ -35,6 +35,7 @@ def all_schemas() -> dict[str, dict[str, type]]:
 TOP_LEVEL_RULES = {
     "seed": Check(lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     "num_threads": Check(lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "init_from": Check(lambda v: v is None or (isinstance(v, str) and len(v) > 0), "null or an MLflow run id"),
     "device": Check(lambda v: v in ("auto", "cpu", "cuda") or str(v).startswith("cuda:"), "auto, cpu, cuda or cuda:N"),
 }
 

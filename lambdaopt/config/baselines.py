@@ -21,7 +21,7 @@ class NeuMFConfig:
 class AdversarialConfig:
     _target_: str = "lambdaopt.regularizers.adversarial.Adversarial"
     lam: float = field_with(1e-2, non_negative())
-    eps: float = field_with(0.5, positive())
+    eps: float = field_with(0.05, positive())
     reg_adv: float = field_with(1.0, non_negative())
 
 
