@@ -141,3 +141,34 @@ def test_compact_truncated_equals_full_second_order_at_one_step(dataset, optimiz
                                  reg.lam, kind, hp, steps=2)
     for k, p in reg.lam.raw.items():
         torch.testing.assert_close(p.grad, compact[k], rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+def test_truncated_hypergradient_through_a_deep_factorization(dataset, optimizer_name):
+    """Learned λ on the outer factors of W = W_3 W_2 W_1: the inner factor steps in the look-ahead too."""
+    from lambdaopt.models.deep_mf import DeepMatrixFactorization
+
+    torch.manual_seed(0)
+    model = DeepMatrixFactorization(dataset.n_users, dataset.n_items, depth=3, hidden_sizes=[4, 4],
+                                    init="gaussian", init_scale=2.0).double()
+    objective = BPRObjective(dataset, 24, torch.device("cpu"))
+    optimizer = OPTIMIZERS[optimizer_name](model.parameters())
+    rng = np.random.default_rng(0)
+    batches = objective.batches(rng)
+    for _ in range(2):
+        batch = next(batches)
+        optimizer.zero_grad()
+        objective.loss(model, batch).backward()
+        optimizer.step()
+    train, valid = next(batches), objective.valid_batch(rng, 24)
+    reg = LambdaOpt(granularity="dui")
+    reg.setup(model, objective)
+    reg.lam.double()
+    with torch.no_grad():
+        for p in reg.lam.raw.values():
+            p.uniform_(0.05, 0.5)
+    kind = optimizer_kind(optimizer)
+    problem = hypergrad.compact_problem(model, optimizer, kind, train, valid)
+    assert "hidden.0" in problem.params
+    hypergrad.truncated_hypergrad(model, objective, problem, reg.lam, kind, optimizer.param_groups[0])
+    check_against_fd(model, objective, optimizer, reg, train, valid, steps=1)

@@ -74,6 +74,10 @@ class DeepMatrixFactorization(nn.Module):
         factors = self.factors()
         return factors[0] if len(factors) == 1 else torch.linalg.multi_dot(factors)
 
+    def entity_tables(self) -> dict[str, str]:
+        """The outer factors: a row per user / per item (learned λ regularizes these rows)."""
+        return {"user_factor": "user", **({"item_factor": "item"} if self.item_factor is not None else {})}
+
     def factor_rows(self, users: torch.Tensor, items: torch.Tensor) -> dict[str, tuple[str, torch.Tensor]]:
         rows = {"user_factor": ("user", users)}
         if self.item_factor is not None:

@@ -16,7 +16,8 @@ The λ-objective is the validation BPR loss after K simulated steps, L_val(θ_K(
 
 All three run on a *compact* problem: only the rows of the user/item tables touched by the train
 or validation batch enter (the others cannot change the look-ahead validation loss), with the
-optimizer's state sliced to those rows. `full_problem` builds the same problem over every model
+optimizer's state sliced to those rows; parameters shared by all users/items (the inner factors of
+a deep MF) enter whole. `full_problem` builds the same problem over every model
 parameter (no slicing) — the generic, fully second-order path used by `regularizer=higher`.
 """
 from __future__ import annotations
@@ -67,10 +68,14 @@ def compact_problem(model, optimizer, kind, train, valid) -> LookaheadProblem:
     train_c = (user_index[:n_u], item_index[:n_i], item_index[n_i:2 * n_i])
     valid_c = (user_index[n_u:], item_index[2 * n_i:2 * n_i + len(v_positives)], item_index[2 * n_i + len(v_positives):])
     params, state = {}, {}
-    for name, role in model.entity_tables().items():
-        table = getattr(model, name)
-        params[name] = table.detach()[unique[role]]
-        state[name] = gather_state(optimizer, kind, table, unique[role])
+    tables = model.entity_tables()
+    for name, param in model.named_parameters():
+        if name in tables:  # only the rows the batches touch
+            params[name] = param.detach()[unique[tables[name]]]
+            state[name] = gather_state(optimizer, kind, param, unique[tables[name]])
+        else:  # shared weights (deep factors, MLPs) step too, whole
+            params[name] = param.detach()
+            state[name] = gather_state(optimizer, kind, param)
     occurrences = {"user": (train_c[0], users), "item": (torch.cat(train_c[1:]), torch.cat([positives, negatives]))}
     penalized = [(name, role, *occurrences[role]) for name, (role, _) in model.factor_rows(users, positives).items()]
     return LookaheadProblem(params, state, train_c, valid_c, penalized, batch_size)

@@ -64,7 +64,7 @@ class LambdaOpt(Regularizer):
     def setup(self, model, objective) -> None:
         if not hasattr(model, "entity_tables") or not hasattr(model, "factor_rows"):
             raise ConfigError(f"λOpt regularizes user/item factor tables and model {type(model).__name__} has none: "
-                              "use model=mf")
+                              "use model=mf, deep_mf or neumf")
         if not isinstance(objective, BPRObjective):
             raise ConfigError("λOpt learns λ from validation triples of a ranking task: use an implicit-feedback "
                               "dataset (dataset.feedback=implicit)")
@@ -75,7 +75,7 @@ class LambdaOpt(Regularizer):
             raise ConfigError(f"λOpt needs every user/item factor table of {type(model).__name__} to have the same "
                               f"width (got {sorted(dims)}); e.g. set model.mlp_dim=model.dim")
         self.objective = objective
-        device = model.user_embedding.device
+        device = next(model.parameters()).device
         self.lam = LambdaTables(n_users=model.n_users, n_items=model.n_items, dim=dims.pop(), **self.options).to(device)
         params = list(self.lam.parameters())
         # fused: one kernel per step instead of a dozen passes over |U|·d + |I|·d λ entries (≈3× here)
