@@ -120,6 +120,7 @@ class MlflowParentRun(Callback):
             if child.info.status != "FINISHED" and jobs.get(num, {}).get("status") != "FAILED":
                 failed.append(f"job {num} ({child.data.tags.get('overrides', '')}): run {child.info.status}")
         if aborted and not children and not jobs:
+            client.set_terminated(self.parent_run_id, "FAILED")
             client.delete_run(self.parent_run_id)
             log.info("the sweep stopped before any job ran: deleted its MLflow parent run")
             return

@@ -85,6 +85,9 @@ def _experiment_id(mlflow_module, name: str, artifact_location: str) -> str:
         return experiment.experiment_id
     location = artifact_location
     if "://" not in location:
+        if mlflow_module.get_tracking_uri().startswith(("http://", "https://")):
+            # a shared server: let it store the artifacts (proxied), not this machine's disk
+            return mlflow_module.create_experiment(name)
         location = Path(location).resolve().as_uri()
     return mlflow_module.create_experiment(name, artifact_location=location)
 

@@ -10,7 +10,9 @@ fixed λ grid sweeps `regularizer.lam`, which λOpt configs do not have), so it 
           - {regularizer: fixed, regularizer.lam: "0,1e-2"}
           - {regularizer: "lambdaopt_d,lambdaopt_dui"}
 
-runs (2 + 2) × 3 jobs. Command-line overrides apply to every grid and win over the preset's values.
+runs (2 + 2) × 3 jobs. A command-line override of a key that some grids sweep replaces it in those grids
+only (`regularizer.lam=1e-3,1e-2` shrinks the fixed grid, the λOpt grid stays); any other override applies
+to every grid.
 It lives in `hydra_plugins/` because Hydra only instantiates sweepers from that package.
 """
 
@@ -47,8 +49,12 @@ class UnionSweeper(BasicSweeper):
         line), concatenate the job lists, and let the basic sweeper launch them in batches."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         jobs: List[List[str]] = []
+        parsed = parser.parse_overrides(list(arguments))
+        in_grids = {key for grid in self.grids for key in grid}
         for grid in self.grids:
-            strings = [f"{k}={v}" for k, v in {**self.params, **grid}.items()] + list(arguments)
+            mine = [text for text, override in zip(arguments, parsed)
+                    if override.get_key_element() not in in_grids or override.get_key_element() in grid]
+            strings = [f"{k}={v}" for k, v in {**self.params, **grid}.items()] + mine
             [grid_jobs] = self.split_arguments(parser.parse_overrides(strings), None)
             jobs.extend(grid_jobs)
         log.info("union of %d grids: %d jobs", len(self.grids), len(jobs))

@@ -62,14 +62,17 @@ def select_grid_points(runs: pd.DataFrame) -> pd.DataFrame:
                               f"{monitor[len('metrics.'):]} to select λ on")
         better = values.idxmin() if is_lower_better(monitor) else values.idxmax()
         keep.append(group.loc[[better]])
-    return pd.concat(keep).sort_index()
+    selected = pd.concat(keep)
+    return selected.loc[[i for i in runs.index if i in selected.index]]
 
 
 def paper_table(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """One row per `row` label: `<metric>_mean`, `<metric>_std` over seeds, `seeds`, `runs`,
     `compute_s` (total training seconds of every run behind the row) and, for a fixed-λ row, the λ
     selected for each seed."""
-    selected = select_grid_points(runs)
+    order = pd.to_numeric(runs.get("tags.job_num", pd.Series(index=runs.index, dtype=float)), errors="coerce")
+    runs = runs.assign(_order=order.fillna(-1), _start=runs.get("start_time", 0)).sort_values(["_order", "_start"])
+    selected = select_grid_points(runs)  # rows in sweep order
     for metric in metrics:
         lacking = selected[selected[f"metrics.test/{metric}"].isna()]
         if not lacking.empty and lacking["row"].nunique() < selected["row"].nunique():
