@@ -146,13 +146,25 @@ def run(cfg: DictConfig) -> ExperimentResult:
     return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id)
 
 
+def _sweeper_optimizes() -> bool:
+    """True under a sweeper that optimizes the job's return value (Optuna): it gets one number, the
+    validation value of `trainer.monitor`, so a search never selects on test."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and "optuna" in str(HydraConfig.get().sweeper.get("_target_", ""))
+
+
 def hydra_task(cfg: DictConfig):
     """The function `run.py` hands to Hydra: user errors become one line on stderr.
 
     A single run exits with status 2; inside `-m` the job reports FAILED and the sweep goes on.
+    Returns the test metrics, or under an optimizing sweeper the validation value of `trainer.monitor`.
     """
     try:
-        return run(cfg).test
+        result = run(cfg)
+        if _sweeper_optimizes():
+            return result.valid[cfg.trainer.monitor]
+        return result.test
     except LambdaoptError as error:
         print(f"error: {error}", file=sys.stderr)
         from hydra.core.hydra_config import HydraConfig

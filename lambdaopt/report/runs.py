@@ -70,8 +70,11 @@ def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     runs["is_grid"] = runs["tags.regularizer"] == "FixedL2"
     runs["lam"] = pd.to_numeric(runs.get("params.regularizer.lam"), errors="coerce")
     runs["seed"] = runs.get("params.seed", pd.Series("0", index=runs.index)).fillna("0")
+    # the preset a run came from (`+sweep=NAME` in its overrides): tells an Optuna search from a grid
+    runs["sweep"] = runs.get("tags.overrides", pd.Series("", index=runs.index)).fillna("").str.extract(
+        r"\+sweep=(\S+)", expand=False).fillna("-")
     params = [c for c in runs.columns if c.startswith("params.") and c not in SEED_KEYS
-              and not c.startswith(IGNORED_PREFIXES)]
+              and not c.startswith(IGNORED_PREFIXES)] + ["sweep"]
     runs["dataset"] = runs["tags.dataset"].fillna("") if "tags.dataset" in runs else ""
     several_datasets = runs["dataset"].nunique() > 1
     rows = pd.Series("", index=runs.index)
