@@ -24,7 +24,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -56,7 +55,6 @@ class MlflowParentRun(Callback):
         experiment_id = _experiment_id(mlflow, tracking.experiment, tracking.artifact_location)
         sweep_name = config.hydra.runtime.choices.get("sweep") or "cli"
         overrides = list(config.hydra.overrides.task)
-        sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
         client = MlflowClient(tracking.uri)
         run = client.create_run(experiment_id, run_name=f"sweep-{sweep_name}-{Path(self.sweep_dir).name}", tags={
             "sweep_role": "parent", "sweep": sweep_name, "sweep_dir": self.sweep_dir,
@@ -64,8 +62,8 @@ class MlflowParentRun(Callback):
             "launcher": str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1],
         })
         self.parent_run_id = run.info.run_id
-        client.log_text(self.parent_run_id, yaml.safe_dump(
-            {"overrides": overrides, "sweeper": sweeper}, sort_keys=False, allow_unicode=True), "sweep.yaml")
+        client.log_text(self.parent_run_id, OmegaConf.to_yaml({"overrides": overrides, "sweeper": config.hydra.sweeper,
+                                                               "launcher": config.hydra.launcher}), "sweep.yaml")
         Path(self.sweep_dir).mkdir(parents=True, exist_ok=True)
         (Path(self.sweep_dir) / "mlflow_parent_run_id").write_text(self.parent_run_id + "\n")
         os.environ[PARENT_RUN_ENV] = self.parent_run_id
@@ -92,9 +90,12 @@ class MlflowParentRun(Callback):
             status, error = "COMPLETED", None
         num = config.hydra.job.get("num", 0)
         record = {"job_num": num, "overrides": " ".join(config.hydra.overrides.task), "status": status, "error": error}
-        folder = Path(self.sweep_dir) / "job_status"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{num}.json").write_text(json.dumps(record))
+        try:  # on a cluster the sweep dir must be on a shared file system; never fail the job over it
+            folder = Path(self.sweep_dir) / "job_status"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{num}.json").write_text(json.dumps(record))
+        except OSError as error:
+            log.warning("could not record job %s's status in %s: %s", num, self.sweep_dir, error)
 
     # ------------------------------------------------------------------ closing
     def _close(self, aborted: bool) -> None:
@@ -143,7 +144,8 @@ class MlflowParentRun(Callback):
         try:
             from lambdaopt.report import write_report
 
-            write_report(self.tracking["uri"], self.tracking["experiment"], parent=self.parent_run_id,
-                         out=Path(self.sweep_dir) / "report", quiet=True)
+            written = write_report(self.tracking["uri"], self.tracking["experiment"], parent=self.parent_run_id,
+                                   out=Path(self.sweep_dir) / "report", quiet=True)
+            log.info("report: %s (also under report/ in the parent run)", written["table_md"])
         except Exception as error:  # noqa: BLE001 - a report problem must not fail the sweep
             log.warning("sweep report skipped: %s: %s", type(error).__name__, error)
