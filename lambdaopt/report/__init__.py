@@ -15,7 +15,7 @@ import pandas as pd
 
 from lambdaopt.report import figures
 from lambdaopt.report.runs import label_runs, load_runs
-from lambdaopt.report.table import metric_columns, paper_table, to_markdown
+from lambdaopt.report.table import figure_metrics, metric_columns, paper_table, to_markdown
 
 __all__ = ["load_runs", "label_runs", "paper_table", "to_markdown", "write_report"]
 
@@ -53,7 +53,7 @@ def write_report(uri: str, experiment: str, parent: str | None = None, tags: Ite
     keep = ["run_id", "row", "seed", "lam", "status"] + [c for c in runs.columns if c.startswith("metrics.test/")
                                                          or c in ("metrics.train_seconds", "tags.overrides")]
     runs[keep].to_csv(written["runs_csv"], index=False)
-    for name, path in (("lambda_sensitivity", figures.lambda_sensitivity(runs, columns[:4], out / "lambda_sensitivity.png")),
+    for name, path in (("lambda_sensitivity", figures.lambda_sensitivity(runs, figure_metrics(columns), out / "lambda_sensitivity.png")),
                        ("lambda_trajectories", figures.lambda_trajectories(_histories(uri, runs), out / "lambda_trajectories.png")),
                        ("deep_mf_depth", figures.deep_mf(runs, out / "deep_mf_depth.png"))):
         if path is not None:

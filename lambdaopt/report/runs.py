@@ -65,7 +65,9 @@ def _base_label(run: pd.Series) -> str:
 def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Add `row` (the table row: model, regularizer, and whatever else differs between runs of the same
     kind, e.g. `lr=0.1`), `seed`, `is_grid` (a fixed-λ grid point: λ is then selected per seed) and `lam`."""
-    runs = runs.copy()
+    order = pd.to_numeric(runs.get("tags.job_num", pd.Series(index=runs.index, dtype=float)), errors="coerce")
+    runs = runs.assign(_order=order.fillna(-1), _start=runs.get("start_time", 0))
+    runs = runs.sort_values(["_order", "_start"]).drop(columns=["_order", "_start"])  # rows in sweep order
     runs["base"] = runs.apply(_base_label, axis=1)
     runs["is_grid"] = runs["tags.regularizer"] == "FixedL2"
     runs["lam"] = pd.to_numeric(runs.get("params.regularizer.lam"), errors="coerce")

@@ -29,6 +29,14 @@ def _metric_order(metric: str) -> tuple:
     return rank, int(k) if k.isdigit() else 0, name
 
 
+def figure_metrics(metrics: list[str], most: int = 4) -> list[str]:
+    """One metric per family for figures, the smallest K: auc, hr_at_10, ndcg_at_10, rmse, ..."""
+    families: dict[str, str] = {}
+    for metric in sorted(metrics, key=_metric_order):
+        families.setdefault(metric.partition("_at_")[0], metric)
+    return list(families.values())[:most]
+
+
 def metric_columns(runs: pd.DataFrame, metrics: list[str] | None = None) -> list[str]:
     """The test metrics to tabulate (mlflow names, without `test/`): `metrics` if given, else all there are."""
     available = sorted((c[len("metrics.test/"):] for c in runs.columns
@@ -70,9 +78,7 @@ def paper_table(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """One row per `row` label: `<metric>_mean`, `<metric>_std` over seeds, `seeds`, `runs`,
     `compute_s` (total training seconds of every run behind the row) and, for a fixed-λ row, the λ
     selected for each seed."""
-    order = pd.to_numeric(runs.get("tags.job_num", pd.Series(index=runs.index, dtype=float)), errors="coerce")
-    runs = runs.assign(_order=order.fillna(-1), _start=runs.get("start_time", 0)).sort_values(["_order", "_start"])
-    selected = select_grid_points(runs)  # rows in sweep order
+    selected = select_grid_points(runs)
     for metric in metrics:
         lacking = selected[selected[f"metrics.test/{metric}"].isna()]
         if not lacking.empty and lacking["row"].nunique() < selected["row"].nunique():
