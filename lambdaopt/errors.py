@@ -19,3 +19,7 @@ class DataError(LambdaoptError):
 
 class TrainingDiverged(LambdaoptError):
     """Loss, gradients or λ became NaN/Inf."""
+
+
+class ReportError(LambdaoptError):
+    """A report cannot be built: no such experiment, no runs, or a metric the runs do not have."""

@@ -106,7 +106,8 @@ def run(cfg: DictConfig) -> ExperimentResult:
     overrides, hydra_tags = _hydra_context()
     tags = {"git_commit": git_commit(), "dataset": dataset.name, "dataset_hash": dataset.fingerprint,
             "model": OmegaConf.select(cfg, "model._target_").rsplit(".", 1)[-1],
-            "regularizer": OmegaConf.select(cfg, "regularizer._target_").rsplit(".", 1)[-1], **hydra_tags}
+            "regularizer": OmegaConf.select(cfg, "regularizer._target_").rsplit(".", 1)[-1],
+            "monitor": task.monitor, **hydra_tags}
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run_name = cfg.tracking.run_name or f"{tags['model']}-{tags['regularizer']}-{dataset.name}"
 
@@ -151,13 +152,25 @@ def run(cfg: DictConfig) -> ExperimentResult:
     return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id)
 
 
+def _sweeper_optimizes() -> bool:
+    """True under a sweeper that optimizes the job's return value (Optuna): it gets one number, the
+    validation value of `trainer.monitor`, so a search never selects on test."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and "optuna" in str(HydraConfig.get().sweeper.get("_target_", ""))
+
+
 def hydra_task(cfg: DictConfig):
     """The function `run.py` hands to Hydra: user errors become one line on stderr.
 
     A single run exits with status 2; inside `-m` the job reports FAILED and the sweep goes on.
+    Returns the test metrics, or under an optimizing sweeper the validation value of `trainer.monitor`.
     """
     try:
-        return run(cfg).test
+        result = run(cfg)
+        if _sweeper_optimizes():
+            return result.valid[cfg.trainer.monitor]
+        return result.test
     except LambdaoptError as error:
         print(f"error: {error}", file=sys.stderr)
         from hydra.core.hydra_config import HydraConfig

@@ -17,6 +17,8 @@ import yaml
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Set by the multirun callback (lambdaopt/parent_run.py): every job's run becomes a child of the sweep's run.
+PARENT_RUN_ENV = "LAMBDAOPT_PARENT_RUN_ID"
 
 
 def mlflow_key(name: str) -> str:
@@ -83,6 +85,9 @@ def _experiment_id(mlflow_module, name: str, artifact_location: str) -> str:
         return experiment.experiment_id
     location = artifact_location
     if "://" not in location:
+        if mlflow_module.get_tracking_uri().startswith(("http://", "https://")):
+            # a shared server: let it store the artifacts (proxied), not this machine's disk
+            return mlflow_module.create_experiment(name)
         location = Path(location).resolve().as_uri()
     return mlflow_module.create_experiment(name, artifact_location=location)
 
@@ -98,6 +103,8 @@ def tracked_run(tracking_cfg, run_name: str, params: dict[str, Any], tags: dict[
 
     mlflow.set_tracking_uri(tracking_cfg.uri)
     experiment_id = _experiment_id(mlflow, tracking_cfg.experiment, tracking_cfg.artifact_location)
+    if os.environ.get(PARENT_RUN_ENV):
+        tags = {**tags, "mlflow.parentRunId": os.environ[PARENT_RUN_ENV]}
     run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
     try:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})

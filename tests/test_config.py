@@ -10,7 +10,8 @@ from lambdaopt.errors import ConfigError
 
 from conftest import CONF_DIR, compose_config
 
-GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir())
+# `sweep` holds multirun presets (`+sweep=NAME`), not options of the default config: tests/test_sweeps.py
+GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name != "sweep")
 OPTIONS = [(group, yaml.stem) for group in GROUPS for yaml in sorted((Path(CONF_DIR) / group).glob("*.yaml"))]
 
 

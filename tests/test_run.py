@@ -11,7 +11,8 @@ pytestmark = pytest.mark.slow
 def runs_in(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("lambdaopt")
-    return client, client.search_runs([experiment.experiment_id]) if experiment else []
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    return client, [r for r in runs if r.data.tags.get("sweep_role") != "parent"]  # -m adds a parent run
 
 
 def test_single_run_logs_a_finished_mlflow_run(tmp_path):
@@ -21,7 +22,7 @@ def test_single_run_logs_a_finished_mlflow_run(tmp_path):
     client, runs = runs_in(tmp_path)
     assert len(runs) == 1
     run = runs[0]
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and "mlflow.parentRunId" not in run.data.tags
     for name in ("test/auc", "test/hr_at_10", "test/ndcg_at_10", "valid/ndcg_at_5", "train_loss"):
         assert name in run.data.metrics, name
     assert run.data.params["model.dim"] == "8"
@@ -40,6 +41,7 @@ def test_multirun_creates_one_run_per_job(tmp_path):
     assert all(r.info.status == "FINISHED" for r in runs)
     assert {r.data.tags["job_num"] for r in runs} == {"0", "1"}
     assert all("regularizer.lam=" in r.data.tags["overrides"] for r in runs)
+    assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -1,0 +1,132 @@
+"""The paper-style table: one row per regularizer/model, mean ± std over seeds, best per column marked,
+and the compute each row cost (a fixed-λ row costs its whole grid)."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+
+from lambdaopt.errors import ReportError
+from lambdaopt.tracking import mlflow_key
+
+LOWER_IS_BETTER = ("rmse", "mse", "mae", "error", "loss")
+
+
+def is_lower_better(metric: str) -> bool:
+    return any(word in metric for word in LOWER_IS_BETTER)
+
+
+def display_name(metric: str) -> str:
+    """`hr_at_10` → `HR@10`, `auc` → `AUC`."""
+    name, _, k = metric.partition("_at_")
+    return f"{name.upper()}@{k}" if k else (name.upper() if len(name) <= 5 else name)
+
+
+def _metric_order(metric: str) -> tuple:
+    name, _, k = metric.partition("_at_")
+    rank = {"auc": 0, "hr": 1, "recall": 1, "ndcg": 2}.get(name, 3)
+    return rank, int(k) if k.isdigit() else 0, name
+
+
+def figure_metrics(metrics: list[str], most: int = 4) -> list[str]:
+    """One metric per family for figures, the smallest K: auc, hr_at_10, ndcg_at_10, rmse, ..."""
+    families: dict[str, str] = {}
+    for metric in sorted(metrics, key=_metric_order):
+        families.setdefault(metric.partition("_at_")[0], metric)
+    return list(families.values())[:most]
+
+
+def metric_columns(runs: pd.DataFrame, metrics: list[str] | None = None) -> list[str]:
+    """The test metrics to tabulate (mlflow names, without `test/`): `metrics` if given, else all there are."""
+    available = sorted((c[len("metrics.test/"):] for c in runs.columns
+                        if c.startswith("metrics.test/") and runs[c].notna().any()), key=_metric_order)
+    if not available:
+        raise ReportError(f"none of the {len(runs)} runs has a test/ metric")
+    if not metrics:
+        return available
+    wanted = [mlflow_key(m) for m in metrics]
+    missing = [m for m in wanted if m not in available]
+    if missing:
+        raise ReportError(f"no run has metric test/{missing[0]} (available: {', '.join(available)})")
+    return wanted
+
+
+def select_grid_points(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per row and seed, the fixed-λ grid point with the best validation value of the monitored metric
+    (`best_valid/<trainer.monitor>`); other runs pass through. Adds `row_seconds`: every run's
+    `train_seconds` summed over the row (the whole grid for a fixed-λ row)."""
+    runs = runs.copy()
+    seconds = runs.get("metrics.train_seconds", pd.Series(np.nan, index=runs.index))
+    runs["row_seconds"] = runs["row"].map(seconds.groupby(runs["row"]).sum(min_count=1))
+    runs["row_runs"] = runs["row"].map(runs["row"].value_counts())
+    keep = [runs[~runs["is_grid"]]]
+    for _, group in runs[runs["is_grid"]].groupby(["row", "seed"], sort=False):
+        # the tag holds the resolved metric (trainer.monitor may say `auto`)
+        chosen = group["tags.monitor"] if "tags.monitor" in group else group["params.trainer.monitor"]
+        monitor = "metrics.best_valid/" + mlflow_key(str(chosen.iloc[0]))
+        values = group.get(monitor)
+        if values is None or values.isna().any():
+            run = group[values.isna()].iloc[0] if values is not None else group.iloc[0]
+            raise ReportError(f"run {run['run_id']} ({run.get('tags.overrides', '')}) has no metric "
+                              f"{monitor[len('metrics.'):]} to select λ on")
+        better = values.idxmin() if is_lower_better(monitor) else values.idxmax()
+        keep.append(group.loc[[better]])
+    selected = pd.concat(keep)
+    return selected.loc[[i for i in runs.index if i in selected.index]]
+
+
+def paper_table(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """One row per `row` label: `<metric>_mean`, `<metric>_std` over seeds, `seeds`, `runs`,
+    `compute_s` (total training seconds of every run behind the row) and, for a fixed-λ row, the λ
+    selected for each seed."""
+    selected = select_grid_points(runs)
+    for metric in metrics:
+        lacking = selected[selected[f"metrics.test/{metric}"].isna()]
+        if not lacking.empty and lacking["row"].nunique() < selected["row"].nunique():
+            print(f"warning: {len(lacking)} run(s) lack test/{metric} (rows: {', '.join(lacking['row'].unique())})",
+                  file=sys.stderr)
+    table = {}
+    for row, group in selected.groupby("row", sort=False):
+        entry = {}
+        for metric in metrics:
+            values = group[f"metrics.test/{metric}"].dropna()
+            entry[f"{metric}_mean"] = values.mean() if len(values) else np.nan
+            entry[f"{metric}_std"] = values.std(ddof=0) if len(values) else np.nan
+        entry.update(seeds=group["seed"].nunique(), runs=int(group["row_runs"].iloc[0]),
+                     compute_s=group["row_seconds"].iloc[0],
+                     selected_lam=", ".join(f"{v:g}" for v in group["lam"]) if group["is_grid"].all() else "")
+        table[row] = entry
+    frame = pd.DataFrame.from_dict(table, orient="index")
+    frame.index.name = "row"
+    return frame
+
+
+def best_rows(table: pd.DataFrame, metrics: list[str]) -> dict[str, str]:
+    """{metric: the row with the best mean}."""
+    best = {}
+    for metric in metrics:
+        means = table[f"{metric}_mean"].dropna()
+        if len(means) > 1:
+            best[metric] = means.idxmin() if is_lower_better(metric) else means.idxmax()
+    return best
+
+
+def to_markdown(table: pd.DataFrame, metrics: list[str]) -> str:
+    """A Markdown table: `mean ± std` per metric, the best per column in bold, then seeds, runs, compute."""
+    best = best_rows(table, metrics)
+    show_lam = table["selected_lam"].astype(bool).any()
+    header = ["", *map(display_name, metrics), "seeds", "runs", "compute"] + (["selected λ"] if show_lam else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row, entry in table.iterrows():
+        cells = [row]
+        for metric in metrics:
+            mean, std = entry[f"{metric}_mean"], entry[f"{metric}_std"]
+            cell = "–" if pd.isna(mean) else f"{mean:.4f} ± {std:.4f}"
+            cells.append(f"**{cell}**" if best.get(metric) == row else cell)
+        seconds = entry["compute_s"]
+        cells += [str(entry["seeds"]), str(entry["runs"]), "–" if pd.isna(seconds) else f"{seconds:.{0 if seconds >= 10 else 1}f} s"]
+        if show_lam:
+            cells.append(entry["selected_lam"] or "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""The report's table logic and figures on hand-made runs (no MLflow): λ selected per seed on validation,
+a grid row's compute is its whole grid's, best per column, deep-MF figure."""
+import numpy as np
+import pandas as pd
+
+from lambdaopt.report import figures, label_runs, paper_table, to_markdown
+from lambdaopt.report.table import metric_columns
+
+
+def fake_runs() -> pd.DataFrame:
+    rows = []
+    for seed in (0, 1, 2):
+        for lam, valid, test in ((0.0, 0.10, 0.30), (1e-2, 0.20 + seed / 100, 0.25), (1.0, 0.05, 0.40)):
+            rows.append({"tags.regularizer": "FixedL2", "params.regularizer.lam": str(lam), "lam_valid": valid,
+                         "metrics.test/ndcg_at_10": test + seed / 1000, "metrics.best_valid/ndcg_at_10": valid})
+        rows.append({"tags.regularizer": "LambdaOpt", "params.regularizer.granularity": "dui",
+                     "metrics.test/ndcg_at_10": 0.27 + seed / 1000, "metrics.best_valid/ndcg_at_10": 0.3})
+    runs = pd.DataFrame(rows)
+    runs["seed"] = None
+    runs["params.seed"] = [str(s) for s in (0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2)]
+    runs["params.regularizer.seed"] = runs["params.seed"]
+    runs["params.trainer.monitor"] = "ndcg@10"
+    runs["tags.model"], runs["tags.dataset"] = "MatrixFactorization", "synthetic"
+    runs["metrics.train_seconds"] = 1.0
+    runs["run_id"] = [f"run{i}" for i in range(len(runs))]
+    return runs.drop(columns=["seed", "lam_valid"])
+
+
+def test_fixed_grid_row_is_the_validation_selected_lambda_with_the_whole_grids_cost():
+    runs = label_runs(fake_runs())
+    assert set(runs["row"]) == {"MF-λFix", "MF-λOpt-DUI"}
+    table = paper_table(runs, ["ndcg_at_10"])
+    fixed = table.loc["MF-λFix"]
+    assert fixed["selected_lam"] == "0.01, 0.01, 0.01"  # best validation, not the best test (λ=1)
+    assert np.isclose(fixed["ndcg_at_10_mean"], 0.251) and fixed["runs"] == 9 and fixed["compute_s"] == 9.0
+    assert table.loc["MF-λOpt-DUI", "compute_s"] == 3.0 and table.loc["MF-λOpt-DUI", "seeds"] == 3
+    markdown = to_markdown(table, ["ndcg_at_10"])
+    assert "**0.2710 ± 0.0008**" in markdown and "NDCG@10" in markdown
+
+
+def test_runs_differing_in_another_key_get_their_own_rows():
+    runs = fake_runs()
+    runs["params.optimizer.lr"] = ["0.1" if i >= 4 else "0.01" for i in range(len(runs))]
+    labels = set(label_runs(runs)["row"])
+    assert "MF-λOpt-DUI [lr=0.1]" in labels and "MF-λOpt-DUI [lr=0.01]" in labels
+
+
+def test_metric_columns_default_order_and_missing_metric():
+    import pytest
+
+    from lambdaopt.errors import ReportError
+
+    runs = pd.DataFrame({"metrics.test/ndcg_at_10": [0.1], "metrics.test/auc": [0.9], "metrics.test/hr_at_10": [0.2]})
+    assert metric_columns(runs) == ["auc", "hr_at_10", "ndcg_at_10"]
+    with pytest.raises(ReportError, match="no run has metric test/ndcg_at_50"):
+        metric_columns(runs, ["ndcg@50"])
+
+
+def test_figures_are_written(tmp_path):
+    runs = label_runs(fake_runs())
+    assert figures.lambda_sensitivity(runs, ["ndcg_at_10"], tmp_path / "s.png").stat().st_size > 0
+    history = pd.DataFrame({"step": [1, 2, 1, 2], "key": ["reg/user/lambda_mean"] * 2 + ["reg/item/lambda_mean"] * 2,
+                            "value": [0.1, 0.2, 0.3, 0.1]})
+    assert figures.lambda_trajectories({"MF-λOpt-DUI": history}, tmp_path / "t.png").stat().st_size > 0
+    deep = pd.DataFrame([{"params.model.depth": str(d), "params.model.init_scale": s,
+                          "metrics.test/rmse": 1e-2 * d, "metrics.effective_rank": 5.0 - d}
+                         for d in (2, 3, 4) for s in ("1e-3", "1e-6")])
+    assert figures.deep_mf(deep, tmp_path / "d.png").stat().st_size > 0
