@@ -41,3 +41,10 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Comple
 @pytest.fixture
 def tiny_overrides():
     return list(TINY)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking_uri(monkeypatch):
+    """`mlflow.set_tracking_uri` (called by in-process runs) also sets MLFLOW_TRACKING_URI; keep one test's
+    tracking database from becoming the next test's default."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
