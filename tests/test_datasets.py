@@ -172,17 +172,6 @@ BAD_U_DATA = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_U_DATA))
-def test_bad_u_data_is_one_line_naming_file_and_line(tmp_path, case):
-    text, needles = BAD_U_DATA[case]
-    path = tmp_path / "u.data"
-    path.write_text(text)
-    with pytest.raises(DataError) as error:
-        load_dataset("ml-100k", path=str(path), cache_dir=str(tmp_path / "c"), split=SPLIT)
-    one_line_error(error, str(path), *needles)
-    assert nothing_cached(tmp_path / "c")
-
-
 BAD_DAT = {
     "wrong separator": ("1\t2\t3\t4\n", ["line 1", "wrong separator", "::"]),
     "too few fields": ("1::2::3::4\n1::2::3\n", ["line 2", "3 fields instead of 4"]),
@@ -191,13 +180,17 @@ BAD_DAT = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_DAT))
-def test_bad_ratings_dat(tmp_path, case):
-    text, needles = BAD_DAT[case]
-    path = tmp_path / "ratings.dat"
+BAD_FILES = [("ml-100k", "u.data", case, *BAD_U_DATA[case]) for case in sorted(BAD_U_DATA)] + [
+    ("ml-1m", "ratings.dat", case, *BAD_DAT[case]) for case in sorted(BAD_DAT)]
+
+
+@pytest.mark.parametrize("dataset,filename,case,text,needles", BAD_FILES,
+                         ids=[f"{d}-{c}" for d, _, c, _, _ in BAD_FILES])
+def test_bad_rating_file_is_one_line_naming_file_and_line(tmp_path, dataset, filename, case, text, needles):
+    path = tmp_path / filename
     path.write_text(text)
     with pytest.raises(DataError) as error:
-        load_dataset("ml-1m", path=str(path), cache_dir=str(tmp_path / "c"), split=SPLIT)
+        load_dataset(dataset, path=str(path), cache_dir=str(tmp_path / "c"), split=SPLIT)
     one_line_error(error, str(path), *needles)
     assert nothing_cached(tmp_path / "c")
 
