@@ -78,3 +78,9 @@ def resume_value() -> Check:
 
     return Check(lambda v: v is None or v == "last" or (isinstance(v, str) and re.fullmatch(r"[0-9a-f]{32}", v) is not None),
                  "null (a new run), last, or an MLflow run id (32 hex digits)")
+
+
+def betas() -> dict:
+    """Adam's (β1, β2): two numbers in [0, 1)."""
+    return {"check": Check(lambda v: v is not None and len(v) == 2 and all(0 <= float(b) < 1 for b in v),
+                           "two numbers in [0, 1), e.g. [0.9, 0.999]")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from lambdaopt.config.checks import (field_with, non_empty, non_negative, one_of, open_unit, positive, positive_list,
+from lambdaopt.config.checks import (betas, field_with, non_empty, non_negative, one_of, open_unit, positive, positive_list,
                                      tracking_uri)
 
 @dataclass
@@ -74,7 +74,7 @@ class AdamConfig:
     _target_: str = "torch.optim.Adam"
     _partial_: bool = True
     lr: float = field_with(1e-2, positive())
-    betas: List[float] = field_with([0.9, 0.999], {})
+    betas: List[float] = field_with([0.9, 0.999], betas())
     eps: float = field_with(1e-8, positive())
     weight_decay: float = field_with(0.0, non_negative())
     amsgrad: bool = False
