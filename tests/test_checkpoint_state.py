@@ -12,6 +12,8 @@ from lambdaopt.tasks import select_task
 from lambdaopt.tracking import NullTracker
 from lambdaopt.trainer import Trainer
 
+pytestmark = pytest.mark.slow
+
 EPOCHS = 4
 SETUPS = {
     "bpr + λOpt": [*TINY, "regularizer=lambdaopt_dui"],

@@ -9,8 +9,10 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, run_cli
-from lambdaopt.tracking import ensure_experiment
+from omegaconf import OmegaConf
+
+from conftest import TINY, compose_config, run_cli
+from lambdaopt.tracking import ensure_experiment, flatten
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
@@ -22,16 +24,16 @@ EPOCHS = 3
 def sweep_and_count(tmp_path, uri: str):
     """Run a 4-job joblib sweep against `uri`; assert nothing was lost."""
     experiment_id = ensure_experiment(uri, "lambdaopt", str(tmp_path / "mlartifacts"))  # once, before the jobs
-    result = run_cli(["-m", *TINY, f"trainer.max_epochs={EPOCHS}", "trainer.patience=0", f"tracking.uri={uri}",
-                      "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "regularizer.lam=" + ",".join(LAMS)],
+    job = [*TINY, f"trainer.max_epochs={EPOCHS}", "trainer.patience=0", f"tracking.uri={uri}"]
+    result = run_cli(["-m", *job, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "regularizer.lam=" + ",".join(LAMS)],
                      tmp_path, timeout=240)
     assert result.returncode == 0, result.stderr
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([experiment_id])
     assert sorted(r.data.params["regularizer.lam"] for r in runs) == LAMS  # 4 runs, none lost or doubled
     assert all(r.info.status == "FINISHED" for r in runs)
-    param_counts = {len(r.data.params) for r in runs}
-    assert len(param_counts) == 1 and param_counts.pop() > 40  # every job logged the whole flattened config
+    expected_params = len(flatten(OmegaConf.to_container(compose_config(job), resolve=True)))
+    assert [len(r.data.params) for r in runs] == [expected_params] * len(LAMS)  # the whole flattened config
     metric_names = {frozenset(r.data.metrics) for r in runs}
     assert len(metric_names) == 1  # the same metrics in every run
     points = 0
