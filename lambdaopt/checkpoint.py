@@ -95,6 +95,8 @@ class Checkpointer:
     def finish(self, tracker, keep: bool) -> None:
         """At the end of a FINISHED run: delete the checkpoint, or upload it if it lives outside the
         artifact store."""
+        for stray in self.path.parent.glob(f".{FILENAME}.*.tmp"):  # left by a process killed while writing
+            _remove_quietly(str(stray))
         if not self.path.exists():
             return
         if keep and not self.in_artifacts:

@@ -107,6 +107,15 @@ def run(cfg: DictConfig) -> ExperimentResult:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run_name = cfg.tracking.run_name or f"{tags['model']}-{tags['regularizer']}-{dataset.name}"
 
+    # Built before the MLflow run exists, so a model/regularizer/task mismatch creates no run.
+    model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items).to(device)
+    objective = task.objective
+    regularizer.setup(model, objective)
+    regularizer.to(device)
+    optimizer = build(cfg.optimizer)(model.parameters())
+    valid_evaluator, test_evaluator = task.valid_evaluator, task.test_evaluator
+    log.info("%s: %s | %s + %s on %s", dataset.name, task.description, tags["model"], tags["regularizer"], device)
+
     new_tags = tags
     if resume_id is not None:  # the run keeps its params and tags; only mark that it was resumed
         new_tags = {"resumed_at_epoch": str(resume_state["trainer"]["epoch"])}
@@ -117,13 +126,6 @@ def run(cfg: DictConfig) -> ExperimentResult:
             tracker.log_dict({"overrides": overrides}, "overrides.yaml")
             tracker.log_metrics({f"data/{k}": v for k, v in dataset.statistics().items()})
 
-        model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items).to(device)
-        objective = task.objective
-        regularizer.setup(model, objective)
-        regularizer.to(device)
-        optimizer = build(cfg.optimizer)(model.parameters())
-        valid_evaluator, test_evaluator = task.valid_evaluator, task.test_evaluator
-        log.info("%s: %s | %s + %s on %s", dataset.name, task.description, tags["model"], tags["regularizer"], device)
 
         checkpointer = None
         if cfg.trainer.get("checkpoint", True) and tracker.run_id is not None:
@@ -191,4 +193,4 @@ def hydra_task(cfg: DictConfig):
 
 def _terminate_as_interrupt(signum, frame):
     """SIGTERM outside the training loop: unwind like Ctrl-C so the run is marked KILLED, not left RUNNING."""
-    raise KeyboardInterrupt
+    raise TrainingInterrupted("interrupted by SIGTERM outside the training loop (no checkpoint of this point)", signum)

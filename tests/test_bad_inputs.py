@@ -45,6 +45,8 @@ CASES = {
     "K above the catalogue": ("run.py", [*TINY, "evaluation.ks=[10,5000]"], None, "evaluation.ks=[10, 5000]", "ours"),
     "validation share 0": ("run.py", [*TINY, "regularizer=lambdaopt_dui", "regularizer.validation_share=0"], None,
                            "regularizer.validation_share=0", "ours"),
+    "λOpt on explicit ratings": ("run.py", [*TINY, "regularizer=lambdaopt_dui", "dataset.feedback=explicit"], None,
+                                 "use an implicit-feedback dataset", "ours"),
     "malformed resume": ("run.py", [*TINY, "resume=oops"], None, "resume='oops' is not allowed", "ours"),
     "resume with no runs": ("run.py", [*TINY, "resume=last"], None, "resume=last: there is no experiment", "ours"),
     "unknown tracking scheme": ("run.py", [*TINY, "tracking.uri=ftp://host/x"], None, "tracking.uri='ftp://host/x'", "ours"),

@@ -123,3 +123,24 @@ def test_save_atomic_keeps_the_old_checkpoint_when_writing_fails(tmp_path):
         checkpoint.save_atomic({"epoch": 2, "unpicklable": lambda: None}, path)
     assert checkpoint.load(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
+
+
+def test_ctrl_c_during_training_ends_the_run_killed_with_exit_130(tmp_path):
+    args = [*TINY, "trainer.max_epochs=200", "trainer.patience=0", "trainer.stop_loss=0"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    job = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in job.stdout:
+            if "epoch   2 |" in line:
+                break
+        job.send_signal(signal.SIGINT)
+        _, stderr = job.communicate(timeout=120)
+    finally:
+        job.kill()
+    assert job.returncode == 130, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "interrupted by SIGINT" in errors[0] and "Traceback" not in stderr, stderr
+    _, run = only_run(tmp_path)
+    assert run.info.status == "KILLED"
+    assert (checkpoint.local_artifact_dir(run.info.artifact_uri) / "checkpoint" / checkpoint.FILENAME).is_file()
