@@ -2,17 +2,17 @@
 state of an evaluated epoch, or of a step inside an epoch, continues exactly (==) as one never stopped.
 (End to end, with SIGKILL/SIGTERM and MLflow: test_resume.py.)"""
 import io
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import TINY, compose_config
+from lambdaopt import checkpoint
 from lambdaopt.experiment import build, seed_everything
 from lambdaopt.tasks import select_task
 from lambdaopt.tracking import NullTracker
 from lambdaopt.trainer import Trainer
-
-pytestmark = pytest.mark.slow
 
 EPOCHS = 4
 SETUPS = {
@@ -81,6 +81,7 @@ def assert_same(a, b):
     assert a[4] == b[4]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setup", list(SETUPS))
 def test_restored_trainer_continues_exactly(setup):
     straight = make_trainer(SETUPS[setup])
@@ -101,3 +102,37 @@ def test_restored_trainer_continues_exactly(setup):
     resumed = make_trainer(SETUPS[setup])
     resumed.load_state_dict(first.checkpointer.load())
     assert_same(outcome(resumed, resumed.fit()), expected)
+
+
+class RecordingTracker(NullTracker):
+    def __init__(self):
+        self.logged = []
+
+    def log_file(self, path, artifact_dir=None):
+        self.logged.append((Path(path).read_bytes(), artifact_dir))
+
+
+def test_checkpoint_location_follows_the_artifact_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    local = tmp_path / "my artifacts" / "1" / "abc" / "artifacts"
+    assert checkpoint.checkpoint_dir(local.as_uri(), "abc") == (local / "checkpoint", True)
+    assert checkpoint.checkpoint_dir(str(local), "abc") == (local / "checkpoint", True)
+    # an artifact store behind a server: a local folder, uploaded when the run finishes
+    directory, in_artifacts = checkpoint.checkpoint_dir("mlflow-artifacts:/1/abc/artifacts", "abc")
+    assert (directory, in_artifacts) == (tmp_path / "checkpoints" / "abc", False)
+    writer = checkpoint.Checkpointer(directory, in_artifacts, {"run_id": "abc"})
+    writer.save({"epoch": 3})
+    (directory / ".checkpoint.pt.x1.tmp").write_bytes(b"half")  # as left by a kill during a write
+    tracker = RecordingTracker()
+    writer.finish(tracker, keep=True)
+    assert len(tracker.logged) == 1 and tracker.logged[0][1] == "checkpoint" and not directory.exists()
+
+
+def test_finished_run_in_a_local_store_drops_its_checkpoint_unless_kept(tmp_path):
+    for keep in (False, True):
+        directory = tmp_path / str(keep) / "checkpoint"
+        writer = checkpoint.Checkpointer(directory, True, {})
+        writer.save({"epoch": 1})
+        (directory / ".checkpoint.pt.x1.tmp").write_bytes(b"half")
+        writer.finish(RecordingTracker(), keep=keep)
+        assert [p.name for p in directory.iterdir()] == ["checkpoint.pt"] if keep else not directory.exists()
