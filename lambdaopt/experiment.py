@@ -164,7 +164,8 @@ def run(cfg: DictConfig) -> ExperimentResult:
 def hydra_task(cfg: DictConfig):
     """The function `run.py` hands to Hydra: user errors become one line on stderr.
 
-    A single run exits with status 2; inside `-m` the job reports FAILED and the sweep goes on.
+    A single run exits with status 2; inside `-m` the job returns {"status": "FAILED", "error", "run_id"}
+    (its MLflow run, None if none was created) and the sweep goes on.
     SIGTERM is handled like Ctrl-C (the MLflow run ends KILLED); both exit with 128 + the signal number
     and stop a sweep.
     """
@@ -184,7 +185,7 @@ def hydra_task(cfg: DictConfig):
         from hydra.core.hydra_config import HydraConfig
 
         if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
-            return {"status": "FAILED", "error": str(error)}
+            return {"status": "FAILED", "error": str(error), "run_id": getattr(error, "mlflow_run_id", None)}
         sys.exit(2)
     finally:
         if previous is not None:

@@ -138,6 +138,7 @@ def tracked_run(tracking_cfg, run_name: str, params: dict[str, Any], tags: dict[
         mlflow.end_run(status="KILLED")
         raise
     except BaseException as error:
+        error.mlflow_run_id = run.info.run_id  # lets a sweep's FAILED job result name its run
         mlflow.set_tag("failure_reason", f"{type(error).__name__}: {error}"[:5000])
         mlflow.end_run(status="FAILED")
         raise

@@ -37,6 +37,25 @@ def test_a_diverging_job_fails_and_the_sweep_goes_on(tmp_path):
     assert result.stderr.count("error: training loss became nan") == 1
 
 
+@pytest.mark.slow
+def test_a_failed_job_returns_its_run_id_to_the_sweep(tmp_path, monkeypatch):
+    """What a sweep callback (e.g. a parent run listing failed children) receives from a diverging job."""
+    from types import SimpleNamespace
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from lambdaopt.experiment import hydra_task
+
+    job = SimpleNamespace(mode=SimpleNamespace(name="MULTIRUN"), overrides=SimpleNamespace(task=[]),
+                          sweep=SimpleNamespace(dir="multirun/x"), job=SimpleNamespace(num=0))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: job))
+    returned = hydra_task(compose_config([*TINY, *DIVERGING]))
+    (run_,) = runs_in(tmp_path)
+    assert returned["status"] == "FAILED" and returned["run_id"] == run_.info.run_id and run_.info.status == "FAILED"
+
+
 @pytest.mark.parametrize("regularizer", ["fixed", "lambdaopt_dui"])
 def test_same_config_and_seed_give_bit_identical_metrics(regularizer):
     cfg = compose_config([*TINY, f"regularizer={regularizer}", "tracking.enabled=false", "num_threads=1"])
