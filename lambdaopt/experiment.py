@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 import random
 import signal
-import threading
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -125,7 +125,6 @@ def run(cfg: DictConfig) -> ExperimentResult:
             tracker.log_dict(resolved, "config.yaml")
             tracker.log_dict({"overrides": overrides}, "overrides.yaml")
             tracker.log_metrics({f"data/{k}": v for k, v in dataset.statistics().items()})
-
 
         checkpointer = None
         if cfg.trainer.get("checkpoint", True) and tracker.run_id is not None:
