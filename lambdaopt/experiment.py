@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -13,8 +15,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from lambdaopt import checkpoint
 from lambdaopt.config import validate
 from lambdaopt.errors import ConfigError, LambdaoptError
+from lambdaopt.interrupts import TrainingInterrupted
 from lambdaopt.tasks import select_task, solve_convex
 from lambdaopt.tracking import flatten, git_commit, load_run_state_dict, save_state_dict, tracked_run
 from lambdaopt.trainer import Trainer
@@ -93,8 +97,15 @@ class ExperimentResult:
 
 
 def run(cfg: DictConfig) -> ExperimentResult:
-    """Train and evaluate one configuration: the test metrics at the validation-selected epoch."""
+    """Train and evaluate one configuration: the test metrics at the validation-selected epoch.
+
+    With `resume=<run id>` (or `last`), the run's checkpoint is loaded and the same MLflow run goes on
+    from the next step, with the config stored in the checkpoint (see `checkpoint.resume_config`)."""
     validate(cfg)
+    overrides, hydra_tags = _hydra_context()
+    resume_id, resume_state = None, None
+    if cfg.get("resume"):
+        cfg, resume_id, resume_state = checkpoint.resume_config(cfg, overrides)
     torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -103,7 +114,6 @@ def run(cfg: DictConfig) -> ExperimentResult:
     regularizer = build(cfg.regularizer)
     # objective + evaluators for ranking, ratings or completion (with the validation share λ may learn from)
     task = select_task(cfg, dataset, device, validation_share=regularizer.validation_share)
-    overrides, hydra_tags = _hydra_context()
     tags = {"git_commit": git_commit(), "dataset": dataset.name, "dataset_hash": dataset.fingerprint,
             "model": OmegaConf.select(cfg, "model._target_").rsplit(".", 1)[-1],
             "regularizer": OmegaConf.select(cfg, "regularizer._target_").rsplit(".", 1)[-1],
@@ -111,24 +121,37 @@ def run(cfg: DictConfig) -> ExperimentResult:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run_name = cfg.tracking.run_name or f"{tags['model']}-{tags['regularizer']}-{dataset.name}"
 
-    with tracked_run(cfg.tracking, run_name, flatten(resolved), tags) as tracker:
-        tracker.log_dict(resolved, "config.yaml")
-        tracker.log_dict({"overrides": overrides}, "overrides.yaml")
-        tracker.log_metrics({f"data/{k}": v for k, v in dataset.statistics().items()})
+    # Built before the MLflow run exists, so a model/regularizer/task mismatch creates no run.
+    model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items)
+    if cfg.init_from and resume_id is None:  # a resumed run's checkpoint holds the weights
+        warm_start(model, cfg.init_from, cfg.tracking.uri)
+    model.to(device)
+    objective = task.objective
+    regularizer.setup(model, objective)
+    regularizer.to(device)
+    optimizer = build(cfg.optimizer)(model.parameters())
+    valid_evaluator, test_evaluator = task.valid_evaluator, task.test_evaluator
+    log.info("%s: %s | %s + %s on %s", dataset.name, task.description, tags["model"], tags["regularizer"], device)
 
-        model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items)
-        if cfg.init_from:
-            warm_start(model, cfg.init_from, cfg.tracking.uri)
-        model.to(device)
-        objective = task.objective
-        regularizer.setup(model, objective)
-        regularizer.to(device)
-        optimizer = build(cfg.optimizer)(model.parameters())
-        valid_evaluator, test_evaluator = task.valid_evaluator, task.test_evaluator
-        log.info("%s: %s | %s + %s on %s", dataset.name, task.description, tags["model"], tags["regularizer"], device)
+    new_tags = tags
+    if resume_id is not None:  # the run keeps its params and tags; only mark that it was resumed
+        new_tags = {"resumed_at_epoch": str(resume_state["trainer"]["epoch"])}
 
-        trainer = Trainer(model, regularizer, optimizer, objective, valid_evaluator, tracker,
-                          seed=cfg.seed, **{**cfg.trainer, "monitor": task.monitor, "mode": task.mode})
+    with tracked_run(cfg.tracking, run_name, flatten(resolved), new_tags, run_id=resume_id) as tracker:
+        if resume_id is None:
+            tracker.log_dict(resolved, "config.yaml")
+            tracker.log_dict({"overrides": overrides}, "overrides.yaml")
+            tracker.log_metrics({f"data/{k}": v for k, v in dataset.statistics().items()})
+
+        checkpointer = None
+        if cfg.trainer.get("checkpoint", True) and tracker.run_id is not None:
+            directory, in_artifacts = checkpoint.checkpoint_dir(tracker.artifact_uri, tracker.run_id)
+            checkpointer = checkpoint.Checkpointer(directory, in_artifacts, {"run_id": tracker.run_id,
+                                                                              "config": {**resolved, "resume": None}})
+        trainer = Trainer(model, regularizer, optimizer, objective, valid_evaluator, tracker, seed=cfg.seed,
+                          checkpointer=checkpointer, **{**cfg.trainer, "monitor": task.monitor, "mode": task.mode})
+        if resume_state is not None:
+            trainer.load_state_dict(resume_state)
         # A convex solver (model=nuclear_norm) is solved once; the optimizer built above goes unused.
         fit = solve_convex(model, task, tracker) if hasattr(model, "solve") else trainer.fit()
         model.eval()
@@ -142,6 +165,8 @@ def run(cfg: DictConfig) -> ExperimentResult:
         task.finish(tracker, title=run_name)
         if cfg.tracking.log_model:
             save_state_dict(tracker, model.state_dict())
+        if checkpointer is not None:
+            checkpointer.finish(tracker, keep=cfg.trainer.get("keep_checkpoint", False))
 
     print(f"\nbest epoch {fit.best_epoch} of {fit.epochs_run} (selected on {task.monitor}, {task.mode}), "
           f"{fit.train_seconds:.1f}s training")
@@ -163,18 +188,38 @@ def _sweeper_optimizes() -> bool:
 def hydra_task(cfg: DictConfig):
     """The function `run.py` hands to Hydra: user errors become one line on stderr.
 
-    A single run exits with status 2; inside `-m` the job reports FAILED and the sweep goes on.
-    Returns the test metrics, or under an optimizing sweeper the validation value of `trainer.monitor`.
+    A single run exits with status 2; inside `-m` the job returns {"status": "FAILED", "error", "run_id"}
+    (its MLflow run, None if none was created) and the sweep goes on.
+    SIGTERM is handled like Ctrl-C (the MLflow run ends KILLED); both exit with 128 + the signal number
+    and stop a sweep. Returns the test metrics, or under an optimizing sweeper the validation value of
+    `trainer.monitor`.
     """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         result = run(cfg)
         if _sweeper_optimizes():
             return result.valid[cfg.trainer.monitor]
         return result.test
+    except TrainingInterrupted as interrupted:
+        print(f"error: {interrupted}", file=sys.stderr)
+        sys.exit(interrupted.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted outside the training loop; the MLflow run (if any) is marked KILLED", file=sys.stderr)
+        sys.exit(130)
     except LambdaoptError as error:
         print(f"error: {error}", file=sys.stderr)
         from hydra.core.hydra_config import HydraConfig
 
         if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
-            return {"status": "FAILED", "error": str(error)}
+            return {"status": "FAILED", "error": str(error), "run_id": getattr(error, "mlflow_run_id", None)}
         sys.exit(2)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt(signum, frame):
+    """SIGTERM outside the training loop: unwind like Ctrl-C so the run is marked KILLED, not left RUNNING."""
+    raise TrainingInterrupted("interrupted by SIGTERM outside the training loop (no checkpoint of this point)", signum)

@@ -28,7 +28,7 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lambdaopt.tracking import PARENT_RUN_ENV, _experiment_id, git_commit
+from lambdaopt.tracking import PARENT_RUN_ENV, ensure_experiment, git_commit
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class MlflowParentRun(Callback):
         self.tracking = OmegaConf.to_container(tracking, resolve=True)
         self.sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
         mlflow.set_tracking_uri(tracking.uri)
-        experiment_id = _experiment_id(mlflow, tracking.experiment, tracking.artifact_location)
+        experiment_id = ensure_experiment(tracking.uri, tracking.experiment, tracking.artifact_location)
         sweep_name = config.hydra.runtime.choices.get("sweep") or "cli"
         overrides = list(config.hydra.overrides.task)
         client = MlflowClient(tracking.uri)

@@ -48,6 +48,7 @@ class NullTracker:
     """Used with tracking.enabled=false: the same calls, nothing recorded."""
 
     run_id = None
+    artifact_uri = None
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         pass
@@ -65,6 +66,7 @@ class NullTracker:
 class MlflowTracker(NullTracker):
     def __init__(self, mlflow_module, run):
         self.mlflow, self.run_id = mlflow_module, run.info.run_id
+        self.artifact_uri = run.info.artifact_uri
 
     def log_metrics(self, metrics, step=None):
         self.mlflow.log_metrics({mlflow_key(k): float(v) for k, v in metrics.items()}, step=step)
@@ -79,41 +81,71 @@ class MlflowTracker(NullTracker):
         self.mlflow.set_tags(tags)
 
 
-def _experiment_id(mlflow_module, name: str, artifact_location: str) -> str:
-    experiment = mlflow_module.get_experiment_by_name(name)
+def _experiment_id(client, name: str, artifact_location: str) -> str:
+    """The id of experiment `name`, created if missing. Parallel jobs may race to create it: the
+    loser of the race finds the winner's experiment."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     location = artifact_location
     if "://" not in location:
-        if mlflow_module.get_tracking_uri().startswith(("http://", "https://")):
-            # a shared server: let it store the artifacts (proxied), not this machine's disk
-            return mlflow_module.create_experiment(name)
-        location = Path(location).resolve().as_uri()
-    return mlflow_module.create_experiment(name, artifact_location=location)
+        if client.tracking_uri.startswith(("http://", "https://")):
+            location = None  # a shared server stores the artifacts (proxied), not this machine's disk
+        else:
+            location = Path(location).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def ensure_experiment(uri: str, name: str, artifact_location: str = "mlartifacts") -> str:
+    """Create the tracking store (e.g. the SQLite schema) and experiment `name` once, before parallel
+    jobs start: N processes that each find an empty SQLite file race on creating its tables.
+    Returns the experiment id. Safe to call again (and from a Hydra callback)."""
+    from mlflow.tracking import MlflowClient
+
+    return _experiment_id(MlflowClient(tracking_uri=uri), name, artifact_location)
 
 
 @contextlib.contextmanager
-def tracked_run(tracking_cfg, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[NullTracker]:
+def tracked_run(tracking_cfg, run_name: str, params: dict[str, Any], tags: dict[str, str],
+                run_id: str | None = None) -> Iterator[NullTracker]:
     """Open an MLflow run (or a NullTracker); on an exception the run ends FAILED with a
-    `failure_reason` tag, on Ctrl-C KILLED, otherwise FINISHED."""
+    `failure_reason` tag, on Ctrl-C / SIGTERM KILLED, otherwise FINISHED.
+
+    `run_id`: continue that existing run (resume): it is set RUNNING again and keeps its params
+    (MLflow refuses changed params), so `params` are not logged; `tags` are added."""
     if not tracking_cfg.enabled:
         yield NullTracker()
         return
     import mlflow
 
     mlflow.set_tracking_uri(tracking_cfg.uri)
-    experiment_id = _experiment_id(mlflow, tracking_cfg.experiment, tracking_cfg.artifact_location)
-    if os.environ.get(PARENT_RUN_ENV):
-        tags = {**tags, "mlflow.parentRunId": os.environ[PARENT_RUN_ENV]}
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    if run_id is not None:
+        run = mlflow.start_run(run_id=run_id)
+    else:
+        experiment_id = _experiment_id(mlflow.MlflowClient(), tracking_cfg.experiment, tracking_cfg.artifact_location)
+        if os.environ.get(PARENT_RUN_ENV):  # a job of a sweep: a child of the sweep's parent run
+            tags = {**tags, "mlflow.parentRunId": os.environ[PARENT_RUN_ENV]}
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
     try:
-        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        if run_id is None:
+            mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        else:
+            mlflow.set_tags(tags)
         yield MlflowTracker(mlflow, run)
-    except KeyboardInterrupt:
-        mlflow.set_tag("failure_reason", "interrupted")
+    except KeyboardInterrupt as interrupt:
+        mlflow.set_tag("failure_reason", f"interrupted: {interrupt}"[:5000] if str(interrupt) else "interrupted")
         mlflow.end_run(status="KILLED")
         raise
     except BaseException as error:
+        error.mlflow_run_id = run.info.run_id  # lets a sweep's FAILED job result name its run
         mlflow.set_tag("failure_reason", f"{type(error).__name__}: {error}"[:5000])
         mlflow.end_run(status="FAILED")
         raise

@@ -1,9 +1,12 @@
-"""The one training loop: epochs of batches, periodic validation, early stopping, best weights kept."""
+"""The one training loop: epochs of batches, periodic validation, early stopping, best weights kept,
+a checkpoint after every evaluation, a clean stop on SIGINT/SIGTERM and on NaN/Inf."""
 from __future__ import annotations
 
 import copy
 import logging
 import math
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -11,8 +14,14 @@ import numpy as np
 import torch
 
 from lambdaopt.errors import TrainingDiverged
+from lambdaopt.interrupts import StopRequest, TrainingInterrupted
 
 log = logging.getLogger(__name__)
+
+FINITE_CHECK_EVERY = 32  # steps between checks of the running loss sum (one device sync each)
+# Test hook, read from the environment so it never enters a run's config or params: SIGKILL this
+# process right after the checkpoint of that epoch (tests/test_resume.py kills and resumes with it).
+DEBUG_KILL_ENV = "LAMBDAOPT_DEBUG_KILL_AFTER_EPOCH"
 
 
 @dataclass
@@ -32,83 +41,200 @@ class Trainer:
 
     An epoch is whatever `objective.batches` yields: every training triple once for BPR, or
     `steps_per_epoch` full-batch steps for completion. The evaluator's metrics are logged under its
-    `log_prefix` (default `valid`)."""
+    `log_prefix` (default `valid`).
+
+    Reliability: `state_dict()` holds everything the rest of the run depends on, so a run restored with
+    `load_state_dict()` continues bit for bit (same device, 1 thread). `checkpointer.save(state)` runs
+    after every evaluated epoch and on SIGINT/SIGTERM (after the current step; the state then records
+    the step inside the epoch, and a resumed run redraws that epoch's batches from the RNG state of its
+    start and skips those already trained on). NaN/Inf in the loss (checked every
+    FINITE_CHECK_EVERY steps) or, with `check_finite_grads`, in any gradient raises TrainingDiverged."""
 
     def __init__(self, model, regularizer, optimizer, objective, valid_evaluator, tracker, *,
                  max_epochs: int, eval_every: int = 1, patience: int = 5, monitor: str = "ndcg@10",
-                 mode: str = "max", min_delta: float = 0.0, stop_loss: float = 0.0, seed: int = 0, **_unused):
+                 mode: str = "max", min_delta: float = 0.0, stop_loss: float = 0.0, seed: int = 0,
+                 check_finite_grads: bool = False, checkpointer=None, **_unused):
         self.model, self.regularizer, self.optimizer = model, regularizer, optimizer
         self.objective, self.valid_evaluator, self.tracker = objective, valid_evaluator, tracker
         self.max_epochs, self.eval_every, self.patience = max_epochs, eval_every, patience
         self.monitor, self.min_delta, self.stop_loss = monitor, min_delta, stop_loss
+        self.check_finite_grads, self.checkpointer = check_finite_grads, checkpointer
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.sign = 1.0 if mode == "max" else -1.0  # compare sign·value so "larger is better" either way
         self.prefix = getattr(valid_evaluator, "log_prefix", "valid")
-        self.last_loss = math.inf
         self.rng = np.random.default_rng(seed)
+        # progress: everything below is in state_dict()
+        self.epoch = 0  # last completed epoch
+        self.step_in_epoch = 0  # steps done in epoch + 1 (non-zero only when interrupted mid-epoch)
+        self.epoch_start: dict = {}  # RNG + objective state when epoch + 1 began (to redraw its batches)
+        self.loss_total = torch.zeros(())
+        self.last_loss = math.inf
+        self.best_score, self.best_epoch, self.best_valid, self.best_state = -math.inf, 0, {}, None
+        self.evaluations_since_best, self.history, self.done, self.train_seconds = 0, [], False, 0.0
 
-    def train_epoch(self) -> float:
+    # ------------------------------------------------------------------ one epoch
+    def train_epoch(self, stop: StopRequest | None = None) -> float | None:
+        """Mean training loss of the epoch, or None when `stop` was requested before its end."""
         self.model.train()
-        total, n_batches, loss = torch.zeros(()), 0, torch.zeros(())
-        for batch in self.objective.batches(self.rng):
-            self.regularizer.update(self.model, self.optimizer, batch, n_batches)
+        if self.step_in_epoch == 0:
+            self.epoch_start = {"rng": self.rng.bit_generator.state, "objective": _objective_state(self.objective)}
+            self.loss_total = torch.zeros(())
+        else:  # resumed inside an epoch: replay its draws from where it began, skip the steps already taken
+            self.rng.bit_generator.state = self.epoch_start["rng"]
+            _load_objective_state(self.objective, self.epoch_start["objective"])
+        done_before, loss = self.step_in_epoch, None
+        for index, batch in enumerate(self.objective.batches(self.rng)):
+            if index < done_before:
+                continue
+            self.regularizer.update(self.model, self.optimizer, batch, index)
             fit = self.objective.loss(self.model, batch)
             penalty = self.regularizer.penalty(self.model, self.objective.rows(self.model, batch), len(batch[0]), batch)
             loss = fit + penalty
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.check_finite_grads:
+                self._check_finite_grads()
             self.optimizer.step()
-            total = total + loss.detach().cpu()  # summed lazily: no device sync per step
-            n_batches += 1
-        mean_loss = float(total) / max(n_batches, 1)
-        self.last_loss = float(loss.detach())
-        if not math.isfinite(mean_loss):
-            raise TrainingDiverged(
-                f"training loss became {mean_loss}; lower optimizer.lr or raise the regularization"
-            )
-        return mean_loss
+            self.loss_total = self.loss_total + loss.detach().cpu()  # summed lazily: no device sync per step
+            self.step_in_epoch = index + 1
+            if self.step_in_epoch % FINITE_CHECK_EVERY == 0:
+                self._check_finite_loss()
+            if stop is not None and stop.requested:
+                break
+        if loss is not None:
+            self.last_loss = float(loss.detach())
+        self._check_finite_loss()
+        if stop is not None and stop.requested:
+            return None
+        return float(self.loss_total) / max(self.step_in_epoch, 1)
+
+    def _check_finite_loss(self) -> None:
+        if not torch.isfinite(self.loss_total):
+            raise TrainingDiverged(f"training loss became {float(self.loss_total)} in epoch {self.epoch + 1} "
+                                   f"(by step {self.step_in_epoch}); lower optimizer.lr or raise the regularization")
+
+    def _check_finite_grads(self) -> None:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            raise TrainingDiverged(f"a gradient became NaN/Inf in epoch {self.epoch + 1} step {self.step_in_epoch + 1}; "
+                                   "lower optimizer.lr or raise the regularization")
 
     def evaluate(self) -> dict[str, float]:
         self.model.eval()
         with torch.no_grad():
             return self.valid_evaluator(self.model)
 
+    # ------------------------------------------------------------------ the loop
     def fit(self) -> FitResult:
-        best_score, best_epoch, best_valid, best_state = -math.inf, 0, {}, None  # best_score is sign·value
-        evaluations_since_best, history = 0, []
         started = time.perf_counter()
-        epoch = 0
-        for epoch in range(1, self.max_epochs + 1):
-            epoch_start = time.perf_counter()
-            train_loss = self.train_epoch()
-            epoch_seconds = time.perf_counter() - epoch_start
-            record = {"train_loss": train_loss, "epoch_seconds": epoch_seconds}
-            reached_loss = self.stop_loss > 0 and self.last_loss <= self.stop_loss
-            if epoch % self.eval_every == 0 or epoch == self.max_epochs or reached_loss:
-                valid = self.evaluate()
-                record.update({f"{self.prefix}/{name}": value for name, value in valid.items()})
-                record.update({f"reg/{name}": value for name, value in self.regularizer.metrics().items()})
-                self.regularizer.on_evaluation(epoch, self.tracker)
-                improved = self.sign * valid[self.monitor] > best_score + self.min_delta
-                if improved:
-                    best_score, best_epoch, best_valid = self.sign * valid[self.monitor], epoch, valid
-                    best_state = copy.deepcopy(self.model.state_dict())
-                    evaluations_since_best = 0
-                else:
-                    evaluations_since_best += 1
-                headline = f"{self.prefix} auc {valid['auc']:.4f} " if "auc" in valid else f"{self.prefix} "
-                log.info("epoch %3d | loss %.4g | %s%s %.4g%s | %.2fs", epoch, train_loss, headline,
-                         self.monitor, valid[self.monitor], " *" if improved else "", epoch_seconds)
-            self.tracker.log_metrics(record, step=epoch)
-            history.append({"epoch": epoch, **record})
-            if reached_loss:
-                log.info("stop: training loss %.3g <= stop_loss %.3g", self.last_loss, self.stop_loss)
-                break
-            if self.patience and evaluations_since_best >= self.patience:
-                log.info("early stop: no %s improvement in %d evaluations", self.monitor, self.patience)
-                break
+        with StopRequest() as stop:
+            while not self.done and self.epoch < self.max_epochs:
+                epoch, epoch_start = self.epoch + 1, time.perf_counter()
+                train_loss = self.train_epoch(stop)
+                if train_loss is None:
+                    self._interrupt(stop, started, f"in epoch {epoch} after step {self.step_in_epoch}")
+                record = {"train_loss": train_loss, "epoch_seconds": time.perf_counter() - epoch_start}
+                reached_loss = self.stop_loss > 0 and self.last_loss <= self.stop_loss
+                evaluated = epoch % self.eval_every == 0 or epoch == self.max_epochs or reached_loss
+                if evaluated:
+                    record.update(self._evaluate_epoch(epoch, train_loss, record["epoch_seconds"]))
+                self.tracker.log_metrics(record, step=epoch)
+                self.history.append({"epoch": epoch, **record})
+                self.epoch, self.step_in_epoch = epoch, 0
+                if reached_loss:
+                    log.info("stop: training loss %.3g <= stop_loss %.3g", self.last_loss, self.stop_loss)
+                    self.done = True
+                elif self.patience and self.evaluations_since_best >= self.patience:
+                    log.info("early stop: no %s improvement in %d evaluations", self.monitor, self.patience)
+                    self.done = True
+                if evaluated:
+                    self._save_checkpoint(started)
+                    if os.environ.get(DEBUG_KILL_ENV) == str(epoch):
+                        os.kill(os.getpid(), signal.SIGKILL)
+                if stop.requested:
+                    self._interrupt(stop, started, f"after epoch {epoch}")
+        self.train_seconds += time.perf_counter() - started
         self.regularizer.on_train_end(self.tracker)
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        return FitResult(best_epoch, best_valid, epoch, history, time.perf_counter() - started)
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return FitResult(self.best_epoch, self.best_valid, self.epoch, self.history, self.train_seconds)
+
+    def _evaluate_epoch(self, epoch: int, train_loss: float, epoch_seconds: float) -> dict[str, float]:
+        valid = self.evaluate()
+        record = {f"{self.prefix}/{name}": value for name, value in valid.items()}
+        record.update({f"reg/{name}": value for name, value in self.regularizer.metrics().items()})
+        self.regularizer.on_evaluation(epoch, self.tracker)
+        improved = self.sign * valid[self.monitor] > self.best_score + self.min_delta
+        if improved:
+            self.best_score, self.best_epoch, self.best_valid = self.sign * valid[self.monitor], epoch, valid
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.evaluations_since_best = 0
+        else:
+            self.evaluations_since_best += 1
+        headline = f"{self.prefix} auc {valid['auc']:.4f} " if "auc" in valid else f"{self.prefix} "
+        log.info("epoch %3d | loss %.4g | %s%s %.4g%s | %.2fs", epoch, train_loss, headline,
+                 self.monitor, valid[self.monitor], " *" if improved else "", epoch_seconds)
+        return record
+
+    def _save_checkpoint(self, started: float) -> None:
+        if self.checkpointer is not None:
+            elapsed = time.perf_counter() - started
+            self.train_seconds += elapsed  # counted into the checkpoint, then restarted from here
+            self.checkpointer.save(self.state_dict())
+            self.train_seconds -= elapsed
+
+    def _interrupt(self, stop: StopRequest, started: float, where: str):
+        self._save_checkpoint(started)
+        saved = "checkpoint written" if self.checkpointer is not None else "no checkpoint (trainer.checkpoint=false)"
+        resume = f"; continue with resume={self.tracker.run_id}" if self.checkpointer and self.tracker.run_id else ""
+        raise TrainingInterrupted(f"interrupted by {stop.name()} {where}; {saved}{resume}", stop.signum)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Model, optimizer, regularizer (λ, its optimizer and RNG), objective and evaluator state, and
+        the trainer's own progress and RNGs: all a resumed run needs to continue identically."""
+        trajectory = getattr(self.valid_evaluator, "trajectory", None)
+        return {
+            "trainer": {
+                "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "epoch_start": self.epoch_start,
+                "loss_total": self.loss_total, "last_loss": self.last_loss, "best_score": self.best_score,
+                "best_epoch": self.best_epoch, "best_valid": self.best_valid, "best_state": self.best_state,
+                "evaluations_since_best": self.evaluations_since_best, "history": self.history,
+                "done": self.done, "train_seconds": self.train_seconds,
+                "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "regularizer": self.regularizer.state_dict(),
+            "objective": _objective_state(self.objective),
+            "evaluator_trajectory": vars(trajectory).copy() if trajectory is not None else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        own = state["trainer"]
+        for name in ("epoch", "step_in_epoch", "epoch_start", "loss_total", "last_loss", "best_score", "best_epoch",
+                     "best_valid", "best_state", "evaluations_since_best", "history", "done", "train_seconds"):
+            setattr(self, name, own[name])
+        self.rng.bit_generator.state = own["rng"]
+        torch.set_rng_state(own["torch_rng"])
+        if own["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(own["cuda_rng"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.regularizer.load_state_dict(state["regularizer"])
+        _load_objective_state(self.objective, state["objective"])
+        trajectory = getattr(self.valid_evaluator, "trajectory", None)
+        if trajectory is not None and state["evaluator_trajectory"] is not None:
+            vars(trajectory).update(state["evaluator_trajectory"])
+
+
+def _objective_state(objective) -> dict:
+    """The objective's own counters (full-batch objectives count `steps_taken`)."""
+    return {"steps_taken": objective.steps_taken} if hasattr(objective, "steps_taken") else {}
+
+
+def _load_objective_state(objective, state: dict) -> None:
+    for name, value in state.items():
+        setattr(objective, name, value)

@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lambdaopt.config import baselines, core, datasets, deep, learned
-from lambdaopt.config.checks import Check
+from lambdaopt.config.checks import Check, resume_value
 from lambdaopt.config.monitor import metric_names, task_kind
 from lambdaopt.errors import ConfigError
 
@@ -33,10 +33,11 @@ def all_schemas() -> dict[str, dict[str, type]]:
 
 
 TOP_LEVEL_RULES = {
-    "seed": Check(lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-    "num_threads": Check(lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "seed": Check(lambda v: type(v) is int and v >= 0, "an integer >= 0"),
+    "num_threads": Check(lambda v: type(v) is int and v >= 1, "an integer >= 1"),
     "init_from": Check(lambda v: v is None or (isinstance(v, str) and len(v) > 0), "null or an MLflow run id"),
     "device": Check(lambda v: v in ("auto", "cpu", "cuda") or str(v).startswith("cuda:"), "auto, cpu, cuda or cuda:N"),
+    "resume": resume_value(),
 }
 
 

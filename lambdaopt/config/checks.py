@@ -51,3 +51,36 @@ def field_with(default: Any, rule: dict) -> Any:
 
 def optional_positive() -> dict:
     return {"check": Check(lambda v: v is None or v > 0, "a number > 0, or null")}
+
+
+def non_empty() -> dict:
+    return {"check": Check(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")}
+
+
+TRACKING_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
+def tracking_uri() -> dict:
+    """An MLflow tracking URI: a scheme MLflow stores runs with (sqlite:///path.db, http://host:port, ...)."""
+    def test(v) -> bool:
+        if not isinstance(v, str) or not v.strip():
+            return False
+        scheme = v.split(":", 1)[0].split("+", 1)[0] if ":" in v else ""
+        return scheme in TRACKING_SCHEMES and (scheme != "sqlite" or v.startswith("sqlite:///"))
+
+    return {"check": Check(test, "an MLflow tracking URI: sqlite:///FILE.db, http(s)://HOST:PORT, file:///DIR, "
+                                 "postgresql://..., mysql://...")}
+
+
+def resume_value() -> Check:
+    """`resume`: null (a new run), `last`, or a 32-hex-digit MLflow run id."""
+    import re
+
+    return Check(lambda v: v is None or v == "last" or (isinstance(v, str) and re.fullmatch(r"[0-9a-f]{32}", v) is not None),
+                 "null (a new run), last, or an MLflow run id (32 hex digits)")
+
+
+def betas() -> dict:
+    """Adam's (β1, β2): two numbers in [0, 1)."""
+    return {"check": Check(lambda v: v is not None and len(v) == 2 and all(0 <= float(b) < 1 for b in v),
+                           "two numbers in [0, 1), e.g. [0.9, 0.999]")}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from lambdaopt.config.checks import field_with, non_negative, one_of, open_unit, positive, positive_list
+from lambdaopt.config.checks import (betas, field_with, non_empty, non_negative, one_of, open_unit, positive, positive_list,
+                                     tracking_uri)
 
 @dataclass
 class SplitConfig:
@@ -73,7 +74,7 @@ class AdamConfig:
     _target_: str = "torch.optim.Adam"
     _partial_: bool = True
     lr: float = field_with(1e-2, positive())
-    betas: List[float] = field_with([0.9, 0.999], {})
+    betas: List[float] = field_with([0.9, 0.999], betas())
     eps: float = field_with(1e-8, positive())
     weight_decay: float = field_with(0.0, non_negative())
     amsgrad: bool = False
@@ -120,6 +121,12 @@ class TrainerConfig:
     steps_per_epoch: int = field_with(1, positive())
     # Explicit ratings: every training rating in every step instead of minibatches of batch_size.
     full_batch: bool = False
+    # Write checkpoint.pt (model, optimizers, λ, RNGs, progress) after every evaluated epoch, for resume=.
+    checkpoint: bool = True
+    # Keep the checkpoint once the run FINISHED (model.pt already holds the selected weights).
+    keep_checkpoint: bool = False
+    # Also check every gradient for NaN/Inf after each backward pass (the loss is always checked).
+    check_finite_grads: bool = False
 
 
 @dataclass
@@ -137,10 +144,10 @@ class EvaluationConfig:
 class TrackingConfig:
     enabled: bool = True
     # Default: a SQLite file in the launch directory. Point at `http://host:port` for a shared server.
-    uri: str = "sqlite:///mlflow.db"
-    experiment: str = "lambdaopt"
+    uri: str = field_with("sqlite:///mlflow.db", tracking_uri())
+    experiment: str = field_with("lambdaopt", non_empty())
     # Where a newly created experiment keeps its artifacts (relative paths are made absolute).
-    artifact_location: str = "mlartifacts"
+    artifact_location: str = field_with("mlartifacts", non_empty())
     run_name: Optional[str] = None
     log_model: bool = True
 

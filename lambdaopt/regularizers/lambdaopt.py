@@ -132,3 +132,21 @@ class LambdaOpt(Regularizer):
     def on_train_end(self, tracker) -> None:
         for name, value in self.trajectory.finish(tracker).items():
             tracker.log_metrics({name: value})
+
+    # ------------------------------------------------------------------ checkpoints
+    # λ itself is a parameter (in `state_dict()` through `self.lam`); torch's extra-state hook adds
+    # what is not a tensor of the module: the λ optimizer, the validation-draw RNG, the trajectory.
+    def get_extra_state(self) -> dict:
+        if not hasattr(self, "lambda_optimizer"):  # before setup(): nothing learned yet
+            return {}
+        return {"lambda_optimizer": self.lambda_optimizer.state_dict(), "rng": self.rng.bit_generator.state,
+                "trajectory": self.trajectory.state_dict(), "valid_losses": [v.detach() for v in self.valid_losses],
+                "kind": self.kind}
+
+    def set_extra_state(self, state: dict) -> None:
+        if not state:
+            return
+        self.lambda_optimizer.load_state_dict(state["lambda_optimizer"])
+        self.rng.bit_generator.state = state["rng"]
+        self.trajectory.load_state_dict(state["trajectory"])
+        self.valid_losses, self.kind = list(state["valid_losses"]), state["kind"]

@@ -34,6 +34,15 @@ class LambdaTrajectory:
         self.entity_means: dict[str, list[np.ndarray]] = {"user": [], "item": []}
         self.evaluations = 0
 
+    def state_dict(self) -> dict:
+        """What the end-of-run figures need from earlier evaluations (kept in checkpoints)."""
+        return {"epochs": list(self.epochs), "evaluations": self.evaluations,
+                "entity_means": {role: list(means) for role, means in self.entity_means.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs, self.evaluations = list(state["epochs"]), state["evaluations"]
+        self.entity_means = {role: list(means) for role, means in state["entity_means"].items()}
+
     def summary(self) -> dict[str, float]:
         metrics = {}
         for role in ("user", "item"):

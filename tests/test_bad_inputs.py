@@ -1,0 +1,124 @@
+"""A battery of bad inputs: config values, data files and command-line usage.
+
+Each case must exit non-zero with a short message and no traceback: exactly one `error: ...` line for
+lambdaopt's own checks; Hydra's and argparse's own short message for what they reject themselves
+(unknown options and keys, values of the wrong type, bad override syntax, unknown flags): Hydra reports
+and exits by itself before lambdaopt's code runs, so its message cannot be reworded from `run.py`; its
+first line names the problem, later lines list e.g. the available options. And each must
+leave nothing behind: no processed dataset in the cache and no MLflow run (so none left RUNNING).
+
+The cases run two at a time in a module fixture (each is a separate Python process) and are then
+checked one test per case.
+"""
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, TINY
+
+pytestmark = pytest.mark.slow
+
+U_DATA_OK_LINE = "1\t2\t3\t881250949\n"
+TOO_FEW_USERS = "".join(f"{u}\t{i}\t4\t{880000000 + 10 * u + i}\n" for u in range(1, 4) for i in range(1, 6))
+
+# name: (entry point, arguments, data file content or None (no file written) or "" , needle, who reports)
+# entry point: run.py, or data (python -m lambdaopt.data); {file} and {cache} are filled in per case.
+REAL = ["dataset=ml-100k", "dataset.path={file}", "dataset.cache_dir={cache}", "model.dim=8", "trainer.max_epochs=1"]
+CASES = {
+    # ---- config values: ours, one line naming the key, the value and what is allowed
+    "zero learning rate": ("run.py", [*TINY, "optimizer.lr=0"], None, "optimizer.lr=0.0 is not allowed: use a number > 0", "ours"),
+    "negative dim": ("run.py", [*TINY, "model.dim=-3"], None, "model.dim=-3 is not allowed", "ours"),
+    "Adam beta of 1": ("run.py", [*TINY, "optimizer.betas=[0.9,1.0]"], None, "optimizer.betas=[0.9, 1.0]", "ours"),
+    "zero epochs": ("run.py", [*TINY, "trainer.max_epochs=0"], None, "trainer.max_epochs=0", "ours"),
+    "negative seed": ("run.py", [*TINY, "seed=-1"], None, "seed=-1 is not allowed: use an integer >= 0", "ours"),
+    "zero threads": ("run.py", [*TINY, "num_threads=0"], None, "num_threads=0", "ours"),
+    "unknown device": ("run.py", [*TINY, "device=tpu"], None, "device='tpu' is not allowed", "ours"),
+    "cuda without a GPU": ("run.py", [*TINY, "device=cuda"], None, "no CUDA device is available", "ours"),
+    "split ratio above 1": ("run.py", [*TINY, "dataset.split.test_ratio=1.5"], None, "dataset.split.test_ratio=1.5", "ours"),
+    "unknown split method": ("run.py", [*TINY, "dataset.split.method=kfold"], None, "dataset.split.method='kfold'", "ours"),
+    "unknown monitor": ("run.py", [*TINY, "trainer.monitor=precision"], None, "trainer.monitor='precision'", "ours"),
+    "K above the catalogue": ("run.py", [*TINY, "evaluation.ks=[10,5000]"], None, "evaluation.ks=[10, 5000]", "ours"),
+    "validation share 0": ("run.py", [*TINY, "regularizer=lambdaopt_dui", "regularizer.validation_share=0"], None,
+                           "regularizer.validation_share=0", "ours"),
+    "λOpt on explicit ratings": ("run.py", [*TINY, "regularizer=lambdaopt_dui", "dataset.feedback=explicit"], None,
+                                 "use an implicit-feedback dataset", "ours"),
+    "malformed resume": ("run.py", [*TINY, "resume=oops"], None, "resume='oops' is not allowed", "ours"),
+    "resume with no runs": ("run.py", [*TINY, "resume=last"], None, "resume=last: there is no experiment", "ours"),
+    "unknown tracking scheme": ("run.py", [*TINY, "tracking.uri=ftp://host/x"], None, "tracking.uri='ftp://host/x'", "ours"),
+    "empty experiment name": ("run.py", [*TINY, "tracking.experiment=''"], None, "tracking.experiment=''", "ours"),
+    # ---- config: what Hydra rejects while composing (its own short message)
+    "unknown option": ("run.py", ["regularizer=nope"], None, "regularizer/nope", "hydra"),
+    "unknown key": ("run.py", ["model.dimm=8"], None, "model.dimm", "hydra"),
+    "wrong type": ("run.py", ["trainer.batch_size=abc"], None, "trainer.batch_size", "hydra"),
+    # ---- command-line usage
+    "bad override syntax": ("run.py", ["-m", "regularizer.lam=[0,"], None, "no viable alternative at input '[0,'", "hydra"),
+    "unknown flag": ("run.py", ["--no-such-flag"], None, "unrecognized arguments: --no-such-flag", "argparse"),
+    "data CLI without a command": ("data", [], None, "the following arguments are required", "argparse"),
+    "data CLI unknown dataset": ("data", ["info", "ml-5m"], None, "invalid choice: 'ml-5m'", "argparse"),
+    # ---- data files (dataset.path) through run.py and through the data CLI
+    "missing data file": ("run.py", REAL, None, "file not found", "ours"),
+    "empty data file": ("run.py", REAL, "", "is empty", "ours"),
+    "too few fields": ("run.py", REAL, U_DATA_OK_LINE + "1\t3\n", "line 2: 2 fields instead of 4", "ours"),
+    "non-numeric rating": ("run.py", REAL, U_DATA_OK_LINE + "1\t4\tgood\t6\n", "line 2", "ours"),
+    "comma-separated file": ("run.py", REAL, "1,2,3,4\n", "line 1", "ours"),
+    "filter leaves no users": ("run.py", [*REAL, "dataset.min_user_interactions=50"], TOO_FEW_USERS,
+                               "no interactions left", "ours"),
+    "data CLI bad file": ("data", ["info", "ml-100k", "--path", "{file}", "--cache-dir", "{cache}"],
+                          "1\tx7\t3\t5\n", "item 'x7' is not an integer", "ours"),
+}
+
+
+def run_case(name: str, base: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    entry, args, content, _, _ = CASES[name]
+    cwd = base / name.replace(" ", "_")
+    cwd.mkdir()
+    data_file = cwd / "u.data"
+    if content is not None:
+        data_file.write_text(content)
+    args = [a.format(file=data_file, cache=cwd / "cache") for a in args]
+    command = [str(ROOT / "run.py")] if entry == "run.py" else ["-m", "lambdaopt.data"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "LAMBDAOPT_CACHE": str(cwd / "cache")}
+    result = subprocess.run([sys.executable, *command, *args], cwd=cwd, capture_output=True, text=True,
+                            timeout=180, env=env)
+    return result, cwd
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    base = tmp_path_factory.mktemp("bad_inputs")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(CASES, pool.map(lambda name: run_case(name, base), CASES)))
+
+
+def test_the_battery_has_at_least_20_cases():
+    assert len(CASES) >= 20
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_fails_cleanly_and_leaves_nothing_behind(outcomes, name):
+    result, cwd = outcomes[name]
+    needle, reporter = CASES[name][3], CASES[name][4]
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    if reporter == "ours":
+        assert len(errors) == 1 and errors[0].startswith("error: ") and needle in errors[0], result.stderr
+        assert result.returncode == 2
+    elif reporter == "argparse":
+        assert len(errors) == 1 and needle in errors[0], result.stderr
+        assert result.returncode == 2
+    else:  # Hydra's composition/override errors: its message (first line names the problem), no traceback
+        assert needle in result.stderr.strip().splitlines()[0], result.stderr
+        assert "HYDRA_FULL_ERROR" in result.stderr and result.returncode == 1
+    processed = cwd / "cache" / "processed"
+    assert not processed.exists() or not any(processed.iterdir()), list(processed.iterdir())
+    database = cwd / "mlflow.db"
+    if database.exists():  # opened (resume=last looks for runs) but no run created, so none RUNNING
+        client = MlflowClient(tracking_uri=f"sqlite:///{database}")
+        experiments = client.search_experiments()
+        assert not client.search_runs([e.experiment_id for e in experiments]) if experiments else True

@@ -1,0 +1,146 @@
+"""Checkpoint and resume: a job SIGKILLed after an evaluated epoch, or stopped by SIGTERM in the middle
+of an epoch, and then resumed, ends with exactly (==) the metrics of the same job run without a break."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, TINY, run_cli
+from lambdaopt import checkpoint
+from lambdaopt.trainer import DEBUG_KILL_ENV
+
+pytestmark = pytest.mark.slow
+
+TIMINGS = {"train_seconds", "epoch_seconds", "test_eval_seconds"}
+
+
+def only_run(cwd):
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("lambdaopt").experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def results(cwd):
+    """(final metrics without timings, {metric: [(step, value), ...]} for every per-epoch metric)."""
+    client, run = only_run(cwd)
+    metrics = {k: v for k, v in run.data.metrics.items() if k not in TIMINGS}
+    histories = {k: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, k))
+                 for k in metrics if k.startswith(("valid/", "train_loss", "reg/"))}
+    return run, metrics, histories
+
+
+def assert_same_results(straight_dir, resumed_dir):
+    straight, straight_metrics, straight_histories = results(straight_dir)
+    resumed, resumed_metrics, resumed_histories = results(resumed_dir)
+    assert resumed.info.status == "FINISHED"
+    assert resumed_metrics == straight_metrics  # exact: every test/*, valid/*, best_* and λ value
+    assert resumed_histories == straight_histories  # one point per epoch, same steps, same values
+    assert resumed.data.params == straight.data.params
+
+
+@pytest.mark.parametrize("regularizer", ["fixed", "lambdaopt_dui"])
+def test_sigkill_after_an_epoch_then_resume_gives_identical_metrics(tmp_path, regularizer):
+    args = [*TINY, "trainer.max_epochs=4", f"regularizer={regularizer}"]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    straight.mkdir(), interrupted.mkdir()
+    assert run_cli(args, straight).returncode == 0
+
+    killed = run_cli(args, interrupted, env={DEBUG_KILL_ENV: "2"})
+    assert killed.returncode == -signal.SIGKILL
+    client, run = only_run(interrupted)
+    assert run.info.status == "RUNNING"  # SIGKILL leaves no chance to end the run
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+    saved = checkpoint.load(checkpoint.checkpoint_dir(run.info.artifact_uri, run.info.run_id)[0] / checkpoint.FILENAME)
+    assert saved["trainer"]["epoch"] == 2 and saved["run_id"] == run.info.run_id
+
+    if regularizer == "fixed":  # an override that contradicts the stored config is refused, nothing runs
+        refused = run_cli([f"resume={run.info.run_id}", "model.dim=16"], interrupted)
+        assert refused.returncode == 2 and "model.dim=16 (the run has 8)" in refused.stderr, refused.stderr
+        assert only_run(interrupted)[1].info.status == "RUNNING"
+
+    resumed = run_cli([f"resume={run.info.run_id}"], interrupted)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_results(straight, interrupted)
+    _, run = only_run(interrupted)
+    assert run.data.tags["resumed_at_epoch"] == "2"
+    # the finished run's checkpoint is deleted (trainer.keep_checkpoint=false); model.pt remains
+    assert not (checkpoint.local_artifact_dir(run.info.artifact_uri) / "checkpoint").exists()
+    assert (checkpoint.local_artifact_dir(run.info.artifact_uri) / "model.pt").exists()
+
+
+def test_sigterm_mid_epoch_checkpoints_ends_killed_and_resume_last_is_exact(tmp_path):
+    # many small steps per epoch and no early stop, so the signal lands inside an epoch
+    args = [*TINY, "trainer.max_epochs=60", "trainer.batch_size=32", "trainer.patience=0",
+            "trainer.stop_loss=0", "regularizer=lambdaopt_dui"]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    straight.mkdir(), interrupted.mkdir()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    job = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=interrupted, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in job.stdout:  # Hydra logs the epochs to stdout
+            if "epoch   3 |" in line:
+                break
+        time.sleep(0.05)
+        job.send_signal(signal.SIGTERM)
+        _, stderr = job.communicate(timeout=120)
+    finally:
+        job.kill()
+    assert job.returncode == 128 + signal.SIGTERM, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "interrupted by SIGTERM" in errors[0] and "resume=" in errors[0], stderr
+    assert "Traceback" not in stderr
+    client, run = only_run(interrupted)
+    assert run.info.status == "KILLED" and run.data.tags["failure_reason"].startswith("interrupted")
+
+    assert run_cli(args, straight).returncode == 0
+    resumed = run_cli(["resume=last"], interrupted)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_results(straight, interrupted)
+
+
+def test_resume_errors_are_one_line(tmp_path):
+    # (a malformed value and resume=last without runs: tests/test_bad_inputs.py)
+    assert run_cli([*TINY, "trainer.max_epochs=1"], tmp_path).returncode == 0
+    _, run = only_run(tmp_path)
+    for args, needle in (([f"resume={run.info.run_id}"], "already FINISHED; there is nothing to resume"),
+                         (["resume=0123456789abcdef0123456789abcdef"], "no such MLflow run")):
+        result = run_cli(args, tmp_path)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and len(errors) == 1 and needle in errors[0], result.stderr
+
+
+def test_save_atomic_keeps_the_old_checkpoint_when_writing_fails(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    checkpoint.save_atomic({"epoch": 1, "weights": torch.ones(3)}, path)
+    with pytest.raises(Exception):
+        checkpoint.save_atomic({"epoch": 2, "unpicklable": lambda: None}, path)
+    assert checkpoint.load(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
+
+
+def test_ctrl_c_during_training_ends_the_run_killed_with_exit_130(tmp_path):
+    args = [*TINY, "trainer.max_epochs=200", "trainer.patience=0", "trainer.stop_loss=0"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    job = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in job.stdout:
+            if "epoch   2 |" in line:
+                break
+        job.send_signal(signal.SIGINT)
+        _, stderr = job.communicate(timeout=120)
+    finally:
+        job.kill()
+    assert job.returncode == 130, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "interrupted by SIGINT" in errors[0] and "Traceback" not in stderr, stderr
+    _, run = only_run(tmp_path)
+    assert run.info.status == "KILLED"
+    assert (checkpoint.local_artifact_dir(run.info.artifact_uri) / "checkpoint" / checkpoint.FILENAME).is_file()
