@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from lambdaopt.errors import ConfigError
+from lambdaopt.tracking import store_uri
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def resolve_resume(tracking_cfg, resume: str):
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_cfg.uri)
+    client = MlflowClient(tracking_uri=store_uri(tracking_cfg.uri))
     experiment = client.get_experiment_by_name(tracking_cfg.experiment)
     where = f"experiment '{tracking_cfg.experiment}' at {tracking_cfg.uri}"
     if resume == "last":

@@ -28,7 +28,7 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lambdaopt.tracking import PARENT_RUN_ENV, ensure_experiment, git_commit
+from lambdaopt.tracking import PARENT_RUN_ENV, ensure_experiment, git_commit, store_uri
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,12 @@ class MlflowParentRun(Callback):
 
         self.tracking = OmegaConf.to_container(tracking, resolve=True)
         self.sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
-        mlflow.set_tracking_uri(tracking.uri)
+        self.tracking["uri"] = store_uri(tracking.uri)
+        mlflow.set_tracking_uri(self.tracking["uri"])
         experiment_id = ensure_experiment(tracking.uri, tracking.experiment, tracking.artifact_location)
         sweep_name = config.hydra.runtime.choices.get("sweep") or "cli"
         overrides = list(config.hydra.overrides.task)
-        client = MlflowClient(tracking.uri)
+        client = MlflowClient(self.tracking["uri"])
         run = client.create_run(experiment_id, run_name=f"sweep-{sweep_name}-{Path(self.sweep_dir).name}", tags={
             "sweep_role": "parent", "sweep": sweep_name, "sweep_dir": self.sweep_dir,
             "overrides": " ".join(overrides) or "(none)", "git_commit": git_commit(),

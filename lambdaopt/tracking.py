@@ -21,6 +21,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PARENT_RUN_ENV = "LAMBDAOPT_PARENT_RUN_ID"
 
 
+def store_uri(uri: str) -> str:
+    """`uri` with a relative SQLite path made absolute. MLflow caches one store per URI string in a
+    process, so `sqlite:///mlflow.db` would keep pointing at the first directory it was used from."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
 def mlflow_key(name: str) -> str:
     return name.replace("@", "_at_")
 
@@ -110,7 +119,7 @@ def ensure_experiment(uri: str, name: str, artifact_location: str = "mlartifacts
     Returns the experiment id. Safe to call again (and from a Hydra callback)."""
     from mlflow.tracking import MlflowClient
 
-    return _experiment_id(MlflowClient(tracking_uri=uri), name, artifact_location)
+    return _experiment_id(MlflowClient(tracking_uri=store_uri(uri)), name, artifact_location)
 
 
 @contextlib.contextmanager
@@ -126,7 +135,7 @@ def tracked_run(tracking_cfg, run_name: str, params: dict[str, Any], tags: dict[
         return
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_cfg.uri)
+    mlflow.set_tracking_uri(store_uri(tracking_cfg.uri))
     if run_id is not None:
         run = mlflow.start_run(run_id=run_id)
     else:
@@ -163,7 +172,7 @@ def load_run_state_dict(uri: str, run_id: str, filename: str = "model.pt") -> di
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = MlflowClient(tracking_uri=uri).download_artifacts(run_id, filename, tmp)
+            path = MlflowClient(tracking_uri=store_uri(uri)).download_artifacts(run_id, filename, tmp)
         except (MlflowException, OSError) as error:
             raise ConfigError(f"init_from={run_id}: no {filename} in that MLflow run at {uri} "
                               f"({str(error).splitlines()[0][:120]}); give the id of a finished run with "

@@ -15,6 +15,7 @@ import pandas as pd
 
 from lambdaopt.report import figures
 from lambdaopt.report.runs import label_runs, load_runs
+from lambdaopt.tracking import store_uri
 from lambdaopt.report.table import figure_metrics, metric_columns, paper_table, to_markdown
 
 __all__ = ["load_runs", "label_runs", "paper_table", "to_markdown", "write_report"]
@@ -26,7 +27,7 @@ def _histories(uri: str, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """{row: long DataFrame (step, key, value)} of the λ trajectories of the learned-λ runs."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(uri)
+    client = MlflowClient(store_uri(uri))
     histories = {}
     learned = runs[runs.get(f"metrics.{TRAJECTORY_KEYS[0]}", pd.Series(index=runs.index, dtype=float)).notna()]
     for row, group in learned.groupby("row", sort=False):

@@ -7,6 +7,7 @@ from typing import Iterable
 import pandas as pd
 
 from lambdaopt.errors import ReportError
+from lambdaopt.tracking import store_uri
 
 # Keys that name a repetition, not a configuration: runs differing only here are seeds of one row.
 SEED_KEYS = {"params.seed", "params.regularizer.seed"}
@@ -25,6 +26,7 @@ def load_runs(uri: str, experiment: str, parent: str | None = None,
 
     if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):
         raise ReportError(f"no MLflow database at {uri[len('sqlite:///'):]}: run an experiment first, or pass --uri")
+    uri = store_uri(uri)
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
