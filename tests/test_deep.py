@@ -67,7 +67,7 @@ def test_svd_mf_stays_orthogonal_after_training_steps():
         assert float((model.U.T @ model.U - eye).abs().max()) < 1e-5
         assert float((model.V.T @ model.V - eye).abs().max()) < 1e-5
     torch.testing.assert_close(model.matrix(), (model.U * model.sigma ** 3) @ model.V.T)  # Vᵀ, not a random matrix
-    assert abs(float(SVDMatrixFactorization(10, 10, init_scale=1e-3).matrix().norm()) - 1e-3 * 10 ** 0.5) < 1e-8
+    assert abs(float(SVDMatrixFactorization(10, 10, init_scale=1e-3).matrix().detach().norm()) - 1e-3 * 10 ** 0.5) < 1e-8
 
 
 def test_svd_mf_rejects_rank_it_cannot_hold():
