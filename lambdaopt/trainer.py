@@ -107,7 +107,9 @@ class Trainer:
         self._check_finite_loss()
         if stop is not None and stop.requested:
             return None
-        return float(self.loss_total) / max(self.step_in_epoch, 1)
+        mean_loss = float(self.loss_total) / max(self.step_in_epoch, 1)
+        self.step_in_epoch = 0  # a whole epoch: the next call starts a new one (callers outside fit() too)
+        return mean_loss
 
     def _check_finite_loss(self) -> None:
         if not torch.isfinite(self.loss_total):
