@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-import numpy as np
 import torch
 
 from lambdaopt.data.interactions import Interactions
@@ -66,8 +65,8 @@ class RankingEvaluator:
         counts = self.heldout_indptr[1:] - self.heldout_indptr[:-1]
         self.users = torch.nonzero(counts > 0).flatten()
         max_k = max(self.ks)
-        self.discounts = 1.0 / torch.log2(torch.arange(2, max_k + 2, dtype=torch.float64, device=self.device))
-        self.ideal_dcg = torch.cumsum(self.discounts, 0)
+        discounts = 1.0 / torch.log2(torch.arange(2, max_k + 2, dtype=torch.float64, device=self.device))
+        self.ideal_dcg = torch.cumsum(discounts, 0)  # IDCG@k for k = 1..max K
 
     @torch.no_grad()
     def per_user(self, model: Scorer) -> dict[str, torch.Tensor]:

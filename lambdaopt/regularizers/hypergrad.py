@@ -93,10 +93,8 @@ def full_problem(model, optimizer, kind, train, valid) -> LookaheadProblem:
 
 def penalty(problem: LookaheadProblem, params, lam: LambdaTables, values) -> torch.Tensor:
     """Ω(θ, λ) = Σ_occurrences λ ⊙ θ_row² / B — the training penalty, term for term."""
-    total = 0.0
-    for name, role, rows, entities in problem.penalized:
-        total = total + (lam.for_rows(role, entities, values) * params[name][rows] ** 2).sum()
-    return total / problem.batch_size
+    terms = [(params[name][rows], role, entities) for name, role, rows, entities in problem.penalized]
+    return lam.penalty(terms, values, problem.batch_size)
 
 
 def penalty_grad(problem: LookaheadProblem, params, lam: LambdaTables, values) -> dict[str, torch.Tensor]:
@@ -105,7 +103,6 @@ def penalty_grad(problem: LookaheadProblem, params, lam: LambdaTables, values) -
     for name, role, rows, entities in problem.penalized:
         theta = params[name]
         per_occurrence = 2.0 * lam.for_rows(role, entities, values) * theta[rows] / problem.batch_size
-        per_occurrence = per_occurrence.expand(len(rows), *theta.shape[1:])
         grads[name] = torch.zeros_like(theta).index_add(0, rows, per_occurrence)
     return grads
 

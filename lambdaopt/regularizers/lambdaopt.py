@@ -86,9 +86,8 @@ class LambdaOpt(Regularizer):
     # ------------------------------------------------------------------ training hooks
     def penalty(self, model, rows, batch_size, batch=None):
         values = {name: v.detach() for name, v in self.lam.values().items()}
-        total = sum((self.lam.for_rows(role, index, values) * getattr(model, name)[index] ** 2).sum()
-                    for name, (role, index) in rows.items())
-        return total / batch_size
+        terms = [(getattr(model, name)[index], role, index) for name, (role, index) in rows.items()]
+        return self.lam.penalty(terms, values, batch_size)
 
     def update(self, model, optimizer, train_batch, batch_index):
         if batch_index % self.update_every:

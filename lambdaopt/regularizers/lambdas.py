@@ -91,6 +91,12 @@ class LambdaTables(nn.Module):
         lam = values[self.param_of_role[role]]
         return lam[rows] if self.per_entity[role] else lam
 
+    def penalty(self, terms, values: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor:
+        """Ω = Σ_terms λ ⊙ θ_rows² / B for terms (θ rows per occurrence, role, entity ids per occurrence).
+        The one definition both the training step and the λ look-ahead use, so their scaling cannot drift."""
+        total = sum((self.for_rows(role, entities, values) * rows ** 2).sum() for rows, role, entities in terms)
+        return total / batch_size
+
     @torch.no_grad()
     def project_(self) -> None:
         """Projection onto λ ≥ 0 after each λ step (only needed for the clamp parametrization)."""
