@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from lambdaopt.data.interactions import SplitDataset
 from lambdaopt.data.sampling import NegativeSampler, bpr_triples
+from lambdaopt.models.rows import Rows, score_and_rows
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -55,6 +56,9 @@ class BPRObjective:
         return bpr_loss(model.score(users, positives), model.score(users, negatives))
 
     @staticmethod
-    def rows(model, batch: Batch):
+    def loss_and_rows(model, batch: Batch) -> tuple[torch.Tensor, Rows]:
+        """The same loss, and the factor rows it read (p_u once per triple, q_i and q_j) for the penalty."""
         users, positives, negatives = batch
-        return model.factor_rows(users, torch.cat([positives, negatives]))
+        scores, rows = score_and_rows(model, users, torch.cat([positives, negatives]))
+        positive_scores, negative_scores = scores.view(2, -1)
+        return bpr_loss(positive_scores, negative_scores), rows

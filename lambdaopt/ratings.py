@@ -13,6 +13,7 @@ import torch
 from lambdaopt.completion.metrics import SpectrumTrajectory, norm_metrics, spectrum_metrics
 from lambdaopt.completion.objective import full_matrix
 from lambdaopt.data.interactions import Interactions, SplitDataset
+from lambdaopt.models.rows import Rows, score_and_rows
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -57,10 +58,11 @@ class RatingObjective:
         users, items, ratings = batch
         return (model.score(users, items) + self.mean - ratings).square().mean()
 
-    @staticmethod
-    def rows(model, batch: Batch):
-        users, items, _ = batch
-        return model.factor_rows(users, items)
+    def loss_and_rows(self, model, batch: Batch) -> tuple[torch.Tensor, Rows]:
+        """The same loss, and the factor rows it read, for the penalty."""
+        users, items, ratings = batch
+        scores, rows = score_and_rows(model, users, items)
+        return (scores + self.mean - ratings).square().mean(), rows
 
 
 class RatingEvaluator:

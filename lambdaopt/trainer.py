@@ -88,8 +88,8 @@ class Trainer:
             if index < done_before:
                 continue
             self.regularizer.update(self.model, self.optimizer, batch, index)
-            fit = self.objective.loss(self.model, batch)
-            penalty = self.regularizer.penalty(self.model, self.objective.rows(self.model, batch), len(batch[0]), batch)
+            fit, rows = self.objective.loss_and_rows(self.model, batch)  # rows gathered once, shared
+            penalty = self.regularizer.penalty(self.model, rows, len(batch[0]), batch)
             loss = fit + penalty
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -99,7 +99,7 @@ def test_amf_perturbation_respects_eps_and_increases_the_loss(dataset):  # noqa:
     random = {n: 0.1 * torch.nn.functional.normalize(torch.randn_like(d), dim=-1) for n, d in delta.items()}
     randomly_perturbed = float(amf._bpr(model, train, {n: getattr(model, n).detach() + d for n, d in random.items()}))
     assert adversarial > clean and adversarial > randomly_perturbed
-    penalty = amf.penalty(model, objective.rows(model, train), len(train[0]), train).detach()
+    penalty = amf.penalty(model, objective.loss_and_rows(model, train)[1], len(train[0]), train).detach()
     assert float(penalty) == pytest.approx(adversarial, rel=1e-9)
 
 

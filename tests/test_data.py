@@ -68,9 +68,10 @@ def test_user_too_short_to_split_is_a_clear_error():
         split_per_user(log, 2, "temporal")
 
 
-def test_sampler_never_returns_a_known_positive():
+@pytest.mark.parametrize("lookup", ["bitmap", "sorted"])
+def test_sampler_never_returns_a_known_positive(lookup):
     log = random_log(seed=1)
-    sampler = NegativeSampler(60, 80, log)
+    sampler = NegativeSampler(60, 80, log, lookup=lookup)
     rng = np.random.default_rng(0)
     users = np.repeat(np.arange(60), 500)
     negatives = sampler.sample(users, rng)
@@ -79,6 +80,16 @@ def test_sampler_never_returns_a_known_positive():
     # uniform over the user's unknown items: every one of them is drawn for a busy user
     user0_unknown = set(range(80)) - {i for u, i in known if u == 0}
     assert set(negatives[users == 0].tolist()) == user0_unknown
+
+
+def test_bitmap_and_sorted_lookups_agree_on_every_cell():
+    log = random_log(seed=3)
+    users, items = np.repeat(np.arange(61), 81), np.tile(np.arange(81), 61)  # one past each edge: bytes end there
+    bitmap, keys = NegativeSampler(61, 81, log, "bitmap"), NegativeSampler(61, 81, log, "sorted")
+    assert bitmap.bits is not None and keys.known_keys is not None
+    known = bitmap.is_known(users, items)
+    assert (known == keys.is_known(users, items)).all()
+    assert set(zip(users[known].tolist(), items[known].tolist())) == pairs(log)
 
 
 def test_bpr_triples_cover_each_positive_once():

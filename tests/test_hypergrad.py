@@ -22,11 +22,12 @@ from lambdaopt.regularizers.lambdas import GRANULARITIES
 from lambdaopt.regularizers.lookahead import optimizer_kind
 
 OPTIMIZERS = {
-    "sgd": lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9, weight_decay=1e-3),
-    "adam": lambda p: torch.optim.Adam(p, lr=0.05, weight_decay=1e-3),
-    "adam_amsgrad": lambda p: torch.optim.Adam(p, lr=0.05, amsgrad=True),
+    # fused=True where the configs default to it (conf/optimizer); AdamW and RMSprop cover the unfused kernels
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9, weight_decay=1e-3, fused=True),
+    "adam": lambda p: torch.optim.Adam(p, lr=0.05, weight_decay=1e-3, fused=True),
+    "adam_amsgrad": lambda p: torch.optim.Adam(p, lr=0.05, amsgrad=True, fused=True),
     "adamw": lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=1e-2),
-    "adagrad": lambda p: torch.optim.Adagrad(p, lr=0.1, lr_decay=0.01, weight_decay=1e-3),
+    "adagrad": lambda p: torch.optim.Adagrad(p, lr=0.1, lr_decay=0.01, weight_decay=1e-3, fused=True),
     "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.01, weight_decay=1e-3),
     "rmsprop_centered_momentum": lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.5, centered=True),
 }
@@ -69,7 +70,7 @@ def real_lookahead(model, objective, optimizer, reg, lam_values, train, valid, s
     real = type(optimizer)(model.parameters(), **group)
     real.load_state_dict(copy.deepcopy(optimizer.state_dict()))
     for _ in range(steps):
-        rows = objective.rows(model, train)
+        rows = model.factor_rows(train[0], torch.cat(train[1:]))
         pen = sum((reg.lam.for_rows(role, idx, lam_values) * getattr(model, name)[idx] ** 2).sum()
                   for name, (role, idx) in rows.items()) / len(train[0])
         real.zero_grad()

@@ -41,7 +41,8 @@ def test_lambda_stays_non_negative(dataset, nonneg):  # noqa: F811
     reg.lam.double()
     for step, batch in enumerate(objective.batches(np.random.default_rng(1))):
         reg.update(model, optimizer, batch, step)
-        loss = objective.loss(model, batch) + reg.penalty(model, objective.rows(model, batch), len(batch[0]))
+        fit, rows = objective.loss_and_rows(model, batch)
+        loss = fit + reg.penalty(model, rows, len(batch[0]))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -13,6 +13,7 @@ import torch
 
 from lambdaopt.completion.data import CompletionData
 from lambdaopt.errors import ConfigError
+from lambdaopt.models.rows import Rows, gather_rows
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -68,12 +69,11 @@ class FullBatchMSE:
     def loss(self, model, batch: Batch) -> torch.Tensor:
         return (self.predictions(full_matrix(model)) - batch[2]).square().mean()
 
-    def rows(self, model, batch: Batch) -> dict:
-        """Factor rows the observed entries touch, for row-penalty regularizers (off by default here:
-        dataset=lowrank selects regularizer=none). Sensing touches every row: none are singled out."""
-        if self.sensing or not hasattr(model, "factor_rows"):
-            return {}
-        return model.factor_rows(batch[0], batch[1])
+    def loss_and_rows(self, model, batch: Batch) -> tuple[torch.Tensor, Rows]:
+        """The loss, and the factor rows the observed entries touch, for row-penalty regularizers (off
+        by default here: dataset=lowrank selects regularizer=none). Sensing touches every row: none are
+        singled out."""
+        return self.loss(model, batch), {} if self.sensing else gather_rows(model, batch[0], batch[1])
 
     def valid_batch(self, rng: np.random.Generator, size: int) -> Batch:
         raise ConfigError("dataset=lowrank has no validation split for learned λ: use regularizer=none or fixed")

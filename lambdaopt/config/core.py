@@ -67,6 +67,7 @@ class SGDConfig:
     dampening: float = field_with(0.0, non_negative())
     nesterov: bool = False
     weight_decay: float = field_with(0.0, non_negative())
+    fused: bool = True  # torch's fused kernel: one pass per tensor instead of a chain of ops (CPU and CUDA)
 
 
 @dataclass
@@ -78,6 +79,7 @@ class AdamConfig:
     eps: float = field_with(1e-8, positive())
     weight_decay: float = field_with(0.0, non_negative())
     amsgrad: bool = False
+    fused: bool = True  # torch's fused kernel: one pass per tensor instead of a chain of ops (CPU and CUDA)
 
 
 @dataclass
@@ -89,6 +91,7 @@ class AdagradConfig:
     initial_accumulator_value: float = field_with(0.0, non_negative())
     eps: float = field_with(1e-10, positive())
     weight_decay: float = field_with(0.0, non_negative())
+    fused: bool = True  # torch's fused kernel: one pass per tensor instead of a chain of ops (CPU and CUDA)
 
 
 @dataclass

@@ -38,9 +38,19 @@ class MatrixFactorization(nn.Module):
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """s(u, i) for parallel vectors of users and items, shape (B,)."""
-        scores = (self.user_embedding[users] * self.item_embedding[items]).sum(-1)
+        return self._score(self.user_embedding.index_select(0, users), self.item_embedding.index_select(0, items),
+                           users, items)
+
+    def score_rows(self, rows, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores from rows gathered by `models.rows.gather_rows(self, users, items)`; `items` may hold k
+        items per user (len k·B, block j = the j-th item of every user): p_u is gathered once for all k."""
+        return self._score(rows["user_embedding"][2], rows["item_embedding"][2], users, items)
+
+    def _score(self, user_rows, item_rows, users, items):
+        repeats = len(items) // max(len(users), 1)
+        scores = (item_rows.view(repeats, len(users), -1) * user_rows).sum(-1).view(-1)
         if self.user_bias is not None:
-            scores = scores + self.user_bias[users]
+            scores = scores + self.user_bias[users].repeat(repeats)
         if self.item_bias is not None:
             scores = scores + self.item_bias[items]
         return scores

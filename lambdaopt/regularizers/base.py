@@ -20,10 +20,11 @@ class Regularizer(nn.Module):
         """Called once the model and the training objective exist: learned λ sizes its tables from the
         model here and draws its validation batches from `objective.valid_batch`."""
 
-    def penalty(self, model: nn.Module, rows: dict[str, tuple[str, torch.Tensor]], batch_size: int,
+    def penalty(self, model: nn.Module, rows: dict[str, tuple[str, torch.Tensor, torch.Tensor]], batch_size: int,
                 batch=None) -> torch.Tensor:
-        """Added to the batch's training loss. `rows`: {table: (role, row ids per occurrence)} from
-        `model.factor_rows`; `batch`: the batch itself, for penalties that need more than rows."""
+        """Added to the batch's training loss. `rows`: {table: (role, row ids per occurrence, those rows
+        gathered)} — the tensors the fit loss read (models/rows.py), so a row penalty costs no second
+        gather; `batch`: the batch itself, for penalties that need more than rows."""
         raise NotImplementedError
 
     def update(self, model: nn.Module, optimizer: torch.optim.Optimizer, train_batch, batch_index: int) -> None:

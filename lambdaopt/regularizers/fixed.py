@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from lambdaopt.regularizers.base import Regularizer
+from lambdaopt.regularizers.norms import sum_of_squares
 
 
 class NoRegularizer(Regularizer):
@@ -25,7 +26,7 @@ class FixedL2(Regularizer):
         self.lam = lam
 
     def penalty(self, model, rows, batch_size, batch=None):
-        total = sum((getattr(model, name)[index] ** 2).sum() for name, (_, index) in rows.items())
+        total = sum(sum_of_squares(values) for _, _, values in rows.values())
         return self.lam * total / batch_size
 
     def metrics(self):

@@ -94,7 +94,7 @@ class LambdaTables(nn.Module):
     def penalty(self, terms, values: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor:
         """Ω = Σ_terms λ ⊙ θ_rows² / B for terms (θ rows per occurrence, role, entity ids per occurrence).
         The one definition both the training step and the λ look-ahead use, so their scaling cannot drift."""
-        total = sum((self.for_rows(role, entities, values) * rows ** 2).sum() for rows, role, entities in terms)
+        total = sum((self.for_rows(role, entities, values) * rows * rows).sum() for rows, role, entities in terms)
         return total / batch_size
 
     @torch.no_grad()
