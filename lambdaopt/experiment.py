@@ -19,6 +19,7 @@ from lambdaopt import checkpoint
 from lambdaopt.config import validate
 from lambdaopt.errors import ConfigError, LambdaoptError
 from lambdaopt.interrupts import TrainingInterrupted
+from lambdaopt.models.rows import check_sparse_grad
 from lambdaopt.tasks import select_task, solve_convex
 from lambdaopt.tracking import flatten, git_commit, load_run_state_dict, save_state_dict, tracked_run
 from lambdaopt.trainer import Trainer
@@ -130,6 +131,9 @@ def run(cfg: DictConfig) -> ExperimentResult:
     regularizer.setup(model, objective)
     regularizer.to(device)
     optimizer = build(cfg.optimizer)(model.parameters())
+    if isinstance(optimizer, torch.optim.SparseAdam):
+        check_sparse_grad(model, regularizer)
+        model.sparse_grad = True  # factor rows are gathered with sparse gradients (models/rows.py)
     valid_evaluator, test_evaluator = task.valid_evaluator, task.test_evaluator
     log.info("%s: %s | %s + %s on %s", dataset.name, task.description, tags["model"], tags["regularizer"], device)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+import numpy as np
 import torch
 
 from lambdaopt.data.interactions import Interactions
@@ -44,6 +45,14 @@ def gather_rows(indptr: torch.Tensor, indices: torch.Tensor, rows: torch.Tensor)
     offsets = torch.cumsum(counts, 0) - counts
     within_row = torch.arange(int(counts.sum()), device=rows.device) - offsets[row_of_entry]
     return row_of_entry, within_row, indices[starts[row_of_entry] + within_row]
+
+
+def sort_rows(scores: torch.Tensor) -> torch.Tensor:
+    """Each row sorted ascending. On CPU NumPy's vectorized sort (x86-simd-sort) is ≈4.5× faster than
+    torch.sort for 1024 × 10k float32 rows here, and the sort is most of an evaluation at ML-10M size."""
+    if scores.device.type == "cpu":
+        return torch.from_numpy(np.sort(scores.numpy(), axis=1))
+    return torch.sort(scores, dim=1).values
 
 
 def _csr(interactions: Interactions, n_users: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +111,7 @@ class RankingEvaluator:
         n_excluded = torch.bincount(excl_row, minlength=n_chunk)
 
         # Counts of candidates (held-out items included) scoring ≥ / > each held-out score.
-        sorted_scores = torch.sort(scores, dim=1).values
+        sorted_scores = sort_rows(scores)
         cand_ge = n_items - torch.searchsorted(sorted_scores, heldout_scores, right=False)
         cand_gt = n_items - torch.searchsorted(sorted_scores, heldout_scores, right=True)
         sorted_heldout = torch.sort(heldout_scores, dim=1).values  # padding (−inf) first

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from lambdaopt.data.interactions import SplitDataset
 from lambdaopt.data.sampling import NegativeSampler, bpr_triples
-from lambdaopt.models.rows import Rows, score_and_rows
+from lambdaopt.models.rows import Rows, score_and_rows, score_blocks
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -53,7 +53,8 @@ class BPRObjective:
     @staticmethod
     def loss(model, batch: Batch) -> torch.Tensor:
         users, positives, negatives = batch
-        return bpr_loss(model.score(users, positives), model.score(users, negatives))
+        positive_scores, negative_scores = score_blocks(model, users, torch.cat([positives, negatives])).view(2, -1)
+        return bpr_loss(positive_scores, negative_scores)
 
     @staticmethod
     def loss_and_rows(model, batch: Batch) -> tuple[torch.Tensor, Rows]:

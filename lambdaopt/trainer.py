@@ -117,7 +117,8 @@ class Trainer:
                                    f"(by step {self.step_in_epoch}); lower optimizer.lr or raise the regularization")
 
     def _check_finite_grads(self) -> None:
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grads = [p.grad.coalesce().values() if p.grad.is_sparse else p.grad  # sparse under optimizer=sparse_adam
+                 for p in self.model.parameters() if p.grad is not None]
         if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
             raise TrainingDiverged(f"a gradient became NaN/Inf in epoch {self.epoch + 1} step {self.step_in_epoch + 1}; "
                                    "lower optimizer.lr or raise the regularization")

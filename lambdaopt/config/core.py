@@ -107,6 +107,19 @@ class RMSpropConfig:
 
 
 @dataclass
+class SparseAdamConfig:
+    """Lazy Adam: only the factor rows a batch touches are updated (moments included), so a step costs
+    O(batch rows), not O(table) — what ML-10M-sized tables need (bench/README.md). Models gather their
+    factor rows with sparse gradients under it; rows outside the batch keep their moments, unlike Adam."""
+
+    _target_: str = "torch.optim.SparseAdam"
+    _partial_: bool = True
+    lr: float = field_with(1e-2, positive())
+    betas: List[float] = field_with([0.9, 0.999], betas())
+    eps: float = field_with(1e-8, positive())
+
+
+@dataclass
 class TrainerConfig:
     max_epochs: int = field_with(40, positive())
     batch_size: int = field_with(1024, positive())
@@ -159,7 +172,8 @@ SCHEMAS = {
     "dataset": {"synthetic": SyntheticDataConfig},
     "model": {"mf": MFConfig},
     "regularizer": {"none": NoRegularizerConfig, "fixed": FixedRegularizerConfig},
-    "optimizer": {"sgd": SGDConfig, "adam": AdamConfig, "adagrad": AdagradConfig, "rmsprop": RMSpropConfig},
+    "optimizer": {"sgd": SGDConfig, "adam": AdamConfig, "adagrad": AdagradConfig, "rmsprop": RMSpropConfig,
+                  "sparse_adam": SparseAdamConfig},
     "trainer": {"default": TrainerConfig},
     "evaluation": {"default": EvaluationConfig},
     "tracking": {"mlflow": TrackingConfig},

@@ -36,8 +36,11 @@ class MatrixFactorization(nn.Module):
         Regularizers penalize exactly these rows (role 'user' or 'item' selects the λ shape)."""
         return {"user_embedding": ("user", users), "item_embedding": ("item", items)}
 
+    scores_item_blocks = True  # score(users, items) also takes k items per user (models/rows.py)
+
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """s(u, i) for parallel vectors of users and items, shape (B,)."""
+        """s(u, i) for parallel vectors of users and items, shape (B,); or, with len(items) = k·B, each
+        user against k items (block j = the j-th item of every user), p_u gathered once."""
         return self._score(self.user_embedding.index_select(0, users), self.item_embedding.index_select(0, items),
                            users, items)
 

@@ -9,17 +9,49 @@ backward is a single `index_add`) and scores from those rows when the model can
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 # {table parameter name: (role "user"/"item", row ids per occurrence, the gathered rows (len(ids) × …))}
 Rows = dict[str, tuple[str, torch.Tensor, torch.Tensor]]
 
 
 def gather_rows(model, users: torch.Tensor, items: torch.Tensor) -> Rows:
-    """The factor rows `model.factor_rows(users, items)` names, gathered (in the autograd graph)."""
+    """The factor rows `model.factor_rows(users, items)` names, gathered (in the autograd graph).
+    With `model.sparse_grad` (set for optimizer=sparse_adam) the tables' gradients are sparse: only
+    the gathered rows, not a dense table of zeros."""
     if not hasattr(model, "factor_rows"):
         return {}
+    if getattr(model, "sparse_grad", False):
+        return {name: (role, ids, F.embedding(ids, getattr(model, name), sparse=True))
+                for name, (role, ids) in model.factor_rows(users, items).items()}
     return {name: (role, ids, getattr(model, name).index_select(0, ids))
             for name, (role, ids) in model.factor_rows(users, items).items()}
+
+
+def check_sparse_grad(model, regularizer) -> None:
+    """optimizer=sparse_adam needs every parameter to be a factor table reached only through
+    `gather_rows` (MF without biases) and a penalty on those rows alone (none or fixed λ)."""
+    from lambdaopt.errors import ConfigError
+    from lambdaopt.regularizers.fixed import FixedL2, NoRegularizer
+
+    empty = torch.zeros(0, dtype=torch.long)
+    tables = set(model.factor_rows(empty, empty)) if hasattr(model, "factor_rows") else set()
+    others = sorted(set(dict(model.named_parameters())) - tables)
+    if others:
+        raise ConfigError(f"optimizer=sparse_adam updates factor-table rows only and {type(model).__name__} also has "
+                          f"{', '.join(others)}: use model=mf without biases, or optimizer=adam")
+    if type(regularizer) not in (NoRegularizer, FixedL2):
+        raise ConfigError(f"optimizer=sparse_adam works with regularizer=none or fixed, not "
+                          f"{type(regularizer).__name__}: use optimizer=adam")
+
+
+def score_blocks(model, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Scores of `items` (len k·len(users): each user scores k items, block by block). Models whose
+    `score` takes k items per user (`scores_item_blocks`) gather each user row once for all k."""
+    repeats = len(items) // max(len(users), 1)
+    if repeats == 1 or getattr(model, "scores_item_blocks", False):
+        return model.score(users, items)
+    return model.score(users.repeat(repeats), items)
 
 
 def score_and_rows(model, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, Rows]:
@@ -30,5 +62,4 @@ def score_and_rows(model, users: torch.Tensor, items: torch.Tensor) -> tuple[tor
     rows = gather_rows(model, users, items)
     if hasattr(model, "score_rows"):
         return model.score_rows(rows, users, items), rows
-    repeats = len(items) // max(len(users), 1)
-    return model.score(users.repeat(repeats) if repeats > 1 else users, items), rows
+    return score_blocks(model, users, items), rows

@@ -36,6 +36,7 @@ class FunctionalModel:
 
     def __init__(self, model, params: dict[str, torch.Tensor]):
         self.model, self.params = model, params
+        self.scores_item_blocks = getattr(model, "scores_item_blocks", False)
 
     def score(self, users, items):
         return functional_call(self.model, self.params, (users, items))
@@ -45,7 +46,8 @@ class FunctionalModel:
 class LookaheadProblem:
     """θ_t, the optimizer state and both batches, with ids pointing into `params`' rows.
 
-    penalized: (param name, role, rows of params[name] per occurrence, entity ids of λ per occurrence)."""
+    penalized: (param name, role, entity id of each row of params[name], how often the train batch
+    penalizes that row (float, 0 for rows only the validation batch touches))."""
 
     params: dict[str, torch.Tensor]
     state: dict[str, dict]
@@ -71,13 +73,15 @@ def compact_problem(model, optimizer, kind, train, valid) -> LookaheadProblem:
     tables = model.entity_tables()
     for name, param in model.named_parameters():
         if name in tables:  # only the rows the batches touch
-            params[name] = param.detach()[unique[tables[name]]]
+            params[name] = param.detach().index_select(0, unique[tables[name]])
             state[name] = gather_state(optimizer, kind, param, unique[tables[name]])
         else:  # shared weights (deep factors, MLPs) step too, whole
             params[name] = param.detach()
             state[name] = gather_state(optimizer, kind, param)
-    occurrences = {"user": (train_c[0], users), "item": (torch.cat(train_c[1:]), torch.cat([positives, negatives]))}
-    penalized = [(name, role, *occurrences[role]) for name, (role, _) in model.factor_rows(users, positives).items()]
+    occurrences = {"user": train_c[0], "item": item_index[:2 * n_i]}
+    counts = {role: torch.bincount(occurrences[role], minlength=len(unique[role])).to(params_dtype(params))
+              for role in unique}
+    penalized = [(name, role, unique[role], counts[role]) for name, (role, _) in model.factor_rows(users, positives).items()]
     return LookaheadProblem(params, state, train_c, valid_c, penalized, batch_size)
 
 
@@ -86,25 +90,28 @@ def full_problem(model, optimizer, kind, train, valid) -> LookaheadProblem:
     users, positives, negatives = train
     params = {name: p.detach() for name, p in model.named_parameters()}
     state = {name: gather_state(optimizer, kind, p) for name, p in model.named_parameters()}
-    penalized = [(name, role, rows, rows) for name, (role, rows) in
-                 model.factor_rows(users, torch.cat([positives, negatives])).items()]
+    penalized = []
+    for name, (role, rows) in model.factor_rows(users, torch.cat([positives, negatives])).items():
+        n_rows = params[name].shape[0]
+        entities = torch.arange(n_rows, device=rows.device)
+        penalized.append((name, role, entities, torch.bincount(rows, minlength=n_rows).to(params[name].dtype)))
     return LookaheadProblem(params, state, train, valid, penalized, len(users))
 
 
+def params_dtype(params: dict[str, torch.Tensor]) -> torch.dtype:
+    return next(iter(params.values())).dtype
+
+
 def penalty(problem: LookaheadProblem, params, lam: LambdaTables, values) -> torch.Tensor:
-    """Ω(θ, λ) = Σ_occurrences λ ⊙ θ_row² / B — the training penalty, term for term."""
-    terms = [(params[name][rows], role, entities) for name, role, rows, entities in problem.penalized]
+    """Ω(θ, λ) = Σ_rows count · λ ⊙ θ_row² / B — the training penalty, term for term."""
+    terms = [(params[name], role, entities, counts) for name, role, entities, counts in problem.penalized]
     return lam.penalty(terms, values, problem.batch_size)
 
 
 def penalty_grad(problem: LookaheadProblem, params, lam: LambdaTables, values) -> dict[str, torch.Tensor]:
-    """∇_θ Ω = 2 λ ⊙ θ / B summed over each row's occurrences (index_add keeps it row-sparse)."""
-    grads = {}
-    for name, role, rows, entities in problem.penalized:
-        theta = params[name]
-        per_occurrence = 2.0 * lam.for_rows(role, entities, values) * theta[rows] / problem.batch_size
-        grads[name] = torch.zeros_like(theta).index_add(0, rows, per_occurrence)
-    return grads
+    """∇_θ Ω = 2 · count · λ ⊙ θ / B for every penalized row (rows are distinct: no scatter needed)."""
+    return {name: lam.penalty_grad(params[name], role, entities, counts, values, problem.batch_size)
+            for name, role, entities, counts in problem.penalized}
 
 
 def _step_all(kind, hp, params, grads, state):

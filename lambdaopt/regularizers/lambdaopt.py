@@ -86,7 +86,7 @@ class LambdaOpt(Regularizer):
     # ------------------------------------------------------------------ training hooks
     def penalty(self, model, rows, batch_size, batch=None):
         values = {name: v.detach() for name, v in self.lam.values().items()}
-        terms = [(gathered, role, index) for role, index, gathered in rows.values()]
+        terms = [(gathered, role, index, None) for role, index, gathered in rows.values()]
         return self.lam.penalty(terms, values, batch_size)
 
     def update(self, model, optimizer, train_batch, batch_index):

@@ -89,13 +89,24 @@ class LambdaTables(nn.Module):
 
     def for_rows(self, role: str, rows: torch.Tensor, values: dict[str, torch.Tensor]) -> torch.Tensor:
         lam = values[self.param_of_role[role]]
-        return lam[rows] if self.per_entity[role] else lam
+        return lam.index_select(0, rows) if self.per_entity[role] else lam
 
     def penalty(self, terms, values: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor:
-        """Ω = Σ_terms λ ⊙ θ_rows² / B for terms (θ rows per occurrence, role, entity ids per occurrence).
-        The one definition both the training step and the λ look-ahead use, so their scaling cannot drift."""
-        total = sum((self.for_rows(role, entities, values) * rows * rows).sum() for rows, role, entities in terms)
+        """Ω = Σ_terms Σ_rows count · λ ⊙ θ_row² / B for terms (θ rows, role, entity id of each row, count of
+        each row or None for 1): the training step passes one row per occurrence in the batch, the λ
+        look-ahead each distinct row once with its number of occurrences — the same sum. The one
+        definition both use, so their scaling cannot drift."""
+        total = 0.0
+        for rows, role, entities, counts in terms:
+            weight = self.for_rows(role, entities, values)
+            if counts is not None:
+                weight = weight * counts.unsqueeze(-1)
+            total = total + (weight * rows * rows).sum()
         return total / batch_size
+
+    def penalty_grad(self, rows, role, entities, counts, values, batch_size: int) -> torch.Tensor:
+        """∂Ω/∂θ for one term of `penalty`: 2 · count · λ ⊙ θ / B, row by row."""
+        return (2.0 / batch_size) * counts.unsqueeze(-1) * self.for_rows(role, entities, values) * rows
 
     @torch.no_grad()
     def project_(self) -> None:

@@ -32,9 +32,27 @@ def optimizer_kind(optimizer: torch.optim.Optimizer) -> str:
     return kind
 
 
+class _SafeSqrt(torch.autograd.Function):
+    """√max(x, 0) whose derivative is 1/(2√x) where x > 0 and 0 elsewhere (not ∞): one op forward."""
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=0).sqrt()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (root,) = ctx.saved_tensors
+        positive = root > 0
+        # the inner where keeps 1/root finite, so a second derivative through here is never ∞·0 either
+        return torch.where(positive, grad * 0.5 / torch.where(positive, root, 1.0), 0.0)
+
+
 def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
-    positive = x > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
+    return _SafeSqrt.apply(x)
 
 
 STATE_KEYS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
@@ -51,7 +69,7 @@ def gather_state(optimizer: torch.optim.Optimizer, kind: str, param: torch.Tenso
     for key in STATE_KEYS[kind]:
         buffer = state.get(key)
         if buffer is not None:
-            gathered[key] = (buffer if rows is None else buffer[rows]).detach()
+            gathered[key] = (buffer if rows is None else buffer.index_select(0, rows)).detach()
     return gathered
 
 

@@ -1,0 +1,72 @@
+"""optimizer=sparse_adam: factor rows gathered with sparse gradients, lazy Adam on the batch rows only."""
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import TINY, run_cli
+from lambdaopt.config.core import SplitConfig
+from lambdaopt.data.synthetic import load_synthetic
+from lambdaopt.models.mf import MatrixFactorization
+from lambdaopt.objectives import BPRObjective
+from lambdaopt.regularizers.fixed import FixedL2
+
+
+@pytest.fixture(scope="module")
+def setup():
+    dataset = load_synthetic(split=OmegaConf.structured(SplitConfig), n_users=60, n_items=80, rank=3,
+                             mean_interactions=12, min_interactions=5, seed=4)
+    objective = BPRObjective(dataset, 32, torch.device("cpu"))
+    batch = next(iter(objective.batches(np.random.default_rng(0))))
+    return dataset, objective, batch
+
+
+def loss_and_grads(model, objective, batch):
+    fit, rows = objective.loss_and_rows(model, batch)
+    loss = fit + FixedL2(0.1).penalty(model, rows, len(batch[0]))
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+
+def test_sparse_gradients_equal_the_dense_ones(setup):
+    dataset, objective, batch = setup
+    torch.manual_seed(0)
+    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=6, init_std=0.3).double()
+    dense_loss, dense = loss_and_grads(model, objective, batch)
+    model.sparse_grad = True
+    sparse_loss, sparse = loss_and_grads(model, objective, batch)
+    assert sparse_loss == dense_loss
+    for name in dense:
+        assert sparse[name].is_sparse and not dense[name].is_sparse
+        torch.testing.assert_close(sparse[name].to_dense(), dense[name], rtol=1e-12, atol=1e-15)
+
+
+def test_sparse_adam_moves_only_the_rows_in_the_batch(setup):
+    dataset, objective, batch = setup
+    torch.manual_seed(0)
+    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=6, init_std=0.3)
+    model.sparse_grad = True
+    optimizer = torch.optim.SparseAdam(model.parameters(), lr=0.05)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss_and_grads(model, objective, batch)
+    optimizer.step()
+    users, positives, negatives = batch
+    touched = {"user_embedding": users, "item_embedding": torch.cat([positives, negatives])}
+    for name, param in model.named_parameters():
+        moved = (param.detach() != before[name]).any(1)
+        expected = torch.zeros(len(moved), dtype=torch.bool)
+        expected[touched[name]] = True
+        assert torch.equal(moved, expected), name
+
+
+@pytest.mark.slow
+def test_cli_sparse_adam_trains_and_rejects_what_it_cannot_update(tmp_path):
+    result = run_cli([*TINY, "optimizer=sparse_adam"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    for extra, needle in ((["regularizer=lambdaopt_dui"], "regularizer=none or fixed"),
+                          (["model.user_bias=true"], "user_bias")):
+        result = run_cli([*TINY, "optimizer=sparse_adam", *extra], tmp_path)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode != 0 and len(errors) == 1 and needle in errors[0], result.stderr
+        assert "Traceback" not in result.stderr
