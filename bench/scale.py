@@ -119,7 +119,9 @@ def main():
             print(f"built {size} in {time.perf_counter() - started:.0f} s -> {path}", flush=True)
         for setup in args.setups:
             out = subprocess.run([sys.executable, __file__, "--child", size, setup, "--dim", str(args.dim),
-                                  "--cache-dir", str(args.cache_dir)], capture_output=True, text=True, check=True)
+                                  "--cache-dir", str(args.cache_dir)], capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"{size} {setup} failed:\n{out.stderr[-2000:]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append((size, f"{r['users']}x{r['items']}", f"{r['train']:,}", setup, f"{r['epoch_s']:.2f}",
                          f"{r['train'] / r['epoch_s']:,.0f}", f"{r['eval_s']:.2f}", f"{r['rss_mb']:,.0f}"))

@@ -24,6 +24,8 @@ from lambdaopt.regularizers.lookahead import optimizer_kind
 OPTIMIZERS = {
     # fused=True where the configs default to it (conf/optimizer); AdamW and RMSprop cover the unfused kernels
     "sgd": lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9, weight_decay=1e-3, fused=True),
+    "sgd_nesterov_dampening": lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9, nesterov=True),
+    "sgd_dampening": lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.5, dampening=0.3),
     "adam": lambda p: torch.optim.Adam(p, lr=0.05, weight_decay=1e-3, fused=True),
     "adam_amsgrad": lambda p: torch.optim.Adam(p, lr=0.05, amsgrad=True, fused=True),
     "adamw": lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=1e-2),
@@ -101,14 +103,38 @@ def check_against_fd(model, objective, optimizer, reg, train, valid, steps, n_di
         assert analytic == pytest.approx(numeric, rel=1e-3, abs=1e-10)
 
 
+def one_step(method, model, objective, problem, lam, kind, hp):
+    """The K = 1 hypergradient by `method`: closed-form ∂θ'/∂g (what training uses) or autograd through the step."""
+    if method == "closed_form":
+        return hypergrad.one_step_hypergrad(model, objective, problem, lam, kind, hp)
+    return hypergrad.truncated_hypergrad(model, objective, problem, lam, kind, hp, steps=1)
+
+
+@pytest.mark.parametrize("method", ["closed_form", "autograd"])
 @pytest.mark.parametrize("granularity", list(GRANULARITIES))
 @pytest.mark.parametrize("optimizer_name", list(OPTIMIZERS))
-def test_truncated_hypergradient_matches_finite_differences(dataset, optimizer_name, granularity):
+def test_truncated_hypergradient_matches_finite_differences(dataset, optimizer_name, granularity, method):
     model, objective, optimizer, reg, train, valid = make_setup(dataset, optimizer_name, granularity)
     kind = optimizer_kind(optimizer)
     problem = hypergrad.compact_problem(model, optimizer, kind, train, valid)
-    hypergrad.truncated_hypergrad(model, objective, problem, reg.lam, kind, optimizer.param_groups[0], steps=1)
+    one_step(method, model, objective, problem, reg.lam, kind, optimizer.param_groups[0])
     check_against_fd(model, objective, optimizer, reg, train, valid, steps=1)
+
+
+@pytest.mark.parametrize("nonneg", ["softplus", "exp"])
+@pytest.mark.parametrize("optimizer_name", ["adam_amsgrad", "adamw", "rmsprop_centered_momentum"])
+def test_closed_form_one_step_equals_autograd_through_the_step(dataset, optimizer_name, nonneg):
+    """Also through λ's parametrization, and at the first step (no optimizer state yet)."""
+    for warm_steps in (0, 2):
+        model, objective, optimizer, reg, train, valid = make_setup(dataset, optimizer_name, "dui", warm_steps=warm_steps)
+        reg.lam.nonneg = nonneg
+        kind, hp = optimizer_kind(optimizer), optimizer.param_groups[0]
+        problem = hypergrad.compact_problem(model, optimizer, kind, train, valid)
+        loss = hypergrad.one_step_hypergrad(model, objective, problem, reg.lam, kind, hp)
+        closed = {k: p.grad.clone() for k, p in reg.lam.raw.items()}
+        assert float(loss) == pytest.approx(float(hypergrad.truncated_hypergrad(model, objective, problem, reg.lam, kind, hp)), rel=1e-12)
+        for k, p in reg.lam.raw.items():
+            torch.testing.assert_close(closed[k], p.grad, rtol=1e-9, atol=1e-14)
 
 
 @pytest.mark.parametrize("steps", [2, 3])
@@ -144,8 +170,9 @@ def test_compact_truncated_equals_full_second_order_at_one_step(dataset, optimiz
         torch.testing.assert_close(p.grad, compact[k], rtol=1e-9, atol=1e-14)
 
 
+@pytest.mark.parametrize("method", ["closed_form", "autograd"])
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
-def test_truncated_hypergradient_through_a_deep_factorization(dataset, optimizer_name):
+def test_truncated_hypergradient_through_a_deep_factorization(dataset, optimizer_name, method):
     """Learned λ on the outer factors of W = W_3 W_2 W_1: the inner factor steps in the look-ahead too."""
     from lambdaopt.models.deep_mf import DeepMatrixFactorization
 
@@ -171,5 +198,5 @@ def test_truncated_hypergradient_through_a_deep_factorization(dataset, optimizer
     kind = optimizer_kind(optimizer)
     problem = hypergrad.compact_problem(model, optimizer, kind, train, valid)
     assert "hidden.0" in problem.params
-    hypergrad.truncated_hypergrad(model, objective, problem, reg.lam, kind, optimizer.param_groups[0])
+    one_step(method, model, objective, problem, reg.lam, kind, optimizer.param_groups[0])
     check_against_fd(model, objective, optimizer, reg, train, valid, steps=1)

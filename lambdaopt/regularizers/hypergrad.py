@@ -28,7 +28,7 @@ import torch
 from torch.func import functional_call, grad as func_grad
 
 from lambdaopt.regularizers.lambdas import LambdaTables
-from lambdaopt.regularizers.lookahead import gather_state, simulate_step
+from lambdaopt.regularizers.lookahead import gather_state, simulate_step, step_and_derivative
 
 
 class FunctionalModel:
@@ -121,8 +121,57 @@ def _step_all(kind, hp, params, grads, state):
     return new_params, new_state
 
 
+def one_step_hypergrad(model, objective, problem, lam: LambdaTables, kind, hp) -> torch.Tensor:
+    """The K = 1 hypergradient in closed form; set `.grad` of λ's raw parameters, return L_val(θ').
+
+    At one step the fit gradient is taken at θ_t and does not depend on λ, so this is exact (the
+    truncated and fully second-order hypergradients coincide). With g = ∇L_fit(θ_t) + 2·c·λ⊙θ_t/B
+    (c: occurrences of the row in the train batch) and θ' = step(θ_t, g):
+
+        dL_val/dλ = Σ_rows  G' ⊙ J ⊙ ∂g/∂λ,   G' = ∇_θ' L_val(θ'),   J = ∂θ'/∂g (lookahead.step_derivative)
+
+    J is diagonal because every supported optimizer updates elementwise, so no graph through the
+    optimizer step is built: one backward of L_val at θ' gives G', and the last product — linear in
+    λ through the penalty gradient — is differentiated by autograd, which maps the per-row λ back to
+    λ's shape (per dimension, user, item, ...) and through its parametrization (softplus, exp).
+    """
+    params, state = problem.params, problem.state
+    theta = {name: t.detach().requires_grad_(True) for name, t in params.items()}
+    with torch.enable_grad():
+        fit = objective.loss(FunctionalModel(model, theta), problem.train)
+        fit_grads = torch.autograd.grad(fit, list(theta.values()), allow_unused=True)
+    penalized = [entry[0] for entry in problem.penalized]
+    with torch.no_grad():
+        values = {name: v.detach() for name, v in lam.values().items()}
+        pen = penalty_grad(problem, params, lam, values)
+        ahead, jacobians = {}, {}
+        for (name, theta_t), g in zip(params.items(), fit_grads):
+            grad = (torch.zeros_like(theta_t) if g is None else g) + pen.get(name, 0.0)
+            if name in pen:
+                ahead[name], jacobians[name] = step_and_derivative(kind, hp, theta_t, grad, state[name])
+            else:  # not penalized: its step does not depend on λ
+                ahead[name] = simulate_step(kind, hp, theta_t, grad, state[name])[0]
+    ahead = {name: t.requires_grad_(True) for name, t in ahead.items()}
+    with torch.enable_grad():
+        valid_loss = objective.loss(FunctionalModel(model, ahead), problem.valid)
+        outer = torch.autograd.grad(valid_loss, [ahead[name] for name in penalized], allow_unused=True)
+        values = lam.values()
+        chain = 0.0
+        for (name, role, entities, counts), g_ahead in zip(problem.penalized, outer):
+            if g_ahead is None:
+                continue
+            chain = chain + (lam.penalty_grad(params[name], role, entities, counts, values, problem.batch_size)
+                             * (g_ahead * jacobians[name])).sum()
+        raw = list(lam.raw.values())
+        lam_grads = torch.autograd.grad(chain, raw, allow_unused=True) if torch.is_tensor(chain) else [None] * len(raw)
+    for tensor, g in zip(raw, lam_grads):
+        tensor.grad = torch.zeros_like(tensor) if g is None else g
+    return valid_loss.detach()
+
+
 def truncated_hypergrad(model, objective, problem, lam: LambdaTables, kind, hp, steps: int = 1) -> torch.Tensor:
-    """Set `.grad` of λ's raw parameters; return the look-ahead validation loss (plain autograd)."""
+    """Set `.grad` of λ's raw parameters; return the look-ahead validation loss (plain autograd
+    through the simulated steps; `one_step_hypergrad` is the fast exact form of steps = 1)."""
     values = lam.values()
     params, state = problem.params, problem.state
     for _ in range(steps):

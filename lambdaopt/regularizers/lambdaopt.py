@@ -100,7 +100,9 @@ class LambdaOpt(Regularizer):
         problem = build(model, optimizer if self.lookahead == "model" else _NO_STATE, self.kind, train_batch, valid_batch)
         hp = optimizer.param_groups[0] if self.lookahead == "model" else {"lr": optimizer.param_groups[0]["lr"]}
         self.lambda_optimizer.zero_grad(set_to_none=True)
-        if self.hypergrad == "truncated":
+        if self.hypergrad == "truncated" and self.unroll_steps == 1:  # exact at one step: closed-form ∂θ'/∂g
+            loss = hypergrad.one_step_hypergrad(model, self.objective, problem, self.lam, self.kind, hp)
+        elif self.hypergrad == "truncated":
             loss = hypergrad.truncated_hypergrad(model, self.objective, problem, self.lam, self.kind, hp, self.unroll_steps)
         elif self.hypergrad == "unrolled":
             loss = hypergrad.unrolled_hypergrad(model, self.objective, problem, self.lam, self.kind, hp, self.unroll_steps)

@@ -123,3 +123,85 @@ def simulate_step(kind: str, hp: dict, theta: torch.Tensor, grad: torch.Tensor, 
             return theta - lr * buffer, new_state
         return theta - lr * grad / avg, new_state
     raise ValueError(f"unknown optimizer kind {kind!r}")
+
+
+def _root_slope(root: torch.Tensor, d_inner: torch.Tensor) -> torch.Tensor:
+    """∂√x/∂g = (∂x/∂g) / (2√x) where √x > 0, else 0 — the derivative `safe_sqrt` has."""
+    positive = root > 0
+    return torch.where(positive, d_inner / (2 * torch.where(positive, root, 1.0)), 0.0)
+
+
+def step_and_derivative(kind: str, hp: dict, theta: torch.Tensor, grad: torch.Tensor, state: dict):
+    """(θ', J): the step of `simulate_step` (no graph) and J = ∂θ'/∂g — diagonal, since every supported
+    update is elementwise — as a tensor like θ (or a number when it is constant). Used by the one-step
+    hypergradient; Adam, the default, shares its intermediates between the two (a third of the ops).
+
+    With g̃ = g + wd·θ (∂g̃/∂g = 1; AdamW's decay does not touch g) and t the new step count:
+      SGD       θ' = θ − lr·u,  u = g̃ | b = μ·b₀ + (1−τ)·g̃ (b = g̃ at the first step) | g̃ + μ·b (nesterov)
+                J = −lr·∂u/∂g, a constant.
+      Adam      m = β₁m₀ + (1−β₁)g̃,  v = β₂v₀ + (1−β₂)g̃²,  s = √v̂ (v̂ = max(v_max, v) with amsgrad),
+                D = s/√(1−β₂ᵗ) + ε,  θ' = θ − lr/(1−β₁ᵗ) · m/D
+                J = −lr/(1−β₁ᵗ) · [(1−β₁)/D − m/D² · ∂s/∂g / √(1−β₂ᵗ)],  ∂s/∂g = (1−β₂)g̃/s · w,
+                w = 1 where v > v_max, ½ at a tie (torch.maximum's derivative), 0 below (1 without amsgrad).
+      Adagrad   S = S₀ + g̃²,  s = √S,  θ' = θ − c·g̃/(s + ε),  c = lr/(1 + (t−1)·lr_decay)
+                J = −c · [1/(s + ε) − g̃/(s + ε)² · g̃/s].
+      RMSprop   q = αq₀ + (1−α)g̃²,  (centered: a = αa₀ + (1−α)g̃, r = q − a²; else r = q),  A = √r + ε,
+                θ' = θ − lr·g̃/A (with momentum b = μb₀ + g̃/A, θ' = θ − lr·b: the same J)
+                J = −lr · [1/A − g̃/A² · ∂√r/∂g],  ∂r/∂g = 2(1−α)(g̃ − a) (centered) or 2(1−α)g̃.
+    Every √ at 0 has slope 0 (safe_sqrt). tests/test_hypergrad.py checks the result against finite
+    differences of real torch.optim steps for each optimizer and option.
+    """
+    lr, weight_decay = hp["lr"], hp.get("weight_decay", 0.0)
+    step = state["step"] + 1
+    if kind not in ("adam", "adamw"):
+        ahead, _ = simulate_step(kind, hp, theta, grad, state)
+    if weight_decay and kind != "adamw":
+        grad = grad + weight_decay * theta
+    if kind == "sgd":
+        momentum = hp.get("momentum", 0.0)
+        if not momentum:
+            return ahead, -lr
+        d_buffer = 1.0 if state.get("momentum_buffer") is None else 1.0 - hp.get("dampening", 0.0)
+        return ahead, -lr * (1.0 + momentum * d_buffer if hp.get("nesterov") else d_buffer)
+    if kind in ("adam", "adamw"):
+        beta1, beta2 = hp["betas"]
+        if kind == "adamw":
+            theta = theta * (1 - lr * weight_decay)
+        exp_avg = grad * (1 - beta1) if "exp_avg" not in state else torch.lerp(state["exp_avg"], grad, 1 - beta1)
+        exp_avg_sq = (grad * grad).mul_(1 - beta2)
+        if "exp_avg_sq" in state:
+            exp_avg_sq.add_(state["exp_avg_sq"], alpha=beta2)
+        second, slope_weight = exp_avg_sq, None
+        if hp.get("amsgrad") and "max_exp_avg_sq" in state:
+            previous = state["max_exp_avg_sq"]
+            second = torch.maximum(previous, exp_avg_sq)
+            slope_weight = (exp_avg_sq > previous).to(theta.dtype).add_((exp_avg_sq == previous).to(theta.dtype), alpha=0.5)
+        root = second.sqrt()  # a second moment is ≥ 0
+        correction2 = (1 - beta2 ** step) ** 0.5
+        scale = lr / (1 - beta1 ** step)
+        denom = (root / correction2).add_(hp["eps"])
+        ahead = theta.addcdiv(exp_avg, denom, value=-scale)
+        d_root = _root_slope(root, grad * (2 * (1 - beta2)))
+        if slope_weight is not None:
+            d_root.mul_(slope_weight)
+        jacobian = (exp_avg * d_root).div_(denom * correction2).neg_().add_(1 - beta1).div_(denom).mul_(-scale)
+        return ahead, jacobian
+    if kind == "adagrad":
+        clr = lr / (1 + (step - 1) * hp.get("lr_decay", 0.0))
+        total = state.get("sum", torch.full_like(theta, hp.get("initial_accumulator_value", 0.0))) + grad * grad
+        root = safe_sqrt(total)
+        denom = root + hp["eps"]
+        return ahead, -clr * (1 / denom - grad / (denom * denom) * _root_slope(root, 2 * grad))
+    if kind == "rmsprop":
+        alpha = hp["alpha"]
+        square_avg = alpha * state.get("square_avg", torch.zeros_like(theta)) + (1 - alpha) * grad * grad
+        if hp.get("centered"):
+            grad_avg = alpha * state.get("grad_avg", torch.zeros_like(theta)) + (1 - alpha) * grad
+            root = safe_sqrt(square_avg - grad_avg * grad_avg)
+            d_inner = 2 * (1 - alpha) * (grad - grad_avg)
+        else:
+            root = safe_sqrt(square_avg)
+            d_inner = 2 * (1 - alpha) * grad
+        avg = root + hp["eps"]
+        return ahead, -lr * (1 / avg - grad / (avg * avg) * _root_slope(root, d_inner))
+    raise ValueError(f"unknown optimizer kind {kind!r}")
