@@ -9,7 +9,8 @@ The λ-objective is the validation BPR loss after K simulated steps, L_val(θ_K(
   this is exact: θ_0 = θ_t does not depend on λ, so λ reaches θ_1 only through ∇Ω = 2λ⊙θ/B (and,
   for Adam/RMSprop/Adagrad, through the moment estimates that contain it). Plain autograd.
 * unrolled — the exact derivative for K steps: later fit gradients depend on λ through θ_k, which
-  brings in Hessian-vector products. Built with `torch.func.grad` nested in `torch.func.grad`.
+  brings in Hessian-vector products. Built with `torch.func.grad` nested in `torch.func.grad` (the
+  first fit gradient, at θ_t, does not depend on λ and is computed once outside).
 * ift — the implicit-function-theorem hypergradient at θ_t taken as the inner optimum θ*(λ):
       dL_val/dλ = − ∇_θL_val · H⁻¹ · ∂²L_train/∂θ∂λ,   H = ∇²_θ L_train(θ_t, λ),
   with H⁻¹v ≈ α Σ_{j=0}^{J} (I − αH)^j v (Neumann series, Lorraine et al. 2020).
@@ -196,13 +197,23 @@ def unrolled_hypergrad(model, objective, problem, lam: LambdaTables, kind, hp, s
     def lookahead_loss(raw):
         values = lam.values(raw)
         params, state = problem.params, problem.state
-        for _ in range(steps):
-            def train_loss(theta):
-                return objective.loss(FunctionalModel(model, theta), problem.train) + penalty(problem, theta, lam, values)
-            params, state = _step_all(kind, hp, params, func_grad(train_loss)(params), state)
+        for step in range(steps):
+            if step == 0:  # at θ_t the fit gradient does not depend on λ: computed once, outside (exact)
+                pen = penalty_grad(problem, params, lam, values)
+                grads = {name: g + pen[name] if name in pen else g for name, g in first_fit.items()}
+            else:
+                def train_loss(theta):
+                    return objective.loss(FunctionalModel(model, theta), problem.train) + penalty(problem, theta, lam, values)
+                grads = func_grad(train_loss)(params)
+            params, state = _step_all(kind, hp, params, grads, state)
         loss = objective.loss(FunctionalModel(model, params), problem.valid)
         return loss, loss
 
+    theta = {name: t.detach().requires_grad_(True) for name, t in problem.params.items()}
+    with torch.enable_grad():
+        fit = objective.loss(FunctionalModel(model, theta), problem.train)
+        fit_grads = torch.autograd.grad(fit, list(theta.values()), allow_unused=True)
+    first_fit = {name: torch.zeros_like(t) if g is None else g for (name, t), g in zip(theta.items(), fit_grads)}
     raw = {name: t.detach() for name, t in lam.raw.items()}
     grads, valid_loss = func_grad(lookahead_loss, has_aux=True)(raw)
     for name, tensor in lam.raw.items():
