@@ -132,7 +132,7 @@ def run(cfg: DictConfig) -> ExperimentResult:
     regularizer.to(device)
     optimizer = build(cfg.optimizer)(model.parameters())
     if isinstance(optimizer, torch.optim.SparseAdam):
-        check_sparse_grad(model, regularizer)
+        check_sparse_grad(model, regularizer, objective)
         model.sparse_grad = True  # factor rows are gathered with sparse gradients (models/rows.py)
     valid_evaluator, test_evaluator = task.valid_evaluator, task.test_evaluator
     log.info("%s: %s | %s + %s on %s", dataset.name, task.description, tags["model"], tags["regularizer"], device)

@@ -28,11 +28,17 @@ def gather_rows(model, users: torch.Tensor, items: torch.Tensor) -> Rows:
             for name, (role, ids) in model.factor_rows(users, items).items()}
 
 
-def check_sparse_grad(model, regularizer) -> None:
+def check_sparse_grad(model, regularizer, objective) -> None:
     """optimizer=sparse_adam needs every parameter to be a factor table reached only through
-    `gather_rows` (MF without biases) and a penalty on those rows alone (none or fixed λ)."""
+    `gather_rows` (MF without biases), a penalty on those rows alone (none or fixed λ), and a
+    minibatch objective (the full-batch completion loss reads the whole matrix)."""
+    from lambdaopt.completion.objective import FullBatchMSE
     from lambdaopt.errors import ConfigError
     from lambdaopt.regularizers.fixed import FixedL2, NoRegularizer
+
+    if isinstance(objective, FullBatchMSE):
+        raise ConfigError("optimizer=sparse_adam updates the rows of a minibatch and dataset=lowrank trains on the "
+                          "full matrix: use optimizer=adam or group_rmsprop")
 
     empty = torch.zeros(0, dtype=torch.long)
     tables = set(model.factor_rows(empty, empty)) if hasattr(model, "factor_rows") else set()
