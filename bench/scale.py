@@ -5,7 +5,8 @@
 For each size a synthetic log of that shape (users × items × interactions, long-tailed, the project's
 own generator) is drawn once and kept in --cache-dir. Each (size, setup) then runs in a fresh child
 process, so its peak RSS is its own: build the objective, train one epoch (MF d=128, batch 1024, lr 1e-2,
-1 thread; fixed λ = 1e-2 with Adam or with SparseAdam (optimizer=sparse_adam), or λOpt-DUI with Adam),
+1 thread; fixed λ = 1e-2 with Adam or with SparseAdam (optimizer=sparse_adam), or λOpt-DUI with Adam, its
+λ updated by AMSGrad or, `dui_sparse_lambda`, by SparseAdam (regularizer.lambda_optimizer=sparse_adam)),
 then one full-ranking evaluation of the test split
 (AUC + HR/NDCG@{10,50,100}, train ∪ validation excluded). Printed: CPU seconds of the epoch and of
 the evaluation, training triples per second, and the child's peak RSS (training + evaluation).
@@ -32,7 +33,8 @@ from lambdaopt.data.interactions import Interactions, SplitDataset  # noqa: E402
 # interactions after generation and dedupe
 # (60/20/20 temporal split per user, so training gets ≈ 60 % of the interactions)
 SIZES = {"ml-100k": (943, 1682, 119), "ml-1m": (6040, 3706, 194), "ml-10m": (69878, 10677, 161)}
-SETUPS = {"fixed": "fixed λ, Adam", "fixed_sparse": "fixed λ, SparseAdam", "dui": "λOpt-DUI, Adam"}
+SETUPS = {"fixed": "fixed λ, Adam", "fixed_sparse": "fixed λ, SparseAdam", "dui": "λOpt-DUI, Adam",
+          "dui_sparse_lambda": "λOpt-DUI, Adam for the model, SparseAdam for λ"}
 
 
 def dataset_file(cache_dir: Path, size: str) -> Path:
@@ -81,7 +83,10 @@ def child(path: Path, size: str, setup: str, dim: int) -> dict:
         optimizer = torch.optim.SparseAdam(model.parameters(), lr=1e-2)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)  # as conf/optimizer/adam.yaml
-    regularizer = LambdaOpt(granularity="dui") if setup == "dui" else FixedL2(1e-2)
+    if setup == "dui_sparse_lambda":  # regularizer.lambda_optimizer=sparse_adam: λ rows of the batch only
+        regularizer = LambdaOpt(granularity="dui", lambda_optimizer="sparse_adam")
+    else:
+        regularizer = LambdaOpt(granularity="dui") if setup == "dui" else FixedL2(1e-2)
     objective = BPRObjective(dataset, 1024, torch.device("cpu"))
     regularizer.setup(model, objective)
     trainer = Trainer(model, regularizer, optimizer, objective, None, NullTracker(), max_epochs=1)

@@ -26,5 +26,5 @@ def test_lambdaopt_epoch_bench_prints_ratios_to_fixed():
 def test_scale_bench_runs_each_setup_in_its_own_process(tmp_path):
     out = bench("scale.py", "--sizes", "ml-100k", "--dim", "16", "--cache-dir", str(tmp_path))
     rows = [line.split() for line in out.splitlines() if line.startswith("ml-100k ")]
-    assert [row[3] for row in rows[-3:]] == ["fixed", "fixed_sparse", "dui"]
-    assert all(float(row[-1].replace(",", "")) > 0 for row in rows[-3:])  # peak RSS of each child
+    assert [row[3] for row in rows[-4:]] == ["fixed", "fixed_sparse", "dui", "dui_sparse_lambda"]
+    assert all(float(row[-1].replace(",", "")) > 0 for row in rows[-4:])  # peak RSS of each child

@@ -7,8 +7,10 @@ from mlflow.tracking import MlflowClient
 
 from lambdaopt.config import validate
 from lambdaopt.errors import ConfigError, TrainingDiverged
+from lambdaopt.regularizers import hypergrad
 from lambdaopt.regularizers.lambdaopt import LambdaOpt
 from lambdaopt.regularizers.lambdas import LambdaTables
+from lambdaopt.regularizers.lookahead import optimizer_kind
 
 from conftest import TINY, compose_config, run_cli
 from test_hypergrad import dataset, make_setup  # noqa: F401  (fixture reuse)
@@ -124,3 +126,44 @@ def test_lambdaopt_run_logs_trajectories_metrics_and_figures(tmp_path):
     assert list(frame.columns) == ["entity"] + [f"l{k}" for k in range(8)] and (frame.iloc[:, 1:] >= 0).all().all()
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert figures == {"figures/lambda_trajectories.png", "figures/lambda_vs_frequency.png"}
+
+
+@pytest.mark.parametrize("granularity", ["dui", "user_item"])
+def test_sparse_lambda_rows_give_the_dense_hypergradient_and_update_only_touched_rows(dataset, granularity):  # noqa: F811
+    model, objective, optimizer, _, train, valid = make_setup(dataset, "adam", granularity)
+    kind, hp = optimizer_kind(optimizer), optimizer.param_groups[0]
+    dense, sparse = (LambdaOpt(granularity=granularity, lambda_optimizer=name) for name in ("adam", "sparse_adam"))
+    for reg in (dense, sparse):
+        reg.setup(model, objective)
+        reg.lam.double()
+        with torch.no_grad():
+            for p in reg.lam.raw.values():
+                p.fill_(0.1)
+        problem = hypergrad.compact_problem(model, optimizer, kind, train, valid)
+        hypergrad.one_step_hypergrad(model, objective, problem, reg.lam, kind, hp)
+    for name, p in sparse.lam.raw.items():
+        assert p.grad.is_sparse
+        torch.testing.assert_close(p.grad.to_dense(), dense.lam.raw[name].grad, rtol=1e-12, atol=1e-15)
+    # a real update moves exactly the λ rows with a non-zero hypergradient — users/items of the train batch
+    # that the validation batch also reaches — and no other
+    before = {n: p.detach().clone() for n, p in sparse.lam.raw.items()}
+    objective.valid_batch = lambda rng, size: valid
+    sparse.update(model, optimizer, train, 0)
+    touched = {"user": train[0], "item": torch.cat(train[1:])}
+    for role, name in sparse.lam.param_of_role.items():
+        moved = (sparse.lam.raw[name].detach() != before[name]).any(1)
+        expected = (dense.lam.raw[name].grad != 0).any(1)
+        in_batch = torch.zeros(len(moved), dtype=torch.bool)
+        in_batch[touched[role]] = True
+        assert expected.any() and not (expected & ~in_batch).any()
+        assert torch.equal(moved, expected), role
+        assert (sparse.lam.raw[name] >= 0).all()
+
+
+@pytest.mark.parametrize("options,needle", [({"granularity": "du"}, "per-user and per-item"),
+                                            ({"hypergrad": "unrolled"}, "one-step"),
+                                            ({"nonneg": "softplus", "init": 1e-3}, "nonneg=clamp")])
+def test_sparse_lambda_optimizer_rejects_what_it_cannot_do(dataset, options, needle):  # noqa: F811
+    model, objective, *_ = make_setup(dataset, "adam", "dui")
+    with pytest.raises(ConfigError, match=needle):
+        LambdaOpt(lambda_optimizer="sparse_adam", **{"granularity": "dui", **options}).setup(model, objective)

@@ -1,4 +1,5 @@
-"""optimizer=sparse_adam: factor rows gathered with sparse gradients, lazy Adam on the batch rows only."""
+"""optimizer=sparse_adam: factor rows gathered with sparse gradients, lazy Adam on the batch rows only
+(and regularizer.lambda_optimizer=sparse_adam, the same for λOpt's λ rows)."""
 import numpy as np
 import pytest
 import torch
@@ -64,6 +65,8 @@ def test_sparse_adam_moves_only_the_rows_in_the_batch(setup):
 def test_cli_sparse_adam_trains_and_rejects_what_it_cannot_update(tmp_path):
     result = run_cli([*TINY, "optimizer=sparse_adam"], tmp_path)
     assert result.returncode == 0, result.stderr
+    result = run_cli([*TINY, "regularizer=lambdaopt_dui", "regularizer.lambda_optimizer=sparse_adam"], tmp_path)
+    assert result.returncode == 0, result.stderr  # λ rows updated lazily; the model keeps dense Adam
     for args, needle in (([*TINY, "regularizer=lambdaopt_dui"], "regularizer=none or fixed"),
                          ([*TINY, "model.user_bias=true"], "user_bias"),
                          (["dataset=lowrank", "model=mf", "trainer.max_epochs=1"], "full matrix")):

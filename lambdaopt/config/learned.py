@@ -15,7 +15,8 @@ class LambdaOptConfig:
     init: float = field_with(0.0, non_negative())
     # λ ≥ 0: projection after each λ step (clamp), or λ = softplus(ρ) / exp(ρ) (need init > 0)
     nonneg: str = field_with("clamp", one_of("clamp", "softplus", "exp"))
-    lambda_optimizer: str = field_with("adam", one_of("adam", "sgd"))
+    # sparse_adam: lazy Adam on the λ rows of the batch only (per-user/item λ, clamp, truncated K=1) — for large tables
+    lambda_optimizer: str = field_with("adam", one_of("adam", "sgd", "sparse_adam"))
     lambda_lr: float = field_with(1e-3, positive())
     amsgrad: bool = True
     grad_clip: Optional[float] = field_with(1.0, optional_positive())

@@ -166,7 +166,8 @@ def one_step_hypergrad(model, objective, problem, lam: LambdaTables, kind, hp) -
         raw = list(lam.raw.values())
         lam_grads = torch.autograd.grad(chain, raw, allow_unused=True) if torch.is_tensor(chain) else [None] * len(raw)
     for tensor, g in zip(raw, lam_grads):
-        tensor.grad = torch.zeros_like(tensor) if g is None else g
+        # row-sparse λ (lam.sparse_rows): no gradient = no update, not a dense zero its optimizer would reject
+        tensor.grad = g if g is not None or lam.sparse_rows else torch.zeros_like(tensor)
     return valid_loss.detach()
 
 

@@ -48,8 +48,8 @@ class LambdaOpt(Regularizer):
         self.validation_share = validation_share
         if hypergrad not in ("truncated", "unrolled", "ift"):
             raise ConfigError(f"regularizer.hypergrad={hypergrad!r} is unknown: use truncated, unrolled or ift")
-        if lambda_optimizer not in ("adam", "sgd"):
-            raise ConfigError(f"regularizer.lambda_optimizer={lambda_optimizer!r} is unknown: use adam or sgd")
+        if lambda_optimizer not in ("adam", "sgd", "sparse_adam"):
+            raise ConfigError(f"regularizer.lambda_optimizer={lambda_optimizer!r} is unknown: use adam, sgd or sparse_adam")
         self.options = dict(granularity=granularity, init=init, nonneg=nonneg)
         self.lambda_optimizer_name, self.lambda_lr, self.amsgrad = lambda_optimizer, lambda_lr, amsgrad
         self.grad_clip, self.update_every, self.hypergrad = grad_clip, update_every, hypergrad
@@ -78,10 +78,28 @@ class LambdaOpt(Regularizer):
         device = next(model.parameters()).device
         self.lam = LambdaTables(n_users=model.n_users, n_items=model.n_items, dim=dims.pop(), **self.options).to(device)
         params = list(self.lam.parameters())
-        # fused: one kernel per step instead of a dozen passes over |U|·d + |I|·d λ entries (≈3× here)
-        self.lambda_optimizer = (torch.optim.Adam(params, lr=self.lambda_lr, amsgrad=self.amsgrad, fused=True)
-                                 if self.lambda_optimizer_name == "adam" else torch.optim.SGD(params, lr=self.lambda_lr))
+        if self.lambda_optimizer_name == "sparse_adam":
+            self._check_sparse()
+            self.lam.sparse_rows = True
+            self.lambda_optimizer = torch.optim.SparseAdam(params, lr=self.lambda_lr)
+        elif self.lambda_optimizer_name == "adam":
+            # fused: one kernel per step instead of a dozen passes over |U|·d + |I|·d λ entries (≈3× here)
+            self.lambda_optimizer = torch.optim.Adam(params, lr=self.lambda_lr, amsgrad=self.amsgrad, fused=True)
+        else:
+            self.lambda_optimizer = torch.optim.SGD(params, lr=self.lambda_lr)
         self.trajectory = LambdaTrajectory(self.lam, objective.dataset, self.snapshot_every)
+
+    def _check_sparse(self) -> None:
+        """Lazy λ updates need every λ to be per user/item rows (their gradient is row-sparse), the
+        clamp parametrization (a softplus/exp of the whole table is dense) and the one-step hypergradient."""
+        dense = [role for role, per_entity in self.lam.per_entity.items() if not per_entity]
+        if dense:
+            raise ConfigError(f"regularizer.lambda_optimizer=sparse_adam needs per-user and per-item λ and granularity "
+                              f"{self.lam.granularity} shares λ across {' and '.join(s + 's' for s in dense)}: use "
+                              "granularity user_item or dui, or lambda_optimizer=adam")
+        if self.lam.nonneg != "clamp" or self.hypergrad != "truncated" or self.unroll_steps != 1 or self.full_graph:
+            raise ConfigError("regularizer.lambda_optimizer=sparse_adam works with nonneg=clamp and the one-step "
+                              "truncated hypergradient (unroll_steps=1, full_graph=false): use lambda_optimizer=adam")
 
     # ------------------------------------------------------------------ training hooks
     def penalty(self, model, rows, batch_size, batch=None):
@@ -108,7 +126,9 @@ class LambdaOpt(Regularizer):
             loss = hypergrad.unrolled_hypergrad(model, self.objective, problem, self.lam, self.kind, hp, self.unroll_steps)
         else:
             loss = hypergrad.ift_hypergrad(model, self.objective, problem, self.lam, self.neumann_steps, self.ift_alpha)
-        if self.grad_clip:
+        if self.lam.sparse_rows:
+            norm = self._clip_sparse()
+        elif self.grad_clip:
             norm = torch.nn.utils.clip_grad_norm_(self.lam.parameters(), self.grad_clip)
         else:
             norm = torch.sqrt(sum((p.grad ** 2).sum() for p in self.lam.parameters()))
@@ -117,6 +137,18 @@ class LambdaOpt(Regularizer):
         self.lambda_optimizer.step()
         self.lam.project_()
         self.valid_losses.append(loss)
+
+    def _clip_sparse(self) -> torch.Tensor:
+        """The norm of the row-sparse λ gradient, clipped to grad_clip as clip_grad_norm_ would."""
+        params = [p for p in self.lam.parameters() if p.grad is not None]
+        for p in params:
+            p.grad = p.grad.coalesce()  # duplicate rows summed, so the norm is that of the dense gradient
+        norm = torch.sqrt(sum(p.grad.values().square().sum() for p in params))
+        if self.grad_clip:
+            scale = torch.clamp(self.grad_clip / (norm + 1e-6), max=1.0)
+            for p in params:
+                p.grad = p.grad * scale
+        return norm
 
     def metrics(self) -> dict[str, float]:
         metrics = self.trajectory.summary()

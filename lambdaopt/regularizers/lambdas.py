@@ -87,9 +87,13 @@ class LambdaTables(nn.Module):
         raw = dict(self.raw) if raw is None else raw
         return {name: self.transform(tensor) for name, tensor in raw.items()}
 
+    sparse_rows = False  # True: per-entity λ rows are gathered with sparse gradients (λ optimizer sparse_adam)
+
     def for_rows(self, role: str, rows: torch.Tensor, values: dict[str, torch.Tensor]) -> torch.Tensor:
         lam = values[self.param_of_role[role]]
-        return lam.index_select(0, rows) if self.per_entity[role] else lam
+        if not self.per_entity[role]:
+            return lam
+        return F.embedding(rows, lam, sparse=True) if self.sparse_rows else lam.index_select(0, rows)
 
     def penalty(self, terms, values: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor:
         """Ω = Σ_terms Σ_rows count · λ ⊙ θ_row² / B for terms (θ rows, role, entity id of each row, count of
