@@ -15,16 +15,19 @@ import torch.nn.functional as F
 Rows = dict[str, tuple[str, torch.Tensor, torch.Tensor]]
 
 
+def gather(table: torch.Tensor, ids: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+    """Rows `ids` of `table`. With `sparse` the table's gradient is a sparse tensor of those rows only
+    (what torch.optim.SparseAdam updates), not a dense table of zeros."""
+    return F.embedding(ids, table, sparse=True) if sparse else table.index_select(0, ids)
+
+
 def gather_rows(model, users: torch.Tensor, items: torch.Tensor) -> Rows:
-    """The factor rows `model.factor_rows(users, items)` names, gathered (in the autograd graph).
-    With `model.sparse_grad` (set for optimizer=sparse_adam) the tables' gradients are sparse: only
-    the gathered rows, not a dense table of zeros."""
+    """The factor rows `model.factor_rows(users, items)` names, gathered (in the autograd graph),
+    with sparse gradients under `model.sparse_grad` (set for optimizer=sparse_adam)."""
     if not hasattr(model, "factor_rows"):
         return {}
-    if getattr(model, "sparse_grad", False):
-        return {name: (role, ids, F.embedding(ids, getattr(model, name), sparse=True))
-                for name, (role, ids) in model.factor_rows(users, items).items()}
-    return {name: (role, ids, getattr(model, name).index_select(0, ids))
+    sparse = getattr(model, "sparse_grad", False)
+    return {name: (role, ids, gather(getattr(model, name), ids, sparse))
             for name, (role, ids) in model.factor_rows(users, items).items()}
 
 

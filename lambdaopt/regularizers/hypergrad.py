@@ -115,6 +115,16 @@ def penalty_grad(problem: LookaheadProblem, params, lam: LambdaTables, values) -
             for name, role, entities, counts in problem.penalized}
 
 
+def loss_grads(model, objective, params: dict[str, torch.Tensor], batch) -> tuple[torch.Tensor, dict]:
+    """The objective's loss on `batch` at `params` (detached) and its gradient for every entry of
+    `params` — zeros where the loss does not reach — from one backward."""
+    theta = {name: t.detach().requires_grad_(True) for name, t in params.items()}
+    with torch.enable_grad():
+        loss = objective.loss(FunctionalModel(model, theta), batch)
+        grads = torch.autograd.grad(loss, list(theta.values()), allow_unused=True)
+    return loss.detach(), {name: torch.zeros_like(t) if g is None else g for (name, t), g in zip(theta.items(), grads)}
+
+
 def _step_all(kind, hp, params, grads, state):
     new_params, new_state = {}, {}
     for name, theta in params.items():
@@ -137,38 +147,30 @@ def one_step_hypergrad(model, objective, problem, lam: LambdaTables, kind, hp) -
     λ's shape (per dimension, user, item, ...) and through its parametrization (softplus, exp).
     """
     params, state = problem.params, problem.state
-    theta = {name: t.detach().requires_grad_(True) for name, t in params.items()}
-    with torch.enable_grad():
-        fit = objective.loss(FunctionalModel(model, theta), problem.train)
-        fit_grads = torch.autograd.grad(fit, list(theta.values()), allow_unused=True)
-    penalized = [entry[0] for entry in problem.penalized]
+    _, fit_grads = loss_grads(model, objective, params, problem.train)
     with torch.no_grad():
         values = {name: v.detach() for name, v in lam.values().items()}
         pen = penalty_grad(problem, params, lam, values)
         ahead, jacobians = {}, {}
-        for (name, theta_t), g in zip(params.items(), fit_grads):
-            grad = (torch.zeros_like(theta_t) if g is None else g) + pen.get(name, 0.0)
+        for name, theta_t in params.items():
+            grad = fit_grads[name] + pen.get(name, 0.0)
             if name in pen:
                 ahead[name], jacobians[name] = step_and_derivative(kind, hp, theta_t, grad, state[name])
             else:  # not penalized: its step does not depend on λ
                 ahead[name] = simulate_step(kind, hp, theta_t, grad, state[name])[0]
-    ahead = {name: t.requires_grad_(True) for name, t in ahead.items()}
+    valid_loss, outer = loss_grads(model, objective, ahead, problem.valid)
     with torch.enable_grad():
-        valid_loss = objective.loss(FunctionalModel(model, ahead), problem.valid)
-        outer = torch.autograd.grad(valid_loss, [ahead[name] for name in penalized], allow_unused=True)
         values = lam.values()
         chain = 0.0
-        for (name, role, entities, counts), g_ahead in zip(problem.penalized, outer):
-            if g_ahead is None:
-                continue
+        for name, role, entities, counts in problem.penalized:
             chain = chain + (lam.penalty_grad(params[name], role, entities, counts, values, problem.batch_size)
-                             * (g_ahead * jacobians[name])).sum()
+                             * (outer[name] * jacobians[name])).sum()
         raw = list(lam.raw.values())
         lam_grads = torch.autograd.grad(chain, raw, allow_unused=True) if torch.is_tensor(chain) else [None] * len(raw)
     for tensor, g in zip(raw, lam_grads):
         # row-sparse λ (lam.sparse_rows): no gradient = no update, not a dense zero its optimizer would reject
         tensor.grad = g if g is not None or lam.sparse_rows else torch.zeros_like(tensor)
-    return valid_loss.detach()
+    return valid_loss
 
 
 def truncated_hypergrad(model, objective, problem, lam: LambdaTables, kind, hp, steps: int = 1) -> torch.Tensor:
@@ -177,13 +179,9 @@ def truncated_hypergrad(model, objective, problem, lam: LambdaTables, kind, hp, 
     values = lam.values()
     params, state = problem.params, problem.state
     for _ in range(steps):
-        theta = {name: t.detach().requires_grad_(True) for name, t in params.items()}
-        with torch.enable_grad():
-            fit = objective.loss(FunctionalModel(model, theta), problem.train)
-            fit_grads = torch.autograd.grad(fit, list(theta.values()), allow_unused=True)
+        _, fit_grads = loss_grads(model, objective, params, problem.train)
         pen = penalty_grad(problem, params, lam, values)
-        grads = {name: (torch.zeros_like(t) if g is None else g) + pen.get(name, 0.0)
-                 for (name, t), g in zip(theta.items(), fit_grads)}
+        grads = {name: g + pen.get(name, 0.0) for name, g in fit_grads.items()}
         params, state = _step_all(kind, hp, params, grads, state)
     valid_loss = objective.loss(FunctionalModel(model, params), problem.valid)
     raw = list(lam.raw.values())
@@ -210,11 +208,7 @@ def unrolled_hypergrad(model, objective, problem, lam: LambdaTables, kind, hp, s
         loss = objective.loss(FunctionalModel(model, params), problem.valid)
         return loss, loss
 
-    theta = {name: t.detach().requires_grad_(True) for name, t in problem.params.items()}
-    with torch.enable_grad():
-        fit = objective.loss(FunctionalModel(model, theta), problem.train)
-        fit_grads = torch.autograd.grad(fit, list(theta.values()), allow_unused=True)
-    first_fit = {name: torch.zeros_like(t) if g is None else g for (name, t), g in zip(theta.items(), fit_grads)}
+    _, first_fit = loss_grads(model, objective, problem.params, problem.train)
     raw = {name: t.detach() for name, t in lam.raw.items()}
     grads, valid_loss = func_grad(lookahead_loss, has_aux=True)(raw)
     for name, tensor in lam.raw.items():

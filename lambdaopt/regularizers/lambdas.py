@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lambdaopt.errors import ConfigError
+from lambdaopt.models.rows import gather
 
 # granularity → (user λ kind, item λ kind); kind: "scalar", "dim", "entity", "entity_dim"; "shared_*" ties both
 GRANULARITIES = {
@@ -91,9 +92,7 @@ class LambdaTables(nn.Module):
 
     def for_rows(self, role: str, rows: torch.Tensor, values: dict[str, torch.Tensor]) -> torch.Tensor:
         lam = values[self.param_of_role[role]]
-        if not self.per_entity[role]:
-            return lam
-        return F.embedding(rows, lam, sparse=True) if self.sparse_rows else lam.index_select(0, rows)
+        return gather(lam, rows, self.sparse_rows) if self.per_entity[role] else lam
 
     def penalty(self, terms, values: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor:
         """Ω = Σ_terms Σ_rows count · λ ⊙ θ_row² / B for terms (θ rows, role, entity id of each row, count of
