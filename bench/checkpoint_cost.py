@@ -18,10 +18,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from lambdaopt import checkpoint
-from lambdaopt.experiment import build, seed_everything
-from lambdaopt.tasks import select_task
+from lambdaopt.experiment import build_parts, build_trainer
 from lambdaopt.tracking import NullTracker
-from lambdaopt.trainer import Trainer
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -29,14 +27,8 @@ CONF = str(Path(__file__).resolve().parent.parent / "conf")
 def measure(regularizer_name: str, repeats: int, where: str) -> str:
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"regularizer={regularizer_name}", "tracking.enabled=false"])
-    seed_everything(cfg.seed)
-    dataset, regularizer = build(cfg.dataset), build(cfg.regularizer)
-    task = select_task(cfg, dataset, torch.device("cpu"), validation_share=regularizer.validation_share)
-    model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items)
-    regularizer.setup(model, task.objective)
-    optimizer = build(cfg.optimizer)(model.parameters())
-    trainer = Trainer(model, regularizer, optimizer, task.objective, task.valid_evaluator, NullTracker(),
-                      seed=cfg.seed, **{**cfg.trainer, "monitor": task.monitor, "mode": task.mode})
+    parts = build_parts(cfg, torch.device("cpu"))
+    model, trainer = parts.model, build_trainer(cfg, parts, NullTracker())
     started = time.perf_counter()
     trainer.train_epoch()
     epoch = time.perf_counter() - started

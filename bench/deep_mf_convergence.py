@@ -18,10 +18,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import lambdaopt.config  # noqa: F401  (registers the schemas)
-from lambdaopt.experiment import build, seed_everything
-from lambdaopt.tasks import select_task
+from lambdaopt.experiment import build_parts, build_trainer
 from lambdaopt.tracking import NullTracker
-from lambdaopt.trainer import Trainer
 
 REFERENCE_SECONDS, REFERENCE_ITERATIONS = 290.0, 36_000
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -43,16 +41,8 @@ def main() -> None:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     torch.set_num_threads(args.threads)
-    seed_everything(cfg.seed)
-    device = torch.device("cpu")
-    dataset = build(cfg.dataset)
-    task = select_task(cfg, dataset, device)
-    model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items)
-    regularizer = build(cfg.regularizer)
-    regularizer.setup(model, task.objective)
-    optimizer = build(cfg.optimizer)(model.parameters())
-    trainer = Trainer(model, regularizer, optimizer, task.objective, task.valid_evaluator, NullTracker(),
-                      seed=cfg.seed, **{**cfg.trainer, "monitor": task.monitor, "mode": task.mode})
+    parts = build_parts(cfg, torch.device("cpu"))
+    task, model, trainer = parts.task, parts.model, build_trainer(cfg, parts, NullTracker())
 
     started = time.perf_counter()
     error = float("inf")

@@ -97,6 +97,43 @@ class ExperimentResult:
     run_id: str | None
 
 
+@dataclass
+class Parts:
+    """What one configuration trains: data, task (objective + evaluators), model, regularizer, optimizer."""
+    dataset: object
+    task: object
+    model: torch.nn.Module
+    regularizer: object
+    optimizer: torch.optim.Optimizer
+
+
+def build_parts(cfg: DictConfig, device: torch.device, init_from: str | None = None) -> Parts:
+    """Seed, then build everything `cfg` names, on `device`; `init_from`: an MLflow run whose weights start the model."""
+    seed_everything(cfg.seed)
+    dataset = build(cfg.dataset)
+    regularizer = build(cfg.regularizer)
+    # objective + evaluators for ranking, ratings or completion (with the validation share λ may learn from)
+    task = select_task(cfg, dataset, device, validation_share=regularizer.validation_share)
+    model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items)
+    if init_from:
+        warm_start(model, init_from, cfg.tracking.uri)
+    model.to(device)
+    regularizer.setup(model, task.objective)
+    regularizer.to(device)
+    optimizer = build(cfg.optimizer)(model.parameters())
+    if isinstance(optimizer, torch.optim.SparseAdam):
+        check_sparse_grad(model, regularizer, task.objective)
+        model.sparse_grad = True  # factor rows are gathered with sparse gradients (models/rows.py)
+    return Parts(dataset, task, model, regularizer, optimizer)
+
+
+def build_trainer(cfg: DictConfig, parts: Parts, tracker, checkpointer=None) -> Trainer:
+    """The one training loop over `parts`, with cfg.trainer's settings and the task's monitored metric."""
+    return Trainer(parts.model, parts.regularizer, parts.optimizer, parts.task.objective, parts.task.valid_evaluator,
+                   tracker, seed=cfg.seed, checkpointer=checkpointer,
+                   **{**cfg.trainer, "monitor": parts.task.monitor, "mode": parts.task.mode})
+
+
 def run(cfg: DictConfig) -> ExperimentResult:
     """Train and evaluate one configuration: the test metrics at the validation-selected epoch.
 
@@ -109,32 +146,16 @@ def run(cfg: DictConfig) -> ExperimentResult:
         cfg, resume_id, resume_state = checkpoint.resume_config(cfg, overrides)
     torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-
-    dataset = build(cfg.dataset)
-    regularizer = build(cfg.regularizer)
-    # objective + evaluators for ranking, ratings or completion (with the validation share λ may learn from)
-    task = select_task(cfg, dataset, device, validation_share=regularizer.validation_share)
+    # Built before the MLflow run exists, so a model/regularizer/task mismatch creates no run; a resumed
+    # run's checkpoint holds the weights, so init_from applies to a new run only.
+    parts = build_parts(cfg, device, init_from=cfg.init_from if resume_id is None else None)
+    dataset, task, model = parts.dataset, parts.task, parts.model
     tags = {"git_commit": git_commit(), "dataset": dataset.name, "dataset_hash": dataset.fingerprint,
             "model": OmegaConf.select(cfg, "model._target_").rsplit(".", 1)[-1],
             "regularizer": OmegaConf.select(cfg, "regularizer._target_").rsplit(".", 1)[-1],
             "monitor": task.monitor, **hydra_tags}
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run_name = cfg.tracking.run_name or f"{tags['model']}-{tags['regularizer']}-{dataset.name}"
-
-    # Built before the MLflow run exists, so a model/regularizer/task mismatch creates no run.
-    model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items)
-    if cfg.init_from and resume_id is None:  # a resumed run's checkpoint holds the weights
-        warm_start(model, cfg.init_from, cfg.tracking.uri)
-    model.to(device)
-    objective = task.objective
-    regularizer.setup(model, objective)
-    regularizer.to(device)
-    optimizer = build(cfg.optimizer)(model.parameters())
-    if isinstance(optimizer, torch.optim.SparseAdam):
-        check_sparse_grad(model, regularizer, objective)
-        model.sparse_grad = True  # factor rows are gathered with sparse gradients (models/rows.py)
-    valid_evaluator, test_evaluator = task.valid_evaluator, task.test_evaluator
     log.info("%s: %s | %s + %s on %s", dataset.name, task.description, tags["model"], tags["regularizer"], device)
 
     new_tags = tags
@@ -152,8 +173,7 @@ def run(cfg: DictConfig) -> ExperimentResult:
             directory, in_artifacts = checkpoint.checkpoint_dir(tracker.artifact_uri, tracker.run_id)
             checkpointer = checkpoint.Checkpointer(directory, in_artifacts, {"run_id": tracker.run_id,
                                                                               "config": {**resolved, "resume": None}})
-        trainer = Trainer(model, regularizer, optimizer, objective, valid_evaluator, tracker, seed=cfg.seed,
-                          checkpointer=checkpointer, **{**cfg.trainer, "monitor": task.monitor, "mode": task.mode})
+        trainer = build_trainer(cfg, parts, tracker, checkpointer)
         if resume_state is not None:
             trainer.load_state_dict(resume_state)
         # A convex solver (model=nuclear_norm) is solved once; the optimizer built above goes unused.
@@ -161,7 +181,7 @@ def run(cfg: DictConfig) -> ExperimentResult:
         model.eval()
         started = time.perf_counter()
         with torch.no_grad():
-            test = test_evaluator(model)
+            test = task.test_evaluator(model)
         tracker.log_metrics({f"test/{k}": v for k, v in test.items()})
         tracker.log_metrics({"best_epoch": fit.best_epoch, "train_seconds": fit.train_seconds,
                              "test_eval_seconds": time.perf_counter() - started,
@@ -174,7 +194,7 @@ def run(cfg: DictConfig) -> ExperimentResult:
 
     print(f"\nbest epoch {fit.best_epoch} of {fit.epochs_run} (selected on {task.monitor}, {task.mode}), "
           f"{fit.train_seconds:.1f}s training")
-    print(format_table({getattr(valid_evaluator, "log_prefix", "valid"): fit.best_valid, "test": test}))
+    print(format_table({getattr(task.valid_evaluator, "log_prefix", "valid"): fit.best_valid, "test": test}))
     if tracker.run_id is not None:
         print(f"MLflow run {tracker.run_id} in experiment '{cfg.tracking.experiment}'; browse with:\n"
               f"  mlflow ui --backend-store-uri {cfg.tracking.uri} -w 1")

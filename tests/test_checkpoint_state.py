@@ -9,10 +9,8 @@ import torch
 
 from conftest import TINY, compose_config
 from lambdaopt import checkpoint
-from lambdaopt.experiment import build, seed_everything
-from lambdaopt.tasks import select_task
+from lambdaopt.experiment import build_parts, build_trainer
 from lambdaopt.tracking import NullTracker
-from lambdaopt.trainer import Trainer
 
 EPOCHS = 4
 SETUPS = {
@@ -58,14 +56,7 @@ def make_trainer(overrides):
     cfg = compose_config([*overrides, "tracking.enabled=false", f"trainer.max_epochs={EPOCHS}", "trainer.eval_every=1",
                           "trainer.patience=0", "trainer.stop_loss=0"])
     torch.set_num_threads(1)
-    seed_everything(cfg.seed)
-    dataset, regularizer = build(cfg.dataset), build(cfg.regularizer)
-    task = select_task(cfg, dataset, torch.device("cpu"), validation_share=regularizer.validation_share)
-    model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items)
-    regularizer.setup(model, task.objective)
-    optimizer = build(cfg.optimizer)(model.parameters())
-    return Trainer(model, regularizer, optimizer, task.objective, task.valid_evaluator, NullTracker(), seed=cfg.seed,
-                   checkpointer=Memory(), **{**cfg.trainer, "monitor": task.monitor, "mode": task.mode})
+    return build_trainer(cfg, build_parts(cfg, torch.device("cpu")), NullTracker(), checkpointer=Memory())
 
 
 def outcome(trainer, fit):
