@@ -25,6 +25,13 @@ import numpy as np
 import torch
 
 from lambdaopt.data.interactions import Interactions
+from lambdaopt.memory import release_free_heap
+
+# Chunks between giving freed heap pages back (lambdaopt/memory.py; also once before the first chunk). Each chunk's buffers differ in size
+# (its users' held-out counts), so unreturned holes pile up: on ML-10M one evaluation's peak above its
+# start was 1,091 MB without, 603 MB every 4 chunks at no measurable cost, 345 MB every chunk at +23 % time
+# (the pages given back are faulted in again by the next chunk).
+RELEASE_EVERY_CHUNKS = 4
 
 
 class Scorer(Protocol):
@@ -81,10 +88,13 @@ class RankingEvaluator:
     def per_user(self, model: Scorer) -> dict[str, torch.Tensor]:
         """Metric values per evaluated user (float64 tensors aligned with `self.users`)."""
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in metric_names(self.ks)}
-        for start in range(0, len(self.users), self.chunk_users):
+        release_free_heap()  # the caller's freed buffers first, so the chunks can reuse their pages
+        for n, start in enumerate(range(0, len(self.users), self.chunk_users), start=1):
             chunk = self.users[start:start + self.chunk_users]
             for name, values in self._chunk_metrics(chunk, model.score_all(chunk)).items():
                 parts[name].append(values)
+            if n % RELEASE_EVERY_CHUNKS == 0:
+                release_free_heap()
         return {name: torch.cat(values) if values else torch.empty(0, dtype=torch.float64)
                 for name, values in parts.items()}
 

@@ -15,6 +15,7 @@ import torch
 
 from lambdaopt.errors import TrainingDiverged
 from lambdaopt.interrupts import StopRequest, TrainingInterrupted
+from lambdaopt.memory import release_free_heap
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,13 @@ class Trainer:
     def __init__(self, model, regularizer, optimizer, objective, valid_evaluator, tracker, *,
                  max_epochs: int, eval_every: int = 1, patience: int = 5, monitor: str = "ndcg@10",
                  mode: str = "max", min_delta: float = 0.0, stop_loss: float = 0.0, seed: int = 0,
-                 check_finite_grads: bool = False, checkpointer=None, **_unused):
+                 check_finite_grads: bool = False, release_memory_every: int = 64, checkpointer=None, **_unused):
         self.model, self.regularizer, self.optimizer = model, regularizer, optimizer
         self.objective, self.valid_evaluator, self.tracker = objective, valid_evaluator, tracker
         self.max_epochs, self.eval_every, self.patience = max_epochs, eval_every, patience
         self.monitor, self.min_delta, self.stop_loss = monitor, min_delta, stop_loss
         self.check_finite_grads, self.checkpointer = check_finite_grads, checkpointer
+        self.release_memory_every = release_memory_every
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.sign = 1.0 if mode == "max" else -1.0  # compare sign·value so "larger is better" either way
@@ -100,6 +102,8 @@ class Trainer:
             self.step_in_epoch = index + 1
             if self.step_in_epoch % FINITE_CHECK_EVERY == 0:
                 self._check_finite_loss()
+            if self.release_memory_every and self.step_in_epoch % self.release_memory_every == 0:
+                release_free_heap()  # freed per-step buffers would otherwise stay resident (lambdaopt/memory.py)
             if stop is not None and stop.requested:
                 break
         if loss is not None:

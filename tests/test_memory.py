@@ -1,0 +1,67 @@
+"""Free heap pages go back to the OS (lambdaopt/memory.py), and the trainer does it every few steps."""
+import ctypes
+import sys
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import lambdaopt.trainer as trainer_module
+from lambdaopt.config.core import SplitConfig
+from lambdaopt.data.synthetic import load_synthetic
+from lambdaopt.memory import _malloc_trim, release_free_heap
+from lambdaopt.models.mf import MatrixFactorization
+from lambdaopt.objectives import BPRObjective
+from lambdaopt.regularizers.fixed import FixedL2
+from lambdaopt.tracking import NullTracker
+from lambdaopt.trainer import Trainer
+
+glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or _malloc_trim() is None,
+                           reason="malloc_trim is glibc's")
+
+
+def resident_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+@glibc
+def test_release_gives_back_the_holes_a_fragmented_heap_keeps():
+    """The situation of a λOpt epoch in miniature: many heap chunks, most freed, a few still live
+    between them. free() keeps the pages (the live chunks pin the heap); release_free_heap returns them."""
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    size, count = 64 * 1024, 2000  # 125 MB in chunks below glibc's smallest mmap threshold: all on the heap
+    chunks = [libc.malloc(size) for _ in range(count)]
+    for c in chunks:
+        ctypes.memset(c, 1, size)  # touch: make the pages resident
+    kept = chunks[::50]  # every 50th stays live, so the freed space is holes, not a free heap top
+    for i, c in enumerate(chunks):
+        if i % 50:
+            libc.free(c)
+    after_free = resident_mb()
+    assert release_free_heap() is True
+    after_release = resident_mb()
+    for c in kept:
+        libc.free(c)
+    assert after_free - after_release > 0.8 * size * count * 49 / 50 / 2**20
+
+
+def test_release_is_harmless_without_glibc(monkeypatch):
+    monkeypatch.setattr("lambdaopt.memory._malloc_trim", lambda: None)
+    assert release_free_heap() is False
+
+
+@pytest.mark.parametrize("every, expected", [(2, 5), (0, 0)])
+def test_trainer_releases_every_n_steps(monkeypatch, every, expected):
+    tiny_dataset = load_synthetic(split=OmegaConf.structured(SplitConfig), n_users=40, n_items=30, rank=3,
+                                  mean_interactions=10, min_interactions=5, seed=0)
+    calls = []
+    monkeypatch.setattr(trainer_module, "release_free_heap", lambda: calls.append(1))
+    model = MatrixFactorization(tiny_dataset.n_users, tiny_dataset.n_items, dim=4)
+    objective = BPRObjective(tiny_dataset, batch_size=len(tiny_dataset.train) // 10 + 1, device=torch.device("cpu"))
+    trainer = Trainer(model, FixedL2(1e-2), torch.optim.Adam(model.parameters()), objective, None, NullTracker(),
+                      max_epochs=1, release_memory_every=every)
+    trainer.train_epoch()
+    assert len(calls) == expected  # 10 steps
