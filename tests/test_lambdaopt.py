@@ -80,6 +80,26 @@ def test_update_every_skips_steps(dataset):  # noqa: F811
     assert all(p.grad is not None for p in reg.lam.parameters())
 
 
+def test_lookahead_valid_loss_is_the_mean_over_steps_and_survives_a_checkpoint(dataset):  # noqa: F811
+    model, objective, optimizer, _, train, _ = make_setup(dataset, "adam", "dui")
+    reg = LambdaOpt(granularity="dui", lambda_lr=0.1)
+    reg.setup(model, objective)
+    reg.lam.double()
+    per_step = []
+    for step in range(3):
+        reg.update(model, optimizer, train, step)
+        per_step.append(float(reg.valid_loss_sum) - sum(per_step))
+    state = reg.get_extra_state()
+    assert reg.metrics()["lookahead_valid_loss"] == pytest.approx(np.mean(per_step), rel=1e-12)
+    assert reg.valid_loss_steps == 0  # reset by metrics(): one mean per evaluation
+    reg.set_extra_state(state)  # as a resumed run: the sum so far comes back
+    assert reg.metrics()["lookahead_valid_loss"] == pytest.approx(np.mean(per_step), rel=1e-12)
+    # a checkpoint written before the running sum kept the per-step losses as a list
+    reg.set_extra_state({**{k: v for k, v in state.items() if not k.startswith("valid_loss")},
+                         "valid_losses": [torch.tensor(v, dtype=torch.float64) for v in per_step]})
+    assert reg.metrics()["lookahead_valid_loss"] == pytest.approx(np.mean(per_step), rel=1e-12)
+
+
 def test_nan_hypergradient_stops_with_a_reason(dataset):  # noqa: F811
     model, objective, optimizer, reg, train, _ = make_setup(dataset, "adam", "dui")
     with torch.no_grad():

@@ -144,7 +144,7 @@ class TrainerConfig:
     # Also check every gradient for NaN/Inf after each backward pass (the loss is always checked).
     check_finite_grads: bool = False
     # Steps between returning the C heap's free pages to the OS (glibc malloc_trim; lambdaopt/memory.py);
-    # without it a λOpt run's resident memory creeps up with fragmentation. 0 = never.
+    # without it freed per-step buffers of varying sizes stay resident as heap holes. 0 = never.
     release_memory_every: int = field_with(64, non_negative())
 
 

@@ -57,7 +57,10 @@ class LambdaOpt(Regularizer):
         self.neumann_steps, self.ift_alpha = neumann_steps, ift_alpha
         self.valid_batch_size, self.snapshot_every = valid_batch_size, snapshot_every
         self.rng = np.random.default_rng(seed + 7919)  # its own stream: validation draws don't shift training
-        self.valid_losses: list[torch.Tensor] = []
+        # Running sum of the look-ahead validation losses since the last metrics(): a sum, not a list of
+        # per-step scalars, whose thousands of tiny live allocations pin heap pages (memory.py) — an
+        # ML-10M-sized epoch grew ~10 MB per 100 steps with the list.
+        self.valid_loss_sum, self.valid_loss_steps = torch.zeros((), dtype=torch.float64), 0
         self.kind: str | None = None
 
     # ------------------------------------------------------------------ setup
@@ -136,7 +139,8 @@ class LambdaOpt(Regularizer):
             raise TrainingDiverged("the λ hypergradient became NaN/Inf; lower regularizer.lambda_lr or optimizer.lr")
         self.lambda_optimizer.step()
         self.lam.project_()
-        self.valid_losses.append(loss)
+        self.valid_loss_sum = self.valid_loss_sum.to(loss.device) + loss.detach()  # no device sync per step
+        self.valid_loss_steps += 1
 
     def _clip_sparse(self) -> torch.Tensor:
         """The norm of the row-sparse λ gradient, clipped to grad_clip as clip_grad_norm_ would."""
@@ -152,9 +156,9 @@ class LambdaOpt(Regularizer):
 
     def metrics(self) -> dict[str, float]:
         metrics = self.trajectory.summary()
-        if self.valid_losses:
-            metrics["lookahead_valid_loss"] = float(torch.stack(self.valid_losses).mean())
-            self.valid_losses = []
+        if self.valid_loss_steps:
+            metrics["lookahead_valid_loss"] = float(self.valid_loss_sum) / self.valid_loss_steps
+            self.valid_loss_sum, self.valid_loss_steps = torch.zeros((), dtype=torch.float64), 0
         if not all(math.isfinite(v) for v in metrics.values()):
             raise TrainingDiverged("λ became NaN/Inf; lower regularizer.lambda_lr")
         return metrics
@@ -173,8 +177,8 @@ class LambdaOpt(Regularizer):
         if not hasattr(self, "lambda_optimizer"):  # before setup(): nothing learned yet
             return {}
         return {"lambda_optimizer": self.lambda_optimizer.state_dict(), "rng": self.rng.bit_generator.state,
-                "trajectory": self.trajectory.state_dict(), "valid_losses": [v.detach() for v in self.valid_losses],
-                "kind": self.kind}
+                "trajectory": self.trajectory.state_dict(), "valid_loss_sum": self.valid_loss_sum.detach(),
+                "valid_loss_steps": self.valid_loss_steps, "kind": self.kind}
 
     def set_extra_state(self, state: dict) -> None:
         if not state:
@@ -182,4 +186,9 @@ class LambdaOpt(Regularizer):
         self.lambda_optimizer.load_state_dict(state["lambda_optimizer"])
         self.rng.bit_generator.state = state["rng"]
         self.trajectory.load_state_dict(state["trajectory"])
-        self.valid_losses, self.kind = list(state["valid_losses"]), state["kind"]
+        if "valid_losses" in state:  # a checkpoint from before the running sum: the per-step losses
+            losses = [v.double() for v in state["valid_losses"]]
+            self.valid_loss_sum, self.valid_loss_steps = sum(losses, torch.zeros((), dtype=torch.float64)), len(losses)
+        else:
+            self.valid_loss_sum, self.valid_loss_steps = state["valid_loss_sum"], state["valid_loss_steps"]
+        self.kind = state["kind"]
