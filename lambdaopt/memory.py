@@ -11,7 +11,7 @@ Measured on ML-10M-sized data (bench/README.md, "Scaling"): one full-ranking eva
 its start is 1,091 MB without, 603 MB with a trim every 4 chunks (no measurable time), 345 MB every
 chunk (+23 % time: the pages given back are faulted in again); a λOpt-DUI epoch's resident memory
 stays flat with a trim every 64 steps. The trainer calls it every `trainer.release_memory_every`
-steps, the ranking evaluator before its first chunk and every 4 chunks.
+steps; the ranking evaluator, when it has more than 4 chunks, before its first chunk and every 4.
 
 Elsewhere (macOS, musl, Windows) there is no malloc_trim and `release_free_heap` does nothing.
 """

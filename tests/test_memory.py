@@ -6,6 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+import lambdaopt.metrics as metrics_module
 import lambdaopt.trainer as trainer_module
 from lambdaopt.config.core import SplitConfig
 from lambdaopt.data.synthetic import load_synthetic
@@ -65,3 +66,17 @@ def test_trainer_releases_every_n_steps(monkeypatch, every, expected):
                       max_epochs=1, release_memory_every=every)
     trainer.train_epoch()
     assert len(calls) == expected  # 10 steps
+
+
+@pytest.mark.parametrize("chunk_users, expected", [(3, 1 + 2), (1000, 0)])
+def test_evaluator_releases_only_when_long(monkeypatch, chunk_users, expected):
+    """More than 4 chunks: once before the first and after every 4th; a short evaluation never."""
+    dataset = load_synthetic(split=OmegaConf.structured(SplitConfig), n_users=30, n_items=20, rank=2,
+                             mean_interactions=8, min_interactions=5, seed=0)
+    calls = []
+    monkeypatch.setattr(metrics_module, "release_free_heap", lambda: calls.append(1))
+    evaluator = metrics_module.RankingEvaluator(dataset.n_users, dataset.n_items, dataset.test, dataset.train,
+                                                ks=[5], chunk_users=chunk_users)
+    assert len(evaluator.users) == 30  # 10 chunks of 3
+    evaluator(MatrixFactorization(dataset.n_users, dataset.n_items, dim=4))
+    assert len(calls) == expected
