@@ -108,7 +108,8 @@ class Parts:
 
 
 def build_parts(cfg: DictConfig, device: torch.device, init_from: str | None = None) -> Parts:
-    """Seed, then build everything `cfg` names, on `device`; `init_from`: an MLflow run whose weights start the model."""
+    """Seed, then build everything `cfg` names, on `device`; `init_from`: an MLflow run whose weights
+    start the model."""
     seed_everything(cfg.seed)
     dataset = build(cfg.dataset)
     regularizer = build(cfg.regularizer)

@@ -27,11 +27,12 @@ import torch
 from lambdaopt.data.interactions import Interactions
 from lambdaopt.memory import release_free_heap
 
-# Chunks between giving freed heap pages back (lambdaopt/memory.py; also once before the first chunk). Each chunk's buffers differ in size
-# (its users' held-out counts), so unreturned holes pile up: on ML-10M one evaluation's peak above its
-# start was 1,091 MB without, 603 MB every 4 chunks at no measurable cost, 345 MB every chunk at +23 % time
-# (the pages given back are faulted in again by the next chunk). An evaluation of at most 4 chunks does
-# not release at all: one release before ML-100K's single chunk made it 10–25 % slower, for nothing.
+# Chunks between giving freed heap pages back (lambdaopt/memory.py; also once before the first chunk).
+# Each chunk's buffers differ in size (its users' held-out counts), so unreturned holes pile up: on
+# ML-10M one evaluation's peak above its start was 1,091 MB without, 603 MB every 4 chunks at no
+# measurable cost, 345 MB every chunk at +23 % time (the pages given back are faulted in again by the
+# next chunk). An evaluation of at most 4 chunks does not release at all: one release before ML-100K's
+# single chunk made it 10–25 % slower, for nothing.
 RELEASE_EVERY_CHUNKS = 4
 
 

@@ -1,5 +1,6 @@
 """Free heap pages go back to the OS (lambdaopt/memory.py), and the trainer does it every few steps."""
 import ctypes
+import os
 import sys
 
 import pytest
@@ -23,7 +24,7 @@ glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or _malloc_trim(
 
 def resident_mb() -> float:
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 @glibc
@@ -54,10 +55,14 @@ def test_release_is_harmless_without_glibc(monkeypatch):
     assert release_free_heap() is False
 
 
+@pytest.fixture(scope="module")
+def tiny_dataset():
+    return load_synthetic(split=OmegaConf.structured(SplitConfig), n_users=30, n_items=20, rank=2,
+                          mean_interactions=8, min_interactions=5, seed=0)
+
+
 @pytest.mark.parametrize("every, expected", [(2, 5), (0, 0)])
-def test_trainer_releases_every_n_steps(monkeypatch, every, expected):
-    tiny_dataset = load_synthetic(split=OmegaConf.structured(SplitConfig), n_users=40, n_items=30, rank=3,
-                                  mean_interactions=10, min_interactions=5, seed=0)
+def test_trainer_releases_every_n_steps(tiny_dataset, monkeypatch, every, expected):
     calls = []
     monkeypatch.setattr(trainer_module, "release_free_heap", lambda: calls.append(1))
     model = MatrixFactorization(tiny_dataset.n_users, tiny_dataset.n_items, dim=4)
@@ -69,10 +74,9 @@ def test_trainer_releases_every_n_steps(monkeypatch, every, expected):
 
 
 @pytest.mark.parametrize("chunk_users, expected", [(3, 1 + 2), (1000, 0)])
-def test_evaluator_releases_only_when_long(monkeypatch, chunk_users, expected):
+def test_evaluator_releases_only_when_long(tiny_dataset, monkeypatch, chunk_users, expected):
     """More than 4 chunks: once before the first and after every 4th; a short evaluation never."""
-    dataset = load_synthetic(split=OmegaConf.structured(SplitConfig), n_users=30, n_items=20, rank=2,
-                             mean_interactions=8, min_interactions=5, seed=0)
+    dataset = tiny_dataset
     calls = []
     monkeypatch.setattr(metrics_module, "release_free_heap", lambda: calls.append(1))
     evaluator = metrics_module.RankingEvaluator(dataset.n_users, dataset.n_items, dataset.test, dataset.train,

@@ -139,7 +139,7 @@ def one_step_hypergrad(model, objective, problem, lam: LambdaTables, kind, hp) -
     truncated and fully second-order hypergradients coincide). With g = ∇L_fit(θ_t) + 2·c·λ⊙θ_t/B
     (c: occurrences of the row in the train batch) and θ' = step(θ_t, g):
 
-        dL_val/dλ = Σ_rows  G' ⊙ J ⊙ ∂g/∂λ,   G' = ∇_θ' L_val(θ'),   J = ∂θ'/∂g (lookahead.step_derivative)
+        dL_val/dλ = Σ_rows  G' ⊙ J ⊙ ∂g/∂λ,   G' = ∇_θ' L_val(θ'),   J = ∂θ'/∂g (lookahead.step_and_derivative)
 
     J is diagonal because every supported optimizer updates elementwise, so no graph through the
     optimizer step is built: one backward of L_val at θ' gives G', and the last product — linear in

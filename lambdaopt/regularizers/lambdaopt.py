@@ -60,7 +60,7 @@ class LambdaOpt(Regularizer):
         # Running sum of the look-ahead validation losses since the last metrics(): a sum, not a list of
         # per-step scalars, whose thousands of tiny live allocations pin heap pages (memory.py) — an
         # ML-10M-sized epoch grew ~10 MB per 100 steps with the list.
-        self.valid_loss_sum, self.valid_loss_steps = torch.zeros((), dtype=torch.float64), 0
+        self._reset_valid_loss()
         self.kind: str | None = None
 
     # ------------------------------------------------------------------ setup
@@ -142,6 +142,9 @@ class LambdaOpt(Regularizer):
         self.valid_loss_sum = self.valid_loss_sum.to(loss.device) + loss.detach()  # no device sync per step
         self.valid_loss_steps += 1
 
+    def _reset_valid_loss(self) -> None:
+        self.valid_loss_sum, self.valid_loss_steps = torch.zeros((), dtype=torch.float64), 0
+
     def _clip_sparse(self) -> torch.Tensor:
         """The norm of the row-sparse λ gradient, clipped to grad_clip as clip_grad_norm_ would."""
         params = [p for p in self.lam.parameters() if p.grad is not None]
@@ -158,7 +161,7 @@ class LambdaOpt(Regularizer):
         metrics = self.trajectory.summary()
         if self.valid_loss_steps:
             metrics["lookahead_valid_loss"] = float(self.valid_loss_sum) / self.valid_loss_steps
-            self.valid_loss_sum, self.valid_loss_steps = torch.zeros((), dtype=torch.float64), 0
+            self._reset_valid_loss()
         if not all(math.isfinite(v) for v in metrics.values()):
             raise TrainingDiverged("λ became NaN/Inf; lower regularizer.lambda_lr")
         return metrics
@@ -187,8 +190,9 @@ class LambdaOpt(Regularizer):
         self.rng.bit_generator.state = state["rng"]
         self.trajectory.load_state_dict(state["trajectory"])
         if "valid_losses" in state:  # a checkpoint from before the running sum: the per-step losses
-            losses = [v.double() for v in state["valid_losses"]]
-            self.valid_loss_sum, self.valid_loss_steps = sum(losses, torch.zeros((), dtype=torch.float64)), len(losses)
+            self._reset_valid_loss()
+            for loss in state["valid_losses"]:
+                self.valid_loss_sum, self.valid_loss_steps = self.valid_loss_sum + loss, self.valid_loss_steps + 1
         else:
             self.valid_loss_sum, self.valid_loss_steps = state["valid_loss_sum"], state["valid_loss_steps"]
         self.kind = state["kind"]
