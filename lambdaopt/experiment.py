@@ -113,8 +113,8 @@ def build_parts(cfg: DictConfig, device: torch.device, init_from: str | None = N
     seed_everything(cfg.seed)
     dataset = build(cfg.dataset)
     regularizer = build(cfg.regularizer)
-    # objective + evaluators for ranking, ratings or completion (with the validation share λ may learn from)
-    task = select_task(cfg, dataset, device, validation_share=regularizer.validation_share)
+    # objective + evaluators for ranking, ratings or completion (with the data λ may learn from)
+    task = select_task(cfg, dataset, device, regularizer)
     model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items)
     if init_from:
         warm_start(model, init_from, cfg.tracking.uri)
