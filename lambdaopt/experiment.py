@@ -95,6 +95,7 @@ class ExperimentResult:
     valid: dict[str, float]  # at the selected epoch, on the selection part of validation
     best_epoch: int
     run_id: str | None
+    monitor: str = ""  # the validation metric the epoch was selected on (trainer.monitor resolved)
 
 
 @dataclass
@@ -199,7 +200,7 @@ def run(cfg: DictConfig) -> ExperimentResult:
     if tracker.run_id is not None:
         print(f"MLflow run {tracker.run_id} in experiment '{cfg.tracking.experiment}'; browse with:\n"
               f"  mlflow ui --backend-store-uri {cfg.tracking.uri} -w 1")
-    return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id)
+    return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id, task.monitor)
 
 
 def _sweeper_optimizes() -> bool:
@@ -225,7 +226,7 @@ def hydra_task(cfg: DictConfig):
     try:
         result = run(cfg)
         if _sweeper_optimizes():
-            return result.valid[cfg.trainer.monitor]
+            return result.valid[result.monitor]  # the resolved metric: trainer.monitor may say `auto`
         return result.test
     except TrainingInterrupted as interrupted:
         print(f"error: {interrupted}", file=sys.stderr)
