@@ -218,7 +218,7 @@ def lambdaopt_rows(uri: str, experiment: str, parent: str, fingerprint: str, met
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides of lambdaopt's config (dataset=..., model.dim=...)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of lambdaopt's config (dataset=..., model.dim=)")
     parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-iter", type=int, default=200, help="epochs per grid point")

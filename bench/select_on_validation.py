@@ -69,12 +69,12 @@ def main() -> int:
     def test_values(run):
         return [run.data.metrics.get(f"test/{mlflow_key(c)}", float("nan")) for c in columns]
 
-    header = f"{'seed':>5} {args.param:>16} {('valid ' + args.monitor):>14}" + "".join(f"{'test ' + c:>14}" for c in columns)
-    print(header)
+    print(f"{'seed':>5} {args.param:>16} {('valid ' + args.monitor):>14}" + "".join(f"{'test ' + c:>14}" for c in columns))
     for run in sorted(runs, key=lambda r: (r.data.params.get("seed", "0"), float(r.data.params.get(args.param, "nan")))):
         mark = " *" if run.info.run_id in chosen else ""
         print(f"{run.data.params.get('seed', '0'):>5} {run.data.params.get(args.param, '?'):>16} "
-              f"{run.data.metrics.get(monitor, float('nan')):>14.4f}" + "".join(f"{v:>14.4f}" for v in test_values(run)) + mark)
+              f"{run.data.metrics.get(monitor, float('nan')):>14.4f}"
+              + "".join(f"{v:>14.4f}" for v in test_values(run)) + mark)
     values = np.array([test_values(r) for r in selected.values()])
     spread = values.std(axis=0) if len(values) > 1 else None
     print(f"{'selected':>5} {'(per seed)':>16} {'':>14}" + "".join(

@@ -61,7 +61,8 @@ class Trainer:
 
     def __init__(self, model, regularizer, optimizer, objective, valid_evaluator, tracker, *,
                  max_epochs: int, eval_every: int = 1, patience: int = 5, monitor: str = "ndcg@10",
-                 mode: str = "max", min_delta: float = 0.0, smoothing: int = 1, min_epochs: int = 0, stop_loss: float = 0.0, seed: int = 0,
+                 mode: str = "max", min_delta: float = 0.0, smoothing: int = 1, min_epochs: int = 0,
+                 stop_loss: float = 0.0, seed: int = 0,
                  check_finite_grads: bool = False, release_memory_every: int = 64, checkpointer=None, **_unused):
         self.model, self.regularizer, self.optimizer = model, regularizer, optimizer
         self.objective, self.valid_evaluator, self.tracker = objective, valid_evaluator, tracker

@@ -53,8 +53,8 @@ def carve_holdout(train: Interactions, n_users: int, method: str, ratio: float, 
 
 def lambda_data_split(train: Interactions, valid: Interactions, n_users: int, method: str, share: float,
                       seed: int = 0) -> tuple[Interactions, Interactions, Interactions, Interactions]:
-    """(fit, λ's share of validation, λ's training holdout, selection data) for learned λ, so that every user with held-out data contributes
-    to λ's hypergradient while epoch selection is judged on interactions λ never saw.
+    """(fit, λ's share of validation, λ's training holdout, selection data) for learned λ, so that every
+    user with held-out data contributes to λ's hypergradient while epoch selection is judged on interactions λ never saw.
 
     A user with n ≥ 2 validation interactions gives λ a random round(share · n) of them (clipped to
     1 … n − 1; seeded) and keeps the rest for selection. (Giving λ the earliest ones instead, so that

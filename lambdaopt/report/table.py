@@ -134,7 +134,8 @@ def to_markdown(table: pd.DataFrame, metrics: list[str]) -> str:
     """A Markdown table: `mean ± std` per metric, the best per column in bold, then seeds, runs, compute."""
     best = best_rows(table, metrics)
     show_lam = table["selected_lam"].astype(bool).any()
-    header = ["", *map(display_name, metrics), "seeds", "runs", "compute"] + (["selected λ (per seed)"] if show_lam else [])
+    header = ["", *map(display_name, metrics), "seeds", "runs", "compute"]
+    header += ["selected λ (per seed)"] if show_lam else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row, entry in table.iterrows():
         cells = [row]
