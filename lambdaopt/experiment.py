@@ -79,8 +79,9 @@ def _hydra_context() -> tuple[list[str], dict[str, str]]:
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A small fixed-width table: one row per entry of `rows`, one column per metric (blank where a row
-    lacks it, e.g. spectrum metrics tracked on validation only); σ_i stay in MLflow."""
-    columns = list(dict.fromkeys(c for values in rows.values() for c in values if not c.startswith("sigma_")))
+    lacks it, e.g. spectrum metrics tracked on validation only); σ_i and the smoothed monitor stay in MLflow."""
+    columns = list(dict.fromkeys(c for values in rows.values() for c in values
+                                 if not c.startswith("sigma_") and not c.endswith("_smoothed")))
     width = max(10, *(len(c) + 1 for c in columns))
     lines = [" " * 12 + "".join(f"{c:>{width}}" for c in columns)]
     for label, values in rows.items():
