@@ -79,8 +79,9 @@ def _hydra_context() -> tuple[list[str], dict[str, str]]:
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A small fixed-width table: one row per entry of `rows`, one column per metric (blank where a row
-    lacks it, e.g. spectrum metrics tracked on validation only); σ_i stay in MLflow."""
-    columns = list(dict.fromkeys(c for values in rows.values() for c in values if not c.startswith("sigma_")))
+    lacks it, e.g. spectrum metrics tracked on validation only); σ_i and the smoothed monitor stay in MLflow."""
+    columns = list(dict.fromkeys(c for values in rows.values() for c in values
+                                 if not c.startswith("sigma_") and not c.endswith("_smoothed")))
     width = max(10, *(len(c) + 1 for c in columns))
     lines = [" " * 12 + "".join(f"{c:>{width}}" for c in columns)]
     for label, values in rows.items():
@@ -95,6 +96,7 @@ class ExperimentResult:
     valid: dict[str, float]  # at the selected epoch, on the selection part of validation
     best_epoch: int
     run_id: str | None
+    monitor: str = ""  # the validation metric the epoch was selected on (trainer.monitor resolved)
 
 
 @dataclass
@@ -113,8 +115,8 @@ def build_parts(cfg: DictConfig, device: torch.device, init_from: str | None = N
     seed_everything(cfg.seed)
     dataset = build(cfg.dataset)
     regularizer = build(cfg.regularizer)
-    # objective + evaluators for ranking, ratings or completion (with the validation share λ may learn from)
-    task = select_task(cfg, dataset, device, validation_share=regularizer.validation_share)
+    # objective + evaluators for ranking, ratings or completion (with the data λ may learn from)
+    task = select_task(cfg, dataset, device, regularizer)
     model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items)
     if init_from:
         warm_start(model, init_from, cfg.tracking.uri)
@@ -199,7 +201,7 @@ def run(cfg: DictConfig) -> ExperimentResult:
     if tracker.run_id is not None:
         print(f"MLflow run {tracker.run_id} in experiment '{cfg.tracking.experiment}'; browse with:\n"
               f"  mlflow ui --backend-store-uri {cfg.tracking.uri} -w 1")
-    return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id)
+    return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id, task.monitor)
 
 
 def _sweeper_optimizes() -> bool:
@@ -225,7 +227,7 @@ def hydra_task(cfg: DictConfig):
     try:
         result = run(cfg)
         if _sweeper_optimizes():
-            return result.valid[cfg.trainer.monitor]
+            return result.valid[result.monitor]  # the resolved metric: trainer.monitor may say `auto`
         return result.test
     except TrainingInterrupted as interrupted:
         print(f"error: {interrupted}", file=sys.stderr)

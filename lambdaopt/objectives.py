@@ -20,29 +20,32 @@ def bpr_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor) -> to
 
 
 class BPRObjective:
-    """BPR on (u, i, j) triples: every training positive once per epoch with a fresh uniform negative
-    that the user never interacted with in training. Validation triples (for learned λ) pair
-    validation positives with negatives outside the user's train ∪ validation items."""
+    """BPR on (u, i, j) triples: every positive of `fit` (default: the whole training split) once per
+    epoch with a fresh uniform negative that the user never interacted with in training. λ's
+    validation triples (for learned λ) pair positives of `lambda_valid` (default: the validation
+    split; tasks.py passes a holdout carved from training) with negatives outside the user's
+    training items and `lambda_valid` items — never excluding the data epoch selection is judged on,
+    whose items would otherwise be told apart from every other non-training item by λ's signal."""
 
-    def __init__(self, dataset: SplitDataset, batch_size: int, device: torch.device, lambda_valid=None):
+    def __init__(self, dataset: SplitDataset, batch_size: int, device: torch.device, lambda_valid=None, fit=None):
         self.dataset, self.batch_size, self.device = dataset, batch_size, device
-        # the validation interactions learned-λ methods draw from (all of them unless a share is held out)
+        self.fit = dataset.train if fit is None else fit  # what the model trains on
         self.lambda_valid = dataset.valid if lambda_valid is None else lambda_valid
         self.train_sampler = NegativeSampler(dataset.n_users, dataset.n_items, dataset.train)
-        self.valid_sampler = NegativeSampler(dataset.n_users, dataset.n_items, dataset.train.concat(dataset.valid))
+        self.valid_sampler = NegativeSampler(dataset.n_users, dataset.n_items, dataset.train.concat(self.lambda_valid))
 
     def _to_device(self, arrays) -> Batch:
         return tuple(torch.as_tensor(a, device=self.device) for a in arrays)
 
     def batches(self, rng: np.random.Generator) -> Iterator[Batch]:
         """One epoch of shuffled training triples, moved to the device once and sliced into batches."""
-        users, positives, negatives = self._to_device(bpr_triples(self.dataset.train, self.train_sampler, rng))
+        users, positives, negatives = self._to_device(bpr_triples(self.fit, self.train_sampler, rng))
         for start in range(0, len(users), self.batch_size):
             stop = start + self.batch_size
             yield users[start:stop], positives[start:stop], negatives[start:stop]
 
     def n_batches(self) -> int:
-        return -(-len(self.dataset.train) // self.batch_size)
+        return -(-len(self.fit) // self.batch_size)
 
     def valid_batch(self, rng: np.random.Generator, size: int) -> Batch:
         """`size` validation triples drawn with replacement (the look-ahead target of learned λ)."""

@@ -15,13 +15,13 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lambdaopt.completion.data import CompletionData
 from lambdaopt.completion.metrics import CompletionEvaluator, SpectrumTrajectory
 from lambdaopt.completion.objective import FullBatchMSE
 from lambdaopt.config.monitor import resolve_monitor, task_kind
-from lambdaopt.data.splits import split_validation
+from lambdaopt.data.splits import carve_holdout, lambda_data_split, split_validation
 from lambdaopt.errors import ConfigError
 from lambdaopt.metrics import RankingEvaluator
 from lambdaopt.objectives import BPRObjective
@@ -60,12 +60,14 @@ class Task:
                 tracker.log_file(path)
 
 
-def select_task(cfg: DictConfig, dataset, device: torch.device, validation_share: float | None = None) -> Task:
+def select_task(cfg: DictConfig, dataset, device: torch.device, regularizer=None) -> Task:
     """The objective and evaluators for `dataset`, as named by `dataset.feedback` (see the table above).
 
-    For ranking, a regularizer that learns from validation (`validation_share`) gets that share of the
-    validation interactions (`objective.valid_batch`); model selection uses the rest, with the learned
-    share excluded like training items (they are known to the user, not negatives).
+    For ranking, a regularizer that learns λ from held-out data (`regularizer.lambda_data`) gets it as
+    `objective.valid_batch`: with "holdout", a share of each user's training interactions carved out of
+    the training triples (sized per split method), and model selection uses the whole validation split;
+    with "validation", a share of the validation interactions, and selection uses the rest with the
+    learned share excluded like training items (they are known to the user, not negatives).
     """
     kind = task_kind(cfg)
     monitor, mode = resolve_monitor(cfg)
@@ -98,10 +100,24 @@ def select_task(cfg: DictConfig, dataset, device: torch.device, validation_share
             f"evaluation.ks={list(cfg.evaluation.ks)} asks for K > {dataset.n_items} items in "
             f"dataset '{dataset.name}': use values ≤ {dataset.n_items}"
         )
-    learn_valid, select_valid = split_validation(dataset.valid, validation_share, cfg.seed)
-    objective = BPRObjective(dataset, trainer.batch_size, device, lambda_valid=learn_valid)
+    source = getattr(regularizer, "lambda_data", None)
+    fit, learn, select_valid, select_excluded = dataset.train, None, dataset.valid, dataset.train
+    method = OmegaConf.select(cfg, "dataset.split.method", default="temporal")
+    data_seed = OmegaConf.select(cfg, "dataset.seed", default=0)
+    if source == "split":
+        fit, learn_valid, holdout, select_valid = lambda_data_split(
+            dataset.train, dataset.valid, dataset.n_users, method, regularizer.validation_share, data_seed)
+        learn, select_excluded = learn_valid.concat(holdout), dataset.train.concat(learn_valid)
+        description += (f", λ learns from {len(learn_valid)} validation + {len(holdout)} held-out training "
+                        f"interactions, {len(select_valid)} select the epoch")
+    elif source == "holdout":
+        fit, learn = carve_holdout(dataset.train, dataset.n_users, method, regularizer.holdout_ratio, data_seed)
+        description += f", λ learns from {len(learn)} held-out training interactions"
+    elif source == "validation":
+        learn, select_valid = split_validation(dataset.valid, regularizer.validation_share, cfg.seed)
+        select_excluded = dataset.train if select_valid is learn else dataset.train.concat(learn)
+    objective = BPRObjective(dataset, trainer.batch_size, device, lambda_valid=learn, fit=fit)
     evaluation = dict(ks=cfg.evaluation.ks, chunk_users=cfg.evaluation.chunk_users, device=device)
-    select_excluded = dataset.train if select_valid is learn_valid else dataset.train.concat(learn_valid)
     valid = RankingEvaluator(dataset.n_users, dataset.n_items, select_valid, select_excluded, **evaluation)
     test = RankingEvaluator(dataset.n_users, dataset.n_items, dataset.test, dataset.train.concat(dataset.valid),
                             **evaluation)

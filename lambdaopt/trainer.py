@@ -40,6 +40,14 @@ class Trainer:
     of `monitor` larger than `min_delta` (in the direction `mode`: max or min), or once the last
     step's training loss is ≤ `stop_loss` (0 disables it); restores the weights of the best evaluation.
 
+    Selection and stopping read the mean of `monitor` over the last `smoothing` evaluations, and an
+    evaluation is a candidate only once that window is full and `min_epochs` are done (a run that ends
+    before any candidate keeps its last epoch); patience counts candidates only. Why:
+    on ranking data a barely trained model is a popularity ranker whose validation NDCG can spike in
+    epochs 1–2 above everything until much later; judged on raw values, patience then decided which λ
+    won. A window of 3 averages the spike with the dip after it. The weights kept are those at the end
+    of the best window; `best_valid` holds that epoch's raw metrics.
+
     An epoch is whatever `objective.batches` yields: every training triple once for BPR, or
     `steps_per_epoch` full-batch steps for completion. The evaluator's metrics are logged under its
     `log_prefix` (default `valid`).
@@ -53,12 +61,14 @@ class Trainer:
 
     def __init__(self, model, regularizer, optimizer, objective, valid_evaluator, tracker, *,
                  max_epochs: int, eval_every: int = 1, patience: int = 5, monitor: str = "ndcg@10",
-                 mode: str = "max", min_delta: float = 0.0, stop_loss: float = 0.0, seed: int = 0,
+                 mode: str = "max", min_delta: float = 0.0, smoothing: int = 1, min_epochs: int = 0,
+                 stop_loss: float = 0.0, seed: int = 0,
                  check_finite_grads: bool = False, release_memory_every: int = 64, checkpointer=None, **_unused):
         self.model, self.regularizer, self.optimizer = model, regularizer, optimizer
         self.objective, self.valid_evaluator, self.tracker = objective, valid_evaluator, tracker
         self.max_epochs, self.eval_every, self.patience = max_epochs, eval_every, patience
-        self.monitor, self.min_delta, self.stop_loss = monitor, min_delta, stop_loss
+        self.monitor, self.min_delta, self.stop_loss, self.smoothing = monitor, min_delta, stop_loss, smoothing
+        self.min_epochs = min_epochs
         self.check_finite_grads, self.checkpointer = check_finite_grads, checkpointer
         self.release_memory_every = release_memory_every
         if mode not in ("max", "min"):
@@ -165,24 +175,48 @@ class Trainer:
         self.regularizer.on_train_end(self.tracker)
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        else:  # no candidate yet (a run shorter than min_epochs or the window): the last evaluation's model
+            self._select_last_evaluation()
         return FitResult(self.best_epoch, self.best_valid, self.epoch, self.history, self.train_seconds)
+
+    def _smoothed(self, value: float) -> tuple[float, bool]:
+        """(mean of `monitor` over the last `smoothing` evaluations ending with `value`, window full?)."""
+        key = f"{self.prefix}/{self.monitor}"
+        window = ([h[key] for h in self.history if key in h] + [value])[-self.smoothing:]
+        return sum(window) / len(window), len(window) == self.smoothing
 
     def _evaluate_epoch(self, epoch: int, train_loss: float, epoch_seconds: float) -> dict[str, float]:
         valid = self.evaluate()
         record = {f"{self.prefix}/{name}": value for name, value in valid.items()}
         record.update({f"reg/{name}": value for name, value in self.regularizer.metrics().items()})
         self.regularizer.on_evaluation(epoch, self.tracker)
-        improved = self.sign * valid[self.monitor] > self.best_score + self.min_delta
+        smoothed, full = self._smoothed(valid[self.monitor])
+        if self.smoothing > 1:
+            record[f"{self.prefix}/{self.monitor}_smoothed"] = smoothed
+        candidate = full and epoch >= self.min_epochs
+        improved = candidate and self.sign * smoothed > self.best_score + self.min_delta
         if improved:
-            self.best_score, self.best_epoch, self.best_valid = self.sign * valid[self.monitor], epoch, valid
+            # the smoothed value too: what the epoch was selected on, and what a grid is selected on (report)
+            extra = {f"{self.monitor}_smoothed": smoothed} if self.smoothing > 1 else {}
+            self.best_score, self.best_epoch, self.best_valid = self.sign * smoothed, epoch, {**valid, **extra}
             self.best_state = copy.deepcopy(self.model.state_dict())
             self.evaluations_since_best = 0
-        else:
+        elif candidate:
             self.evaluations_since_best += 1
         headline = f"{self.prefix} auc {valid['auc']:.4f} " if "auc" in valid else f"{self.prefix} "
-        log.info("epoch %3d | loss %.4g | %s%s %.4g%s | %.2fs", epoch, train_loss, headline,
-                 self.monitor, valid[self.monitor], " *" if improved else "", epoch_seconds)
+        mean = f" (mean of last {self.smoothing} {smoothed:.4g})" if self.smoothing > 1 and full else ""
+        log.info("epoch %3d | loss %.4g | %s%s %.4g%s%s | %.2fs", epoch, train_loss, headline,
+                 self.monitor, valid[self.monitor], mean, " *" if improved else "", epoch_seconds)
         return record
+
+    def _select_last_evaluation(self) -> None:
+        """The model as it is, reported as selected at its last evaluation (always the last epoch: fit()
+        evaluates the last one). Nothing is stored, so a resumed run with more epochs selects as usual."""
+        last = next((h for h in reversed(self.history) if f"{self.prefix}/{self.monitor}" in h), None)
+        if last is not None:
+            prefix = f"{self.prefix}/"
+            self.best_epoch = last["epoch"]
+            self.best_valid = {k[len(prefix):]: v for k, v in last.items() if k.startswith(prefix)}
 
     def _save_checkpoint(self, started: float) -> None:
         if self.checkpointer is not None:

@@ -33,7 +33,7 @@ CASES = {
     # ---- config values: ours, one line naming the key, the value and what is allowed
     "zero learning rate": ("run.py", [*TINY, "optimizer.lr=0"], None, "optimizer.lr=0.0 is not allowed: use a number > 0", "ours"),
     "negative dim": ("run.py", [*TINY, "model.dim=-3"], None, "model.dim=-3 is not allowed", "ours"),
-    "Adam beta of 1": ("run.py", [*TINY, "optimizer.betas=[0.9,1.0]"], None, "optimizer.betas=[0.9, 1.0]", "ours"),
+    "Adam beta of 1": ("run.py", [*TINY, "optimizer=adam", "optimizer.betas=[0.9,1.0]"], None, "optimizer.betas=[0.9, 1.0]", "ours"),
     "zero epochs": ("run.py", [*TINY, "trainer.max_epochs=0"], None, "trainer.max_epochs=0", "ours"),
     "negative seed": ("run.py", [*TINY, "seed=-1"], None, "seed=-1 is not allowed: use an integer >= 0", "ours"),
     "zero threads": ("run.py", [*TINY, "num_threads=0"], None, "num_threads=0", "ours"),

@@ -18,7 +18,7 @@ SETUPS = {
     "neumf with dropout (torch RNG)": [*TINY, "model=neumf", "model.dim=8", "model.mlp_dim=8", "model.layers=[8]",
                                       "model.dropout=0.3"],
     "bpr + amf": [*TINY, "regularizer=amf"],
-    "explicit ratings": [*TINY, "dataset.feedback=explicit", "regularizer=fixed"],
+    "explicit ratings": [*TINY, "dataset.feedback=explicit", "regularizer=fixed", "optimizer=adam"],
     "completion, full batch": ["dataset=lowrank", "dataset.n=12", "dataset.rank=2", "dataset.n_train_samples=80",
                                "trainer.steps_per_epoch=10", "evaluation.spectrum_top_k=3", "model=deep_mf",
                                "model.depth=3", "optimizer=group_rmsprop", "optimizer.lr=1e-2"],

@@ -45,7 +45,7 @@ def test_sensing_svd_mf_and_nuclear_norm_run_in_process():
 def test_explicit_ratings_beat_the_mean_rating():
     overrides = ["dataset.feedback=explicit", "dataset.n_users=150", "dataset.n_items=120",
                  "dataset.mean_interactions=15", "model.dim=8", "model.user_bias=true", "model.item_bias=true",
-                 "optimizer.lr=1e-2", "trainer.max_epochs=15", "trainer.batch_size=256", "tracking.enabled=false"]
+                 "optimizer=adam", "optimizer.lr=1e-2", "trainer.max_epochs=15", "trainer.batch_size=256", "tracking.enabled=false"]
     test = run(compose_config(overrides)).test
     assert set(test) == {"rmse", "mae", "mse"}
     assert test["rmse"] < 1.41  # ratings are quintiles 1–5: predicting the mean gives RMSE √2

@@ -87,7 +87,7 @@ def test_random_split_is_seeded_and_explicit_keeps_ratings(ml100k_cache):
 def test_short_real_experiment_beats_popularity(ml100k_cache, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = compose_config(["dataset=ml-100k", f"dataset.cache_dir={ml100k_cache}", "model.dim=64",
-                          "trainer.max_epochs=4", "evaluation.ks=[10,100]", f"tracking.uri={uri}",
+                          "trainer.max_epochs=15", "evaluation.ks=[10,100]", f"tracking.uri={uri}",
                           f"tracking.artifact_location={tmp_path}/artifacts", "tracking.log_model=false"])
     test = run(cfg).test
     dataset = load_dataset("ml-100k", cache_dir=ml100k_cache, min_user_interactions=3, split=TEMPORAL)

@@ -76,7 +76,8 @@ def test_sigkill_after_an_epoch_then_resume_gives_identical_metrics(tmp_path, re
 
 def test_sigterm_mid_epoch_checkpoints_ends_killed_and_resume_last_is_exact(tmp_path):
     # many small steps per epoch and no early stop, so the signal lands inside an epoch
-    args = [*TINY, "trainer.max_epochs=60", "trainer.batch_size=32", "trainer.patience=0",
+    # (SGD's lr is per batch-mean loss: 1.5 at batch 32 is the default 50 at 1024)
+    args = [*TINY, "trainer.max_epochs=60", "trainer.batch_size=32", "optimizer.lr=1.5", "trainer.patience=0",
             "trainer.stop_loss=0", "regularizer=lambdaopt_dui"]
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     straight.mkdir(), interrupted.mkdir()

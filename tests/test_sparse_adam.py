@@ -63,11 +63,12 @@ def test_sparse_adam_moves_only_the_rows_in_the_batch(setup):
 
 @pytest.mark.slow
 def test_cli_sparse_adam_trains_and_rejects_what_it_cannot_update(tmp_path):
-    result = run_cli([*TINY, "optimizer=sparse_adam"], tmp_path)
+    result = run_cli([*TINY, "optimizer=sparse_adam", "model.item_bias=false"], tmp_path)
     assert result.returncode == 0, result.stderr
     result = run_cli([*TINY, "regularizer=lambdaopt_dui", "regularizer.lambda_optimizer=sparse_adam"], tmp_path)
-    assert result.returncode == 0, result.stderr  # λ rows updated lazily; the model keeps dense Adam
-    for args, needle in (([*TINY, "regularizer=lambdaopt_dui"], "regularizer=none or fixed"),
+    assert result.returncode == 0, result.stderr  # λ rows updated lazily; the model keeps its dense optimizer
+    for args, needle in (([*TINY, "regularizer=lambdaopt_dui", "model.item_bias=false"], "regularizer=none or fixed"),
+                         ([*TINY], "item_bias"),
                          ([*TINY, "model.user_bias=true"], "user_bias"),
                          (["dataset=lowrank", "model=mf", "trainer.max_epochs=1"], "full matrix")):
         result = run_cli([*args, "optimizer=sparse_adam"], tmp_path)

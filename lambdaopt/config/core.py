@@ -44,7 +44,7 @@ class MFConfig:
     dim: int = field_with(64, positive())
     init_std: float = field_with(0.01, positive())
     user_bias: bool = False
-    item_bias: bool = False
+    item_bias: bool = True
 
 
 @dataclass
@@ -55,14 +55,14 @@ class NoRegularizerConfig:
 @dataclass
 class FixedRegularizerConfig:
     _target_: str = "lambdaopt.regularizers.fixed.FixedL2"
-    lam: float = field_with(1e-2, non_negative())
+    lam: float = field_with(5e-3, non_negative())
 
 
 @dataclass
 class SGDConfig:
     _target_: str = "torch.optim.SGD"
     _partial_: bool = True
-    lr: float = field_with(0.05, positive())
+    lr: float = field_with(50.0, positive())
     momentum: float = field_with(0.0, non_negative())
     dampening: float = field_with(0.0, non_negative())
     nesterov: bool = False
@@ -121,16 +121,22 @@ class SparseAdamConfig:
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = field_with(40, positive())
+    max_epochs: int = field_with(100, positive())
     batch_size: int = field_with(1024, positive())
     eval_every: int = field_with(1, positive())
     # Stop after `patience` evaluations without improvement of `monitor` on validation; 0 = never stop early.
-    patience: int = field_with(5, non_negative())
+    patience: int = field_with(10, non_negative())
     # auto: ndcg@10 for implicit feedback, rmse for explicit ratings, train_mse for completion.
     monitor: str = "auto"
     # Whether a larger monitored value is better; auto: min for errors (rmse, mae, *_mse, ...), else max.
     mode: str = field_with("auto", one_of("auto", "max", "min"))
     min_delta: float = field_with(0.0, non_negative())
+    # Select and stop on the mean of the monitored metric over the last `smoothing` evaluations (1 = the
+    # raw value): an early one-epoch spike (a popularity-like model before personalization) can then no
+    # longer be selected, nor end training before the real optimum (trainer.py, _evaluate_epoch).
+    smoothing: int = field_with(3, positive())
+    # Epochs of warm-up: none before this is selected and training does not stop early before it.
+    min_epochs: int = field_with(10, non_negative())
     # Stop once the last step's training loss is ≤ stop_loss (0 = never); the deep-MF papers stop at 1e-6.
     stop_loss: float = field_with(1e-6, non_negative())
     # Gradient steps per epoch for full-batch objectives (completion; explicit ratings with full_batch).

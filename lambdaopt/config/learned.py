@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from lambdaopt.config.checks import field_with, non_negative, one_of, optional_positive, positive, share
+from lambdaopt.config.checks import field_with, non_negative, one_of, open_unit, optional_positive, positive, share
 from lambdaopt.regularizers.lambdas import GRANULARITIES
 
 
@@ -17,7 +17,7 @@ class LambdaOptConfig:
     nonneg: str = field_with("clamp", one_of("clamp", "softplus", "exp"))
     # sparse_adam: lazy Adam on the λ rows of the batch only (per-user/item λ, clamp, truncated K=1) — for large tables
     lambda_optimizer: str = field_with("adam", one_of("adam", "sgd", "sparse_adam"))
-    lambda_lr: float = field_with(1e-3, positive())
+    lambda_lr: float = field_with(1e-4, positive())
     amsgrad: bool = True
     grad_clip: Optional[float] = field_with(1.0, optional_positive())
     update_every: int = field_with(1, positive())
@@ -30,7 +30,13 @@ class LambdaOptConfig:
     ift_alpha: float = field_with(1.0, positive())
     valid_batch_size: Optional[int] = field_with(None, optional_positive())
     snapshot_every: int = field_with(1, positive())
-    # share of validation interactions λ learns from; the rest selects the epoch (1 = the paper: same data for both)
+    # where λ's validation signal comes from (regularizers/base.py): split = per user, the earlier part of the
+    # validation interactions (a user with one: the latest training interaction), the rest selects the epoch;
+    # holdout = a share of every user's training interactions; validation = a random share of validation
+    lambda_data: str = field_with("split", one_of("split", "holdout", "validation"))
+    holdout_ratio: float = field_with(0.1, open_unit())
+    # split / validation: the share of validation λ learns from; the rest selects the epoch (validation with 1:
+    # the paper's protocol, the same data for both)
     validation_share: float = field_with(0.5, share())
     # look ahead through the model's own optimizer (λOpt) or through plain SGD at its lr (SGDA)
     lookahead: str = field_with("model", one_of("model", "sgd"))

@@ -9,11 +9,19 @@ class Regularizer(nn.Module):
     """`penalty` is added to the training loss of every batch; `update` runs before each model step
     (learned-λ methods adjust λ there); `metrics` is logged at every evaluation.
 
-    `validation_share`: for methods that learn from validation triples, the share of the validation
-    interactions they may see; the rest is kept apart for model selection (early stopping), so the
-    selected epoch is not chosen on data λ was fitted to. None: the regularizer never reads validation.
+    Where learned λ gets its validation signal (`lambda_data`), read by the task before `setup`
+    (data/splits.py): None: the regularizer never reads held-out data. "split": per user, the earlier
+    `validation_share` of the validation interactions, the rest selecting the epoch; a user with one
+    validation interaction (all of them under leave-one-out) lends λ its latest training interaction
+    instead, removed from the training triples — so every user with held-out data contributes and
+    selection is judged on interactions λ never saw. "holdout": a share `holdout_ratio` of every
+    user's training interactions, removed from the training triples; selection uses all of validation.
+    "validation": a random share `validation_share` of the validation interactions, the rest kept
+    for selection (1 = the paper's protocol: the same data for both).
     """
 
+    lambda_data: str | None = None
+    holdout_ratio: float = 0.1
     validation_share: float | None = None
 
     def setup(self, model: nn.Module, objective) -> None:

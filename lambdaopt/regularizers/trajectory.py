@@ -46,7 +46,14 @@ class LambdaTrajectory:
     def summary(self) -> dict[str, float]:
         metrics = {}
         for role in ("user", "item"):
-            metrics.update({f"{role}/{k}": v for k, v in lambda_summary(self.lam.role_values(role)).items()})
+            values = self.lam.role_values(role)
+            metrics.update({f"{role}/{k}": v for k, v in lambda_summary(values).items()})
+            if self.lam.per_entity[role] and values.dim() == 2:
+                # λ rows of entities with training data that are 0 in every dimension: with init 0 these are
+                # the λ that never moved (no λ data) or sit at the bound in full; lambda_frac_zero counts entries
+                trained = torch.as_tensor(self.counts[role] > 0, device=values.device)
+                all_zero = (values.detach() == 0).all(dim=1) & trained
+                metrics[f"{role}/lambda_frac_rows_zero"] = float(all_zero.sum() / trained.sum().clamp(min=1))
         return metrics
 
     def _entity_mean(self, role: str) -> np.ndarray:

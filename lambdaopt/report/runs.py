@@ -14,6 +14,10 @@ SEED_KEYS = {"params.seed", "params.regularizer.seed"}
 IGNORED_PREFIXES = ("params.tracking.",)
 MODEL_NAMES = {"MatrixFactorization": "MF"}
 REGULARIZER_NAMES = {"FixedL2": "λFix", "NoRegularizer": "noReg", "Adversarial": "AMF"}
+# What a fixed-λ baseline is tuned over (sweeps/mf_baseline.yaml): fixed-λ runs that differ only in these
+# are grid points of one row, and the report selects one per seed on validation (table.select_grid_points).
+TUNED_PREFIXES = ("params.regularizer.lam", "params.optimizer.", "params.model.item_bias", "params.model.init_std",
+                  "params.trainer.batch_size")
 
 
 def load_runs(uri: str, experiment: str, parent: str | None = None,
@@ -68,7 +72,8 @@ def _base_label(run: pd.Series) -> str:
 
 def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Add `row` (the table row: model, regularizer, and whatever else differs between runs of the same
-    kind, e.g. `lr=0.1`), `seed`, `is_grid` (a fixed-λ grid point: λ is then selected per seed) and `lam`."""
+    kind, e.g. `lr=0.1`), `seed`, `is_grid` (a fixed-λ grid point: λ and the other TUNED_PREFIXES keys are
+    then selected per seed) and `lam`."""
     order = pd.to_numeric(runs.get("tags.job_num", pd.Series(index=runs.index, dtype=float)), errors="coerce")
     runs = runs.assign(_order=order.fillna(-1), _start=runs.get("start_time", 0))
     runs = runs.sort_values(["_order", "_start"]).drop(columns=["_order", "_start"])  # rows in sweep order
@@ -86,7 +91,7 @@ def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     rows = pd.Series("", index=runs.index)
     for (dataset, base), group in runs.groupby(["dataset", "base"], sort=False):
         varying = [c for c in params if group[c].astype(str).nunique() > 1
-                   and not (c == "params.regularizer.lam" and group["is_grid"].all())]
+                   and not (c.startswith(TUNED_PREFIXES) and group["is_grid"].all())]
         for index, run in group.iterrows():
             extras = ", ".join(f"{c.rsplit('.', 1)[-1]}={run[c]}" for c in varying)
             label = base + (f" [{extras}]" if extras else "")

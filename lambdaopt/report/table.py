@@ -54,7 +54,8 @@ def metric_columns(runs: pd.DataFrame, metrics: list[str] | None = None) -> list
 
 def select_grid_points(runs: pd.DataFrame) -> pd.DataFrame:
     """Per row and seed, the fixed-λ grid point with the best validation value of the monitored metric
-    (`best_valid/<trainer.monitor>`); other runs pass through. Adds `row_seconds`: every run's
+    (`best_valid/<trainer.monitor>_smoothed` where logged, else `best_valid/<trainer.monitor>`); other
+    runs pass through. Adds `row_seconds`: every run's
     `train_seconds` summed over the row (the whole grid for a fixed-λ row)."""
     runs = runs.copy()
     seconds = runs.get("metrics.train_seconds", pd.Series(np.nan, index=runs.index))
@@ -65,6 +66,9 @@ def select_grid_points(runs: pd.DataFrame) -> pd.DataFrame:
         # the tag holds the resolved metric (trainer.monitor may say `auto`)
         chosen = group["tags.monitor"] if "tags.monitor" in group else group["params.trainer.monitor"]
         monitor = "metrics.best_valid/" + mlflow_key(str(chosen.iloc[0]))
+        smoothed = group.get(monitor + "_smoothed")
+        if smoothed is not None and smoothed.notna().all():
+            monitor += "_smoothed"  # what each run's epoch was selected on (trainer.smoothing)
         values = group.get(monitor)
         if values is None or values.isna().any():
             run = group[values.isna()].iloc[0] if values is not None else group.iloc[0]
@@ -95,11 +99,25 @@ def paper_table(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
             entry[f"{metric}_std"] = values.std(ddof=0) if len(values) else np.nan
         entry.update(seeds=group["seed"].nunique(), runs=int(group["row_runs"].iloc[0]),
                      compute_s=group["row_seconds"].iloc[0],
-                     selected_lam=", ".join(f"{v:g}" for v in group["lam"]) if group["is_grid"].all() else "")
+                     selected_lam=", ".join(tuned_point(run, runs) for _, run in group.iterrows())
+                     if group["is_grid"].all() else "")
         table[row] = entry
     frame = pd.DataFrame.from_dict(table, orient="index")
     frame.index.name = "row"
     return frame
+
+
+def tuned_point(run: pd.Series, runs: pd.DataFrame) -> str:
+    """The selected grid point of a tuned row: λ, and any other tuned key that varies in its grid."""
+    from lambdaopt.report.runs import TUNED_PREFIXES
+
+    grid = runs[runs["row"] == run["row"]]
+    keys = [c for c in grid.columns if c.startswith(TUNED_PREFIXES) and c != "params.regularizer.lam"
+            and grid[c].astype(str).nunique() > 1]
+    parts = [f"{run['lam']:g}"]
+    for c in sorted(keys, key=lambda c: not c.endswith("._target_")):  # the optimizer's name before its lr
+        parts.append(str(run[c]).rsplit(".", 1)[-1] if c.endswith("._target_") else f"{c.rsplit('.', 1)[-1]}={run[c]}")
+    return " ".join(parts)
 
 
 def best_rows(table: pd.DataFrame, metrics: list[str]) -> dict[str, str]:
@@ -116,7 +134,8 @@ def to_markdown(table: pd.DataFrame, metrics: list[str]) -> str:
     """A Markdown table: `mean ± std` per metric, the best per column in bold, then seeds, runs, compute."""
     best = best_rows(table, metrics)
     show_lam = table["selected_lam"].astype(bool).any()
-    header = ["", *map(display_name, metrics), "seeds", "runs", "compute"] + (["selected λ"] if show_lam else [])
+    header = ["", *map(display_name, metrics), "seeds", "runs", "compute"]
+    header += ["selected λ (per seed)"] if show_lam else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row, entry in table.iterrows():
         cells = [row]
