@@ -23,7 +23,7 @@ class BPRObjective:
     """BPR on (u, i, j) triples: every positive of `fit` (default: the whole training split) once per
     epoch with a fresh uniform negative that the user never interacted with in training. λ's
     validation triples (for learned λ) pair positives of `lambda_valid` (default: the validation
-    split; tasks.py passes a holdout carved from training) with negatives outside the user's
+    split; tasks.py passes λ's own share, see `Regularizer.lambda_data`) with negatives outside the user's
     training items and `lambda_valid` items — never excluding the data epoch selection is judged on,
     whose items would otherwise be told apart from every other non-training item by λ's signal."""
 

@@ -64,10 +64,12 @@ def select_task(cfg: DictConfig, dataset, device: torch.device, regularizer=None
     """The objective and evaluators for `dataset`, as named by `dataset.feedback` (see the table above).
 
     For ranking, a regularizer that learns λ from held-out data (`regularizer.lambda_data`) gets it as
-    `objective.valid_batch`: with "holdout", a share of each user's training interactions carved out of
-    the training triples (sized per split method), and model selection uses the whole validation split;
-    with "validation", a share of the validation interactions, and selection uses the rest with the
-    learned share excluded like training items (they are known to the user, not negatives).
+    `objective.valid_batch` (data/splits.py): with "split", per user a share of the validation
+    interactions, or the latest training interaction of a user with one (carved out of the training
+    triples); with "holdout", a share of each user's training interactions carved out of the training
+    triples (sized per split method), and model selection uses the whole validation split; with
+    "validation", a random share of the validation interactions. Selection uses the validation
+    interactions λ does not see, with λ's share excluded like training items (known to the user).
     """
     kind = task_kind(cfg)
     monitor, mode = resolve_monitor(cfg)

@@ -46,7 +46,7 @@ class Trainer:
     on ranking data a barely trained model is a popularity ranker whose validation NDCG can spike in
     epochs 1–2 above everything until much later; judged on raw values, patience then decided which λ
     won. A window of 3 averages the spike with the dip after it. The weights kept are those at the end
-    of the best window; `best_valid` holds that epoch's raw metrics.
+    of the best window; `best_valid` holds that epoch's raw metrics and `<monitor>_smoothed`.
 
     An epoch is whatever `objective.batches` yields: every training triple once for BPR, or
     `steps_per_epoch` full-batch steps for completion. The evaluator's metrics are logged under its

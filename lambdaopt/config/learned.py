@@ -30,7 +30,7 @@ class LambdaOptConfig:
     ift_alpha: float = field_with(1.0, positive())
     valid_batch_size: Optional[int] = field_with(None, optional_positive())
     snapshot_every: int = field_with(1, positive())
-    # where λ's validation signal comes from (regularizers/base.py): split = per user, the earlier part of the
+    # where λ's validation signal comes from (regularizers/base.py): split = per user, a random share of the
     # validation interactions (a user with one: the latest training interaction), the rest selects the epoch;
     # holdout = a share of every user's training interactions; validation = a random share of validation
     lambda_data: str = field_with("split", one_of("split", "holdout", "validation"))

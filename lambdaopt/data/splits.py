@@ -20,15 +20,23 @@ def _heldout_counts(n_per_user: np.ndarray, method: str, test_ratio: float, vali
     return n_test, n_valid
 
 
-def _latest_per_user(log: Interactions, n_users: int, method: str, counts: np.ndarray, seed: int) -> np.ndarray:
-    """Boolean mask over `log`: each user's latest `counts[user]` interactions — by timestamp (ties by
-    position, as in `split_per_user`), or in a seeded random order for method "random"."""
+def _per_user_order(log: Interactions, n_users: int, method: str, seed: int):
+    """(order, users, n_per_user, position_from_end): `log` sorted by user, then by timestamp (ties by
+    position in the log) or, for method "random", in a seeded random order; `users` the sorted user
+    ids, and each sorted entry's position counted from its user's latest (0 = the latest)."""
     order_key = np.random.default_rng(seed).permutation(len(log)) if method == "random" else log.timestamps
-    order = np.lexsort((np.arange(len(log)), order_key, log.users))
+    order = np.lexsort((np.arange(len(log)), order_key, log.users))  # stable: equal timestamps keep log order
     users = log.users[order]
+    n_per_user = np.bincount(users, minlength=n_users)
     start = np.zeros(n_users + 1, np.int64)
-    np.cumsum(np.bincount(users, minlength=n_users), out=start[1:])
-    position_from_end = start[users + 1] - 1 - np.arange(len(users))
+    np.cumsum(n_per_user, out=start[1:])
+    return order, users, n_per_user, start[users + 1] - 1 - np.arange(len(users))
+
+
+def _latest_per_user(log: Interactions, n_users: int, method: str, counts: np.ndarray, seed: int) -> np.ndarray:
+    """Boolean mask over `log`: each user's latest `counts[user]` interactions, ordered as `split_per_user`
+    orders them (`_per_user_order`)."""
+    order, users, _, position_from_end = _per_user_order(log, n_users, method, seed)
     mask = np.zeros(len(log), bool)
     mask[order] = position_from_end < counts[users]
     return mask
@@ -99,14 +107,7 @@ def split_per_user(
     """
     if method not in ("temporal", "random", "leave_one_out"):
         raise DataError(f"unknown split method {method!r}: use temporal, random or leave_one_out")
-    if method == "random":
-        order_key = np.random.default_rng(seed).permutation(len(log))
-    else:
-        order_key = log.timestamps
-    # Sort by user, then by time (stable, so equal timestamps keep log order).
-    order = np.lexsort((np.arange(len(log)), order_key, log.users))
-    users = log.users[order]
-    n_per_user = np.bincount(users, minlength=n_users)
+    order, users, n_per_user, position_from_end = _per_user_order(log, n_users, method, seed)
     n_test, n_valid = _heldout_counts(n_per_user, method, test_ratio, valid_ratio)
     active = n_per_user > 0
     too_short = active & (n_per_user - n_test - n_valid < 1)
@@ -118,9 +119,6 @@ def split_per_user(
             f"for non-empty train/validation/test splits; keep users with ≥ {need} interactions "
             f"(dataset.min_user_interactions={need}) or lower the ratios"
         )
-    start = np.zeros(n_users + 1, np.int64)
-    np.cumsum(n_per_user, out=start[1:])
-    position_from_end = start[users + 1] - 1 - np.arange(len(users))
     is_test = position_from_end < n_test[users]
     is_valid = ~is_test & (position_from_end < (n_test + n_valid)[users])
     is_train = ~(is_test | is_valid)

@@ -10,7 +10,7 @@ class Regularizer(nn.Module):
     (learned-λ methods adjust λ there); `metrics` is logged at every evaluation.
 
     Where learned λ gets its validation signal (`lambda_data`), read by the task before `setup`
-    (data/splits.py): None: the regularizer never reads held-out data. "split": per user, the earlier
+    (data/splits.py): None: the regularizer never reads held-out data. "split": per user, a random
     `validation_share` of the validation interactions, the rest selecting the epoch; a user with one
     validation interaction (all of them under leave-one-out) lends λ its latest training interaction
     instead, removed from the training triples — so every user with held-out data contributes and
