@@ -66,3 +66,24 @@ def test_figures_are_written(tmp_path):
                           "metrics.test/rmse": 1e-2 * d, "metrics.effective_rank": 5.0 - d}
                          for d in (2, 3, 4) for s in ("1e-3", "1e-6")])
     assert figures.deep_mf(deep, tmp_path / "d.png").stat().st_size > 0
+
+
+def test_tuned_fixed_row_selects_lambda_and_lr_per_seed_and_the_figure_selects_per_lambda():
+    from lambdaopt.report.table import select_grid_points
+
+    runs = fake_runs()
+    fixed = runs[runs["tags.regularizer"] == "FixedL2"]
+    # a second learning rate for every fixed-λ run: better on validation at λ = 0 only, worse on test there
+    other = fixed.assign(**{"params.optimizer.lr": "100", "run_id": fixed["run_id"] + "b",
+                            "metrics.best_valid/ndcg_at_10": fixed["metrics.best_valid/ndcg_at_10"]
+                            + np.where(fixed["params.regularizer.lam"] == "0.0", 0.05, -0.05),
+                            "metrics.test/ndcg_at_10": fixed["metrics.test/ndcg_at_10"] - 0.1})
+    runs = label_runs(pd.concat([runs.assign(**{"params.optimizer.lr": "50"}), other], ignore_index=True))
+    assert set(runs["row"]) == {"MF-λFix", "MF-λOpt-DUI"}  # lr is tuned over, not a row of its own
+    fixed_row = paper_table(runs, ["ndcg_at_10"]).loc["MF-λFix"]
+    assert fixed_row["selected_lam"] == "0.01 lr=50, 0.01 lr=50, 0.01 lr=50" and fixed_row["runs"] == 18
+    per_lam = select_grid_points(runs, within=("lam",))
+    per_lam = per_lam[per_lam["is_grid"]]
+    assert len(per_lam) == 9  # 3 seeds × 3 λ, each the better lr on validation at that λ
+    assert set(per_lam.loc[per_lam["lam"] == 0.0, "params.optimizer.lr"]) == {"100"}
+    assert set(per_lam.loc[per_lam["lam"] > 0, "params.optimizer.lr"]) == {"50"}

@@ -11,21 +11,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lambdaopt.report.table import display_name  # noqa: E402
+from lambdaopt.report.table import display_name, select_grid_points  # noqa: E402
 
 
 def lambda_sensitivity(runs: pd.DataFrame, metrics: list[str], path: Path) -> Path | None:
     """One panel per metric: mean ± std over seeds at each fixed λ (λ = 0 drawn left of the smallest
-    positive λ), and every other row's mean as a horizontal line."""
+    positive λ), and every other row's mean as a horizontal line. Where a fixed-λ row is tuned over more
+    than λ (optimizer, lr, ...), each seed's point at a λ is its best on validation there, as the table
+    selects, rather than an average over the other settings."""
     grid = runs[runs["is_grid"] & runs["lam"].notna()]
     if grid.empty:
         return None
     positive = grid.loc[grid["lam"] > 0, "lam"]
     zero_at = positive.min() / 10 if len(positive) else 1e-6
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    order = list(pd.unique(grid["row"]))  # rows (and so colours) in sweep order, as before the selection
+    grid = select_grid_points(grid, within=("lam",))
     for ax, metric in zip(axes[0], metrics):
         column = f"metrics.test/{metric}"
-        for row, group in grid.groupby("row", sort=False):
+        for row in order:
+            group = grid[grid["row"] == row]
             stats = group.groupby("lam")[column].agg(["mean", "std"]).fillna({"std": 0.0})
             x = np.where(stats.index > 0, stats.index, zero_at)
             ax.errorbar(x, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=row)

@@ -52,8 +52,9 @@ def metric_columns(runs: pd.DataFrame, metrics: list[str] | None = None) -> list
     return wanted
 
 
-def select_grid_points(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per row and seed, the fixed-λ grid point with the best validation value of the monitored metric
+def select_grid_points(runs: pd.DataFrame, within: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Per row and seed (and per value of each column in `within`, e.g. `("lam",)`: the best point at
+    each λ), the fixed-λ grid point with the best validation value of the monitored metric
     (`best_valid/<trainer.monitor>_smoothed` where logged, else `best_valid/<trainer.monitor>`); other
     runs pass through. Adds `row_seconds`: every run's
     `train_seconds` summed over the row (the whole grid for a fixed-λ row)."""
@@ -62,7 +63,7 @@ def select_grid_points(runs: pd.DataFrame) -> pd.DataFrame:
     runs["row_seconds"] = runs["row"].map(seconds.groupby(runs["row"]).sum(min_count=1))
     runs["row_runs"] = runs["row"].map(runs["row"].value_counts())
     keep = [runs[~runs["is_grid"]]]
-    for _, group in runs[runs["is_grid"]].groupby(["row", "seed"], sort=False):
+    for _, group in runs[runs["is_grid"]].groupby(["row", "seed", *within], sort=False):
         # the tag holds the resolved metric (trainer.monitor may say `auto`)
         chosen = group["tags.monitor"] if "tags.monitor" in group else group["params.trainer.monitor"]
         monitor = "metrics.best_valid/" + mlflow_key(str(chosen.iloc[0]))
