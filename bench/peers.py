@@ -242,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     from lambdaopt.metrics import RankingEvaluator
 
     torch.set_num_threads(1)
+    grids = {p: {"lr": args.lr or GRIDS[p]["lr"], "reg": args.reg or GRIDS[p]["reg"]} for p in args.peers}
     try:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = compose(config_name="config", overrides=args.overrides)
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(dataset.test)} train/valid/test; d = {cfg.model.dim}", flush=True)
         rows: dict[str, list[dict]] = {}
         for peer in args.peers:
-            grid = {"lr": args.lr or GRIDS[peer]["lr"], "reg": args.reg or GRIDS[peer]["reg"]}
+            grid = grids[peer]
             label = f"{peer} BPR"
             for seed in args.seeds:
                 best, trials = tune(peer, dataset, cfg.model.dim, seed, grid, args.max_iter, args.eval_every,
@@ -276,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     markdown = to_markdown(summarize(rows, args.metrics), args.metrics)
     print()
     print(markdown)
-    grid_size = {p: len(args.lr or GRIDS[p]["lr"]) * len(args.reg or GRIDS[p]["reg"]) for p in args.peers}
-    print(f"\nbudget per peer and seed: {', '.join(f'{p} {n} (lr, reg) pairs' for p, n in grid_size.items())} × "
+    pairs = ", ".join(f"{p} {len(g['lr']) * len(g['reg'])} (lr, reg) pairs" for p, g in grids.items())
+    print(f"\nbudget per peer and seed: {pairs} × "
           f"≤ {args.max_iter} epochs, validation every {args.eval_every}; selected on validation {args.monitor}; "
           "compute = summed training CPU seconds of every grid point (all seeds)")
     if args.out:
