@@ -66,7 +66,7 @@ def test_union_sweeper_expands_each_grid_and_routes_command_line_overrides(tmp_p
     sweeper.launcher = SimpleNamespace(launch=lambda batch, initial_job_idx: launched.extend(batch) or [])
     sweeper.validate_batch_is_legal = lambda batch: None
     sweeper.sweep([])
-    assert len(launched) == (12 + 2 + 2 + 1 + 4) * 3  # tuned fixed grid (SGD, Adam), SGDA + AMF, NeuMF, λOpt D/DU/DI/DUI
+    assert len(launched) == (12 + 2 + 3 + 2 + 1 + 4) * 3  # tuned fixed grid (SGD, Adam, slow SGD), SGDA + AMF, NeuMF, λOpt D/DU/DI/DUI
     launched.clear()
     sweeper = UnionSweeper(max_batch_size=None, params=dict(preset.params), grids=[dict(g) for g in preset.grids])
     sweeper.hydra_context, sweeper.config, sweeper.validate_batch_is_legal = (
@@ -74,9 +74,9 @@ def test_union_sweeper_expands_each_grid_and_routes_command_line_overrides(tmp_p
         lambda batch: None)
     sweeper.launcher = SimpleNamespace(launch=lambda batch, initial_job_idx: launched.extend(batch) or [])
     sweeper.sweep(["regularizer.lam=0,1e-2", "seed=0", "model.dim=8"])  # λ only shrinks the fixed grid
-    assert len(launched) == 3 * 2 + 2 + 2 + 1 + 4  # λ replaced in both fixed grids (3 SGD lr, 1 Adam lr)
+    assert len(launched) == 3 * 2 + 2 + 2 + 2 + 1 + 4  # λ replaced in every fixed grid (3 + 1 SGD lr, 1 Adam lr)
     assert all("model.dim=8" in job and "seed=0" in job for job in launched)
-    assert sum("regularizer.lam=0.01" in job for job in launched) == 4
+    assert sum("regularizer.lam=0.01" in job for job in launched) == 5
     assert not any("regularizer.lam=0.01" in job for job in launched if "regularizer=lambdaopt_d" in job)
 
 
