@@ -21,6 +21,7 @@ import atexit
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from lambdaopt.errors import LambdaoptError
 from lambdaopt.tracking import PARENT_RUN_ENV, ensure_experiment, git_commit, store_uri
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,11 @@ class MlflowParentRun(Callback):
         self.sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
         self.tracking["uri"] = store_uri(tracking.uri)
         mlflow.set_tracking_uri(self.tracking["uri"])
-        experiment_id = ensure_experiment(tracking.uri, tracking.experiment, tracking.artifact_location)
+        try:  # a dead server or unusable store stops the sweep before any job (Hydra only warns on a raise)
+            experiment_id = ensure_experiment(tracking.uri, tracking.experiment, tracking.artifact_location)
+        except LambdaoptError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
         sweep_name = config.hydra.runtime.choices.get("sweep") or "cli"
         overrides = list(config.hydra.overrides.task)
         client = MlflowClient(self.tracking["uri"])

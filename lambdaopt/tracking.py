@@ -90,7 +90,7 @@ class MlflowTracker(NullTracker):
         self.mlflow.set_tags(tags)
 
 
-def _experiment_id(client, name: str, artifact_location: str) -> str:
+def experiment_id(client, name: str, artifact_location: str) -> str:
     """The id of experiment `name`, created if missing. Parallel jobs may race to create it: the
     loser of the race finds the winner's experiment."""
     from mlflow.exceptions import MlflowException
@@ -114,12 +114,11 @@ def _experiment_id(client, name: str, artifact_location: str) -> str:
 
 
 def ensure_experiment(uri: str, name: str, artifact_location: str = "mlartifacts") -> str:
-    """Create the tracking store (e.g. the SQLite schema) and experiment `name` once, before parallel
-    jobs start: N processes that each find an empty SQLite file race on creating its tables.
-    Returns the experiment id. Safe to call again (and from a Hydra callback)."""
-    from mlflow.tracking import MlflowClient
+    """Check the store at `uri`, create it and experiment `name` if missing (safe from parallel
+    processes: lambdaopt/store.py), and return the experiment id. Raises ConfigError in one line."""
+    from lambdaopt.store import open_store
 
-    return _experiment_id(MlflowClient(tracking_uri=store_uri(uri)), name, artifact_location)
+    return open_store(uri, name, artifact_location)
 
 
 @contextlib.contextmanager
@@ -139,10 +138,10 @@ def tracked_run(tracking_cfg, run_name: str, params: dict[str, Any], tags: dict[
     if run_id is not None:
         run = mlflow.start_run(run_id=run_id)
     else:
-        experiment_id = _experiment_id(mlflow.MlflowClient(), tracking_cfg.experiment, tracking_cfg.artifact_location)
+        experiment = ensure_experiment(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_location)
         if os.environ.get(PARENT_RUN_ENV):  # a job of a sweep: a child of the sweep's parent run
             tags = {**tags, "mlflow.parentRunId": os.environ[PARENT_RUN_ENV]}
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+        run = mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=tags)
     try:
         if run_id is None:
             mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
