@@ -89,6 +89,10 @@ CASES = {
                                         "line 2: bytes that are not text", "ours"),
     "latin-1 byte in an id": ("run.py", REAL, U_DATA_OK_LINE.encode() * 2 + b"1\t2\xe9\t3\t4\n",
                               "line 3: bytes that are not text", "ours"),
+    "latin-1 byte in a Reviews.csv": ("run.py", ["dataset=amazon-food", "dataset.path={file}", "dataset.cache_dir={cache}"],
+                                      b"Id,ProductId,UserId,ProfileName,HelpfulnessNumerator,HelpfulnessDenominator,"
+                                      b"Score,Time,Summary,Text\n1,B1,A\xe92,x,1,1,5,1300000000,s,t\n",
+                                      "line 2: bytes that are not text", "ours"),
     "negative user id": ("run.py", REAL, U_DATA_OK_LINE + "-5\t2\t3\t881250950\n", "line 2: user id -5 is negative", "ours"),
     "empty data file": ("run.py", REAL, "", "is empty", "ours"),
     "too few fields": ("run.py", REAL, U_DATA_OK_LINE + "1\t3\n", "line 2: 2 fields instead of 4", "ours"),

@@ -254,6 +254,9 @@ def read_amazon_reviews_csv(path: str | Path) -> pd.DataFrame:
     try:
         table = read(types)
     except pa.ArrowInvalid as error:
+        if (line := _first_non_utf8_line(path)) is not None:
+            raise _line_error(path, line, "bytes that are not text (binary data, or an encoding other than UTF-8)",
+                              KAGGLE_EXPECT) from None
         if "conversion" not in str(error):
             raise DataError(f"{path}: not a valid CSV file ({str(error).splitlines()[0]}); expected {KAGGLE_EXPECT}") from None
         located = _locate_bad_value(path, lambda: read({c: pa.string() for c in need}),

@@ -7,15 +7,9 @@ import sys
 import numpy as np
 import pandas as pd
 
+from lambdaopt.config.monitor import lower_is_better
 from lambdaopt.errors import ReportError
 from lambdaopt.tracking import mlflow_key
-
-LOWER_IS_BETTER = ("rmse", "mse", "mae", "error", "loss")
-
-
-def is_lower_better(metric: str) -> bool:
-    return any(word in metric for word in LOWER_IS_BETTER)
-
 
 def display_name(metric: str) -> str:
     """`hr_at_10` → `HR@10`, `auc` → `AUC`."""
@@ -75,7 +69,7 @@ def select_grid_points(runs: pd.DataFrame, within: tuple[str, ...] = ()) -> pd.D
             run = group[values.isna()].iloc[0] if values is not None else group.iloc[0]
             raise ReportError(f"run {run['run_id']} ({run.get('tags.overrides', '')}) has no metric "
                               f"{monitor[len('metrics.'):]} to select λ on")
-        better = values.idxmin() if is_lower_better(monitor) else values.idxmax()
+        better = values.idxmin() if lower_is_better(monitor) else values.idxmax()
         keep.append(group.loc[[better]])
     selected = pd.concat(keep)
     return selected.loc[[i for i in runs.index if i in selected.index]]
@@ -127,7 +121,7 @@ def best_rows(table: pd.DataFrame, metrics: list[str]) -> dict[str, str]:
     for metric in metrics:
         means = table[f"{metric}_mean"].dropna()
         if len(means) > 1:
-            best[metric] = means.idxmin() if is_lower_better(metric) else means.idxmax()
+            best[metric] = means.idxmin() if lower_is_better(metric) else means.idxmax()
     return best
 
 
