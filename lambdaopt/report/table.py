@@ -2,6 +2,7 @@
 and the compute each row cost (a fixed-λ row costs its whole grid)."""
 from __future__ import annotations
 
+import re
 import sys
 
 import numpy as np
@@ -19,8 +20,10 @@ def display_name(metric: str) -> str:
 
 def _metric_order(metric: str) -> tuple:
     name, _, k = metric.partition("_at_")
+    if not k and (numbered := re.fullmatch(r"(.+)_(\d+)", name)):  # sigma_2 before sigma_10
+        name, k = numbered.groups()
     rank = {"auc": 0, "hr": 1, "recall": 1, "ndcg": 2}.get(name, 3)
-    return rank, int(k) if k.isdigit() else 0, name
+    return rank, name if rank == 3 else "", int(k) if k.isdigit() else 0, name
 
 
 def figure_metrics(metrics: list[str], most: int = 4) -> list[str]:
@@ -125,6 +128,11 @@ def best_rows(table: pd.DataFrame, metrics: list[str]) -> dict[str, str]:
     return best
 
 
+def number(value: float) -> str:
+    """4 decimals, or 3 significant digits for what 4 decimals would print as 0.0000 (7.7e-06)."""
+    return f"{value:.4f}" if value == 0 or abs(value) >= 5e-4 else f"{value:.3g}"
+
+
 def to_markdown(table: pd.DataFrame, metrics: list[str]) -> str:
     """A Markdown table: `mean ± std` per metric, the best per column in bold, then seeds, runs, compute."""
     best = best_rows(table, metrics)
@@ -136,7 +144,7 @@ def to_markdown(table: pd.DataFrame, metrics: list[str]) -> str:
         cells = [row]
         for metric in metrics:
             mean, std = entry[f"{metric}_mean"], entry[f"{metric}_std"]
-            cell = "–" if pd.isna(mean) else f"{mean:.4f} ± {std:.4f}"
+            cell = "–" if pd.isna(mean) else number(mean) + ("" if entry["seeds"] < 2 else f" ± {number(std)}")
             cells.append(f"**{cell}**" if best.get(metric) == row else cell)
         seconds = entry["compute_s"]
         cells += [str(entry["seeds"]), str(entry["runs"]), "–" if pd.isna(seconds) else f"{seconds:.{0 if seconds >= 10 else 1}f} s"]
