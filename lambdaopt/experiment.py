@@ -16,14 +16,15 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lambdaopt import checkpoint
+from lambdaopt import checkpoint, naming
 from lambdaopt.config import validate
 from lambdaopt.errors import ConfigError, LambdaoptError
 from lambdaopt.interrupts import TrainingInterrupted
 from lambdaopt.models.rows import check_sparse_grad
 from lambdaopt.store import check_store
 from lambdaopt.tasks import select_task, solve_convex
-from lambdaopt.tracking import flatten, git_commit, load_run_state_dict, save_state_dict, tracked_run
+from lambdaopt.tracking import (experiment_url, flatten, git_commit, load_run_state_dict, save_state_dict,
+                                tracked_run)
 from lambdaopt.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def run(cfg: DictConfig) -> ExperimentResult:
             "regularizer": OmegaConf.select(cfg, "regularizer._target_").rsplit(".", 1)[-1],
             "monitor": task.monitor, **hydra_tags}
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    run_name = cfg.tracking.run_name or f"{tags['model']}-{tags['regularizer']}-{dataset.name}"
+    run_name = cfg.tracking.run_name or naming.run_name(cfg, dataset.name)
     log.info("%s: %s | %s + %s on %s", dataset.name, task.description, tags["model"], tags["regularizer"], device)
 
     new_tags = tags
@@ -204,6 +205,8 @@ def run(cfg: DictConfig) -> ExperimentResult:
         tracker.log_metrics({"best_epoch": fit.best_epoch, "train_seconds": fit.train_seconds,
                              "test_eval_seconds": time.perf_counter() - started,
                              **{f"best_valid/{k}": v for k, v in fit.best_valid.items()}})
+        tracker.set_tags({"mlflow.note.content": naming.description(
+            run_name, dataset, task.monitor, fit.best_epoch, fit.epochs_run, fit.best_valid, test)})
         task.finish(tracker, title=run_name)
         if cfg.tracking.log_model:
             save_state_dict(tracker, model.state_dict())
@@ -214,8 +217,10 @@ def run(cfg: DictConfig) -> ExperimentResult:
           f"{fit.train_seconds:.1f}s training")
     print(format_table({getattr(task.valid_evaluator, "log_prefix", "valid"): fit.best_valid, "test": test}))
     if tracker.run_id is not None:
-        print(f"MLflow run {tracker.run_id} in experiment '{cfg.tracking.experiment}'; browse with:\n"
-              f"  mlflow ui --backend-store-uri {cfg.tracking.uri} -w 1")
+        url = experiment_url(cfg.tracking.uri, tracker.experiment_id, tracker.run_id)
+        serve = "" if cfg.tracking.uri.startswith(("http://", "https://")) else \
+            f"  mlflow ui --backend-store-uri {cfg.tracking.uri} -w 1    # then open:\n"
+        print(f"MLflow run '{run_name}' ({tracker.run_id}) in experiment '{cfg.tracking.experiment}':\n{serve}  {url}")
     return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id, task.monitor)
 
 

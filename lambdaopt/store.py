@@ -133,7 +133,7 @@ def check_store(uri: str):
 
 def open_store(uri: str, experiment: str, artifact_location: str) -> str:
     """`check_store`, then experiment `experiment` (created if missing, its artifact folder checked); its id."""
-    from lambdaopt.tracking import experiment_id
+    from lambdaopt.tracking import EXPERIMENT_KIND, experiment_id
 
     client = check_store(uri)
     try:
@@ -143,6 +143,8 @@ def open_store(uri: str, experiment: str, artifact_location: str) -> str:
             if not remote and (folder := local_artifact_dir(artifact_location)) is not None:
                 check_artifact_dir(folder.resolve(), f"tracking.artifact_location={artifact_location}")
             return experiment_id(client, experiment, artifact_location)
+        if EXPERIMENT_KIND not in found.tags:  # created before the kind was set: open it in the runs view too
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, "custom_model_development")
         if (folder := local_artifact_dir(found.artifact_location)) is not None:
             check_artifact_dir(folder, f"experiment '{experiment}' keeps its artifacts in {folder}; use another "
                                        "tracking.experiment, or fix that folder")

@@ -58,6 +58,7 @@ class NullTracker:
 
     run_id = None
     artifact_uri = None
+    experiment_id = None
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         pass
@@ -75,7 +76,7 @@ class NullTracker:
 class MlflowTracker(NullTracker):
     def __init__(self, mlflow_module, run):
         self.mlflow, self.run_id = mlflow_module, run.info.run_id
-        self.artifact_uri = run.info.artifact_uri
+        self.artifact_uri, self.experiment_id = run.info.artifact_uri, run.info.experiment_id
 
     def log_metrics(self, metrics, step=None):
         self.mlflow.log_metrics({mlflow_key(k): float(v) for k, v in metrics.items()}, step=step)
@@ -88,6 +89,19 @@ class MlflowTracker(NullTracker):
 
     def set_tags(self, tags):
         self.mlflow.set_tags(tags)
+
+
+EXPERIMENT_KIND = "mlflow.experimentKind"
+
+
+def experiment_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The experiment's run list (or one run's page) in the MLflow UI: the server itself for an http URI,
+    else where `mlflow ui` serves (http://127.0.0.1:5000). `workflowType=machine_learning` opens the
+    training-runs view: a fresh browser otherwise lands on MLflow 3's GenAI traces dashboard (checked in
+    headless Chromium with bench/mlflow_screenshots.py; the experiment tag alone does not switch it)."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{base}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
 
 
 def experiment_id(client, name: str, artifact_location: str) -> str:
@@ -105,7 +119,8 @@ def experiment_id(client, name: str, artifact_location: str) -> str:
         else:
             location = Path(location).resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        # the classic training-runs view, not the GenAI traces dashboard a fresh MLflow 3 UI opens in
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: "custom_model_development"})
     except MlflowException:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:

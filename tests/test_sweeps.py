@@ -108,6 +108,15 @@ def test_basic_launcher_grid_gives_one_parent_and_finished_children(grid_sweep):
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/table.md", "report/table.csv", "report/lambda_sensitivity.png"} <= artifacts
     assert "sweep.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    # what a person sees in the run list: names that differ, a description, and the sweep's result on the parent
+    names = sorted(c.info.run_name for c in children)
+    assert names == sorted(f"fixed λ={lam} · MF · synthetic · seed {seed}" for lam in ("0", "0.01") for seed in (0, 1))
+    assert all("selected on validation ndcg@10" in c.data.tags["mlflow.note.content"] for c in children)
+    assert sorted(parent.data.params["swept_keys"].split(",")) == ["regularizer.lam", "seed"]
+    best = max(children, key=lambda c: (c.data.metrics["best_valid/ndcg_at_10_smoothed"], -int(c.data.tags["job_num"])))
+    assert parent.data.metrics["test/ndcg_at_10"] == best.data.metrics["test/ndcg_at_10"]
+    assert parent.data.tags["mlflow.note.content"].startswith("Sweep over regularizer.lam, seed; best on validation")
+    assert "| MF-λFix |" in parent.data.tags["mlflow.note.content"]
 
 
 @pytest.mark.slow
