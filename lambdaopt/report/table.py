@@ -130,7 +130,7 @@ def best_rows(table: pd.DataFrame, metrics: list[str]) -> dict[str, str]:
 
 def number(value: float) -> str:
     """4 decimals, or 3 significant digits for what 4 decimals would print as 0.0000 (7.7e-06)."""
-    return f"{value:.4f}" if value == 0 or abs(value) >= 5e-4 else f"{value:.3g}"
+    return f"{value:.4f}" if value == 0 or abs(value) >= 5e-5 else f"{value:.3g}"
 
 
 def to_markdown(table: pd.DataFrame, metrics: list[str]) -> str:
