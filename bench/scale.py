@@ -77,7 +77,7 @@ def child(path: Path, size: str, setup: str, dim: int) -> dict:
     torch.set_num_threads(1)
     dataset = load(path, size)
     torch.manual_seed(0)
-    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=dim)
+    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=dim, item_bias=False)
     if setup == "fixed_sparse":  # optimizer=sparse_adam: lazy Adam on the batch rows, sparse gradients
         model.sparse_grad = True
         optimizer = torch.optim.SparseAdam(model.parameters(), lr=1e-2)

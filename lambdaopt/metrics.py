@@ -19,6 +19,7 @@ so the cost is O(chunk · n_items · log n_items) with no Python loop over users
 """
 from __future__ import annotations
 
+import logging
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -26,6 +27,8 @@ import torch
 
 from lambdaopt.data.interactions import Interactions
 from lambdaopt.memory import release_free_heap
+
+log = logging.getLogger(__name__)
 
 # Chunks between giving freed heap pages back (lambdaopt/memory.py; also once before the first chunk).
 # Each chunk's buffers differ in size (its users' held-out counts), so unreturned holes pile up: on
@@ -85,6 +88,7 @@ class RankingEvaluator:
         max_k = max(self.ks)
         discounts = 1.0 / torch.log2(torch.arange(2, max_k + 2, dtype=torch.float64, device=self.device))
         self.ideal_dcg = torch.cumsum(discounts, 0)  # IDCG@k for k = 1..max K
+        self._warned = False
 
     @torch.no_grad()
     def per_user(self, model: Scorer) -> dict[str, torch.Tensor]:
@@ -104,9 +108,22 @@ class RankingEvaluator:
                 for name, values in parts.items()}
 
     def __call__(self, model: Scorer) -> dict[str, float]:
-        """Metrics averaged over users with held-out items (AUC over users with ≥ 1 negative)."""
-        return {name: float(torch.nanmean(values)) if len(values) else float("nan")
-                for name, values in self.per_user(model).items()}
+        """Metrics averaged over users with held-out items (AUC over users with ≥ 1 negative). A metric
+        no user defines (AUC when every candidate is held out; all of them without held-out items) is
+        left out with a warning, never reported as NaN."""
+        result, undefined = {}, []
+        for name, values in self.per_user(model).items():
+            defined = values[~torch.isnan(values)]
+            if len(defined):
+                result[name] = float(defined.mean())
+            else:
+                undefined.append(name)
+        if undefined and not self._warned:
+            self._warned = True
+            why = ("no user has held-out items" if len(self.users) == 0 else
+                   "no user has a candidate item that is not held out, so nothing ranks below a held-out item")
+            log.warning("%s undefined on this split (%s): left out of the results", ", ".join(undefined), why)
+        return result
 
     def _chunk_metrics(self, users: torch.Tensor, scores: torch.Tensor) -> dict[str, torch.Tensor]:
         scores = scores.to(self.device, torch.float32).clone()

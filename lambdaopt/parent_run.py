@@ -21,6 +21,7 @@ import atexit
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,24 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from lambdaopt.errors import LambdaoptError
+from lambdaopt.naming import SWEPT_KEYS_ENV
 from lambdaopt.tracking import PARENT_RUN_ENV, ensure_experiment, git_commit, store_uri
 
 log = logging.getLogger(__name__)
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a sweep varies: command-line overrides with several values (`a=1,2`, `range(...)`,
+    `choice(...)`) and the keys of the sweeper's `params` and `grids` (presets)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in config.hydra.overrides.task])
+    keys = [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]  # `[5,10]` is one list
+    sweeper = config.hydra.sweeper
+    for params in [sweeper.get("params") or {}, *(sweeper.get("grids") or [])]:
+        keys += [str(k) for k, v in params.items() if "," in str(v) or len(sweeper.get("grids") or []) > 1]
+    return list(dict.fromkeys(keys))
 
 
 class MlflowParentRun(Callback):
@@ -40,6 +56,8 @@ class MlflowParentRun(Callback):
         self.sweep_dir: str | None = None
         self.tracking: dict[str, Any] = {}
         self._closed = False
+        self.swept: list[str] = []
+        self.launcher = ""
 
     # ------------------------------------------------------------------ launcher process
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -53,7 +71,11 @@ class MlflowParentRun(Callback):
         self.sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
         self.tracking["uri"] = store_uri(tracking.uri)
         mlflow.set_tracking_uri(self.tracking["uri"])
-        experiment_id = ensure_experiment(tracking.uri, tracking.experiment, tracking.artifact_location)
+        try:  # a dead server or unusable store stops the sweep before any job (Hydra only warns on a raise)
+            experiment_id = ensure_experiment(tracking.uri, tracking.experiment, tracking.artifact_location)
+        except LambdaoptError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
         sweep_name = config.hydra.runtime.choices.get("sweep") or "cli"
         overrides = list(config.hydra.overrides.task)
         client = MlflowClient(self.tracking["uri"])
@@ -68,6 +90,9 @@ class MlflowParentRun(Callback):
         Path(self.sweep_dir).mkdir(parents=True, exist_ok=True)
         (Path(self.sweep_dir) / "mlflow_parent_run_id").write_text(self.parent_run_id + "\n")
         os.environ[PARENT_RUN_ENV] = self.parent_run_id
+        self.swept = swept_keys(config)
+        self.launcher = str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
+        os.environ[SWEPT_KEYS_ENV] = ",".join(self.swept)
         atexit.register(self._close, True)
         log.info("MLflow parent run %s (experiment '%s')", self.parent_run_id, tracking.experiment)
 
@@ -78,6 +103,7 @@ class MlflowParentRun(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent_run_id is not None:
             os.environ[PARENT_RUN_ENV] = self.parent_run_id
+            os.environ[SWEPT_KEYS_ENV] = ",".join(self.swept)
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs: Any) -> None:
         if self.parent_run_id is None:
@@ -134,19 +160,54 @@ class MlflowParentRun(Callback):
             client.set_tag(self.parent_run_id, "failure_reason",
                            "the sweep stopped before all jobs ended (a job raised, or Ctrl-C)")
         if children:
+            self._log_summary(client, children)
             self._log_report(client)
         status = "FAILED" if failed or aborted else "FINISHED"
         client.set_terminated(self.parent_run_id, status)
         log.info("MLflow parent run %s: %d child runs, %d failed → %s", self.parent_run_id, len(children),
                  len(failed), status)
 
+    def _log_summary(self, client, children) -> None:
+        """What the sweep varied (params), and the best child's selected metrics on the parent, so sweeps
+        sort by result in the run list: best = the best validation value of the monitored metric."""
+        try:
+            from lambdaopt.config.monitor import lower_is_better
+            from lambdaopt.tracking import mlflow_key
+
+            client.log_param(self.parent_run_id, "swept_keys", ",".join(self.swept) or "(none)")
+            client.log_param(self.parent_run_id, "launcher", self.launcher)
+            finished = [c for c in children if c.info.status == "FINISHED" and c.data.tags.get("monitor")]
+            if not finished:
+                return
+            monitor = finished[0].data.tags["monitor"]
+            key = f"best_valid/{mlflow_key(monitor)}"
+            scored = [c for c in finished if c.data.tags["monitor"] == monitor and key in c.data.metrics]
+            if not scored:
+                return
+            if all(key + "_smoothed" in c.data.metrics for c in scored):
+                key += "_smoothed"  # what the epochs (and the report's grid points) were selected on
+            scored.sort(key=lambda c: int(c.data.tags.get("job_num", 0)))  # ties: the first job, as the report
+            pick = min if lower_is_better(monitor) else max
+            best = pick(scored, key=lambda c: c.data.metrics[key])
+            metrics = {k: v for k, v in best.data.metrics.items() if k.startswith(("best_valid/", "test/"))}
+            for name, value in metrics.items():
+                client.log_metric(self.parent_run_id, name, value)
+            client.set_tag(self.parent_run_id, "best_child", f"{best.info.run_name} ({best.info.run_id})")
+        except Exception as error:  # noqa: BLE001 - the summary must not fail the sweep
+            log.warning("sweep summary skipped: %s: %s", type(error).__name__, error)
+
     def _log_report(self, client) -> None:
-        """The paper-style table and figures of the children, as artifacts of the parent. Never fails the sweep."""
+        """The paper-style table and figures of the children, as artifacts of the parent and as its
+        description (shown on the run's Overview). Never fails the sweep."""
         try:
             from lambdaopt.report import write_report
 
             written = write_report(self.tracking["uri"], self.tracking["experiment"], parent=self.parent_run_id,
                                    out=Path(self.sweep_dir) / "report", quiet=True)
+            best = client.get_run(self.parent_run_id).data.tags.get("best_child")
+            note = (f"Sweep over {', '.join(self.swept) or 'its jobs'}"
+                    + (f"; best on validation: {best}" if best else "") + ".\n\n" + written["table_md"].read_text())
+            client.set_tag(self.parent_run_id, "mlflow.note.content", note[:60000])
             log.info("report: %s (also under report/ in the parent run)", written["table_md"])
         except Exception as error:  # noqa: BLE001 - a report problem must not fail the sweep
             log.warning("sweep report skipped: %s: %s", type(error).__name__, error)

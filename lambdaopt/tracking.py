@@ -58,6 +58,7 @@ class NullTracker:
 
     run_id = None
     artifact_uri = None
+    experiment_id = None
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         pass
@@ -75,7 +76,7 @@ class NullTracker:
 class MlflowTracker(NullTracker):
     def __init__(self, mlflow_module, run):
         self.mlflow, self.run_id = mlflow_module, run.info.run_id
-        self.artifact_uri = run.info.artifact_uri
+        self.artifact_uri, self.experiment_id = run.info.artifact_uri, run.info.experiment_id
 
     def log_metrics(self, metrics, step=None):
         self.mlflow.log_metrics({mlflow_key(k): float(v) for k, v in metrics.items()}, step=step)
@@ -90,7 +91,20 @@ class MlflowTracker(NullTracker):
         self.mlflow.set_tags(tags)
 
 
-def _experiment_id(client, name: str, artifact_location: str) -> str:
+EXPERIMENT_KIND = "mlflow.experimentKind"
+
+
+def experiment_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The experiment's run list (or one run's page) in the MLflow UI: the server itself for an http URI,
+    else where `mlflow ui` serves (http://127.0.0.1:5000). `workflowType=machine_learning` opens the
+    training-runs view: a fresh browser otherwise lands on MLflow 3's GenAI traces dashboard (checked in
+    headless Chromium with bench/mlflow_screenshots.py; the experiment tag alone does not switch it)."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{base}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
+
+
+def experiment_id(client, name: str, artifact_location: str) -> str:
     """The id of experiment `name`, created if missing. Parallel jobs may race to create it: the
     loser of the race finds the winner's experiment."""
     from mlflow.exceptions import MlflowException
@@ -105,7 +119,8 @@ def _experiment_id(client, name: str, artifact_location: str) -> str:
         else:
             location = Path(location).resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        # the classic training-runs view, not the GenAI traces dashboard a fresh MLflow 3 UI opens in
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: "custom_model_development"})
     except MlflowException:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
@@ -114,12 +129,11 @@ def _experiment_id(client, name: str, artifact_location: str) -> str:
 
 
 def ensure_experiment(uri: str, name: str, artifact_location: str = "mlartifacts") -> str:
-    """Create the tracking store (e.g. the SQLite schema) and experiment `name` once, before parallel
-    jobs start: N processes that each find an empty SQLite file race on creating its tables.
-    Returns the experiment id. Safe to call again (and from a Hydra callback)."""
-    from mlflow.tracking import MlflowClient
+    """Check the store at `uri`, create it and experiment `name` if missing (safe from parallel
+    processes: lambdaopt/store.py), and return the experiment id. Raises ConfigError in one line."""
+    from lambdaopt.store import open_store
 
-    return _experiment_id(MlflowClient(tracking_uri=store_uri(uri)), name, artifact_location)
+    return open_store(uri, name, artifact_location)
 
 
 @contextlib.contextmanager
@@ -139,10 +153,10 @@ def tracked_run(tracking_cfg, run_name: str, params: dict[str, Any], tags: dict[
     if run_id is not None:
         run = mlflow.start_run(run_id=run_id)
     else:
-        experiment_id = _experiment_id(mlflow.MlflowClient(), tracking_cfg.experiment, tracking_cfg.artifact_location)
+        experiment = ensure_experiment(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_location)
         if os.environ.get(PARENT_RUN_ENV):  # a job of a sweep: a child of the sweep's parent run
             tags = {**tags, "mlflow.parentRunId": os.environ[PARENT_RUN_ENV]}
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+        run = mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=tags)
     try:
         if run_id is None:
             mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lambdaopt.errors import TrainingDiverged
+from lambdaopt.errors import DataError, TrainingDiverged
 from lambdaopt.interrupts import StopRequest, TrainingInterrupted
 from lambdaopt.memory import release_free_heap
 
@@ -187,6 +187,9 @@ class Trainer:
 
     def _evaluate_epoch(self, epoch: int, train_loss: float, epoch_seconds: float) -> dict[str, float]:
         valid = self.evaluate()
+        if self.monitor not in valid:
+            raise DataError(f"trainer.monitor={self.monitor} is undefined on this validation data (see the warning "
+                            f"above); select on another metric: trainer.monitor=one of {', '.join(valid) or '-'}")
         record = {f"{self.prefix}/{name}": value for name, value in valid.items()}
         record.update({f"reg/{name}": value for name, value in self.regularizer.metrics().items()})
         self.regularizer.on_evaluation(epoch, self.tracker)

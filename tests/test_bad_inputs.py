@@ -10,9 +10,12 @@ leave nothing behind: no processed dataset in the cache and no MLflow run (so no
 The cases run two at a time in a module fixture (each is a separate Python process) and are then
 checked one test per case.
 """
+import gzip
 import os
+import re
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,16 +29,22 @@ pytestmark = pytest.mark.slow
 U_DATA_OK_LINE = "1\t2\t3\t881250949\n"
 TOO_FEW_USERS = "".join(f"{u}\t{i}\t4\t{880000000 + 10 * u + i}\n" for u in range(1, 4) for i in range(1, 6))
 
-# name: (entry point, arguments, data file content or None (no file written) or "" , needle, who reports)
-# entry point: run.py, or data (python -m lambdaopt.data); {file} and {cache} are filled in per case.
-REAL = ["dataset=ml-100k", "dataset.path={file}", "dataset.cache_dir={cache}", "model.dim=8", "trainer.max_epochs=1"]
+# name: (entry point, arguments, data file content (text or bytes; None: no file written), needle, who reports)
+# entry point: run.py, or data (python -m lambdaopt.data); {file}, {cache} and {cwd} are filled in per case.
+REAL_ANY_PATH = ["dataset=ml-100k", "dataset.cache_dir={cache}", "model.dim=8", "trainer.max_epochs=1"]
+REAL = [*REAL_ANY_PATH, "dataset.path={file}"]
 CASES = {
     # ---- config values: ours, one line naming the key, the value and what is allowed
     "zero learning rate": ("run.py", [*TINY, "optimizer.lr=0"], None, "optimizer.lr=0.0 is not allowed: use a number > 0", "ours"),
     "negative dim": ("run.py", [*TINY, "model.dim=-3"], None, "model.dim=-3 is not allowed", "ours"),
     "Adam beta of 1": ("run.py", [*TINY, "optimizer=adam", "optimizer.betas=[0.9,1.0]"], None, "optimizer.betas=[0.9, 1.0]", "ours"),
     "zero epochs": ("run.py", [*TINY, "trainer.max_epochs=0"], None, "trainer.max_epochs=0", "ours"),
-    "negative seed": ("run.py", [*TINY, "seed=-1"], None, "seed=-1 is not allowed: use an integer >= 0", "ours"),
+    "negative seed": ("run.py", [*TINY, "seed=-1"], None, "seed=-1 is not allowed: use an integer in [0, 2^32 - 1]", "ours"),
+    "seed of 2^32": ("run.py", [*TINY, "seed=4294967296"], None, "seed=4294967296 is not allowed", "ours"),
+    "data seed of 2^32": ("run.py", [*TINY, "dataset.seed=4294967296"], None, "dataset.seed=4294967296 is not allowed", "ours"),
+    "infinite learning rate": ("run.py", [*TINY, "optimizer.lr=inf"], None, "optimizer.lr=inf is not allowed: use a finite", "ours"),
+    "infinite λ": ("run.py", [*TINY, "regularizer.lam=inf"], None, "regularizer.lam=inf is not allowed", "ours"),
+    "NaN init scale": ("run.py", [*TINY, "model.init_std=nan"], None, "model.init_std=nan is not allowed", "ours"),
     "zero threads": ("run.py", [*TINY, "num_threads=0"], None, "num_threads=0", "ours"),
     "unknown device": ("run.py", [*TINY, "device=tpu"], None, "device='tpu' is not allowed", "ours"),
     "cuda without a GPU": ("run.py", [*TINY, "device=cuda"], None, "no CUDA device is available", "ours"),
@@ -51,6 +60,16 @@ CASES = {
     "resume with no runs": ("run.py", [*TINY, "resume=last"], None, "resume=last: there is no experiment", "ours"),
     "unknown tracking scheme": ("run.py", [*TINY, "tracking.uri=ftp://host/x"], None, "tracking.uri='ftp://host/x'", "ours"),
     "empty experiment name": ("run.py", [*TINY, "tracking.experiment=''"], None, "tracking.experiment=''", "ours"),
+    "tracking server down": ("run.py", [*TINY, "tracking.uri=http://127.0.0.1:1"], None,
+                             "tracking.uri=http://127.0.0.1:1: no MLflow server answers there", "ours"),
+    "sweep against a dead server": ("run.py", ["-m", *TINY, "tracking.uri=http://127.0.0.1:1", "regularizer.lam=0,1"], None,
+                                    "no MLflow server answers there", "ours"),
+    "tracking file in a missing folder": ("run.py", [*TINY, "tracking.uri=sqlite:///{cwd}/no/such/x.db"], None,
+                                          "no/such does not exist; create it", "ours"),
+    "tracking file under /proc": ("run.py", [*TINY, "tracking.uri=sqlite:////proc/nonexistent/x.db"], None,
+                                  "the folder /proc/nonexistent does not exist", "ours"),
+    "artifacts under /proc": ("run.py", [*TINY, "tracking.artifact_location=/proc/x"], None,
+                              "cannot create the artifact folder /proc/x", "ours"),
     # ---- config: what Hydra rejects while composing (its own short message)
     "unknown option": ("run.py", ["regularizer=nope"], None, "regularizer/nope", "hydra"),
     "unknown key": ("run.py", ["model.dimm=8"], None, "model.dimm", "hydra"),
@@ -62,6 +81,19 @@ CASES = {
     "data CLI unknown dataset": ("data", ["info", "ml-5m"], None, "invalid choice: 'ml-5m'", "argparse"),
     # ---- data files (dataset.path) through run.py and through the data CLI
     "missing data file": ("run.py", REAL, None, "file not found", "ours"),
+    "data path is a folder": ("run.py", [*REAL_ANY_PATH, "dataset.path={cwd}"], None, "is a directory, not a rating file", "ours"),
+    "data path is /dev/null": ("run.py", [*REAL_ANY_PATH, "dataset.path=/dev/null"], None, "/dev/null is not a regular file", "ours"),
+    "gzip file named u.data": ("run.py", REAL, gzip.compress(U_DATA_OK_LINE.encode() * 3), "is gzip-compressed; unpack it", "ours"),
+    "zip file named u.data": ("run.py", REAL, b"PK\x03\x04" + bytes(60), "is a zip archive", "ours"),
+    "random bytes after a valid line": ("run.py", REAL, U_DATA_OK_LINE.encode() + bytes(range(128, 256)) * 8,
+                                        "line 2: bytes that are not text", "ours"),
+    "latin-1 byte in an id": ("run.py", REAL, U_DATA_OK_LINE.encode() * 2 + b"1\t2\xe9\t3\t4\n",
+                              "line 3: bytes that are not text", "ours"),
+    "latin-1 byte in a Reviews.csv": ("run.py", ["dataset=amazon-food", "dataset.path={file}", "dataset.cache_dir={cache}"],
+                                      b"Id,ProductId,UserId,ProfileName,HelpfulnessNumerator,HelpfulnessDenominator,"
+                                      b"Score,Time,Summary,Text\n1,B1,A\xe92,x,1,1,5,1300000000,s,t\n",
+                                      "line 2: bytes that are not text", "ours"),
+    "negative user id": ("run.py", REAL, U_DATA_OK_LINE + "-5\t2\t3\t881250950\n", "line 2: user id -5 is negative", "ours"),
     "empty data file": ("run.py", REAL, "", "is empty", "ours"),
     "too few fields": ("run.py", REAL, U_DATA_OK_LINE + "1\t3\n", "line 2: 2 fields instead of 4", "ours"),
     "non-numeric rating": ("run.py", REAL, U_DATA_OK_LINE + "1\t4\tgood\t6\n", "line 2", "ours"),
@@ -75,16 +107,20 @@ CASES = {
 
 def run_case(name: str, base: Path) -> tuple[subprocess.CompletedProcess, Path]:
     entry, args, content, _, _ = CASES[name]
-    cwd = base / name.replace(" ", "_")
+    cwd = base / re.sub(r"\W+", "_", name)
     cwd.mkdir()
     data_file = cwd / "u.data"
-    if content is not None:
+    if isinstance(content, bytes):
+        data_file.write_bytes(content)
+    elif content is not None:
         data_file.write_text(content)
-    args = [a.format(file=data_file, cache=cwd / "cache") for a in args]
+    args = [a.format(file=data_file, cache=cwd / "cache", cwd=cwd) for a in args]
     command = [str(ROOT / "run.py")] if entry == "run.py" else ["-m", "lambdaopt.data"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "LAMBDAOPT_CACHE": str(cwd / "cache")}
+    started = time.monotonic()
     result = subprocess.run([sys.executable, *command, *args], cwd=cwd, capture_output=True, text=True,
                             timeout=180, env=env)
+    result.seconds = time.monotonic() - started
     return result, cwd
 
 
@@ -104,6 +140,8 @@ def test_bad_input_fails_cleanly_and_leaves_nothing_behind(outcomes, name):
     result, cwd = outcomes[name]
     needle, reporter = CASES[name][3], CASES[name][4]
     assert result.returncode != 0, result.stdout
+    assert result.seconds < 60, f"took {result.seconds:.0f} s"  # no hang (a dead server once took 4 minutes)
+    assert "Exception ignored" not in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     if reporter == "ours":
@@ -115,6 +153,7 @@ def test_bad_input_fails_cleanly_and_leaves_nothing_behind(outcomes, name):
     else:  # Hydra's composition/override errors: its message (first line names the problem), no traceback
         assert needle in result.stderr.strip().splitlines()[0], result.stderr
         assert "HYDRA_FULL_ERROR" in result.stderr and result.returncode == 1
+    assert not (cwd / "no").exists()  # a folder named in tracking.uri is never created silently
     processed = cwd / "cache" / "processed"
     assert not processed.exists() or not any(processed.iterdir()), list(processed.iterdir())
     database = cwd / "mlflow.db"

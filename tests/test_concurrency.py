@@ -22,12 +22,13 @@ EPOCHS = 3
 
 
 def sweep_and_count(tmp_path, uri: str):
-    """Run a 4-job joblib sweep against `uri`; assert nothing was lost."""
-    experiment_id = ensure_experiment(uri, "lambdaopt", str(tmp_path / "mlartifacts"))  # once, before the jobs
+    """Run a 4-job joblib sweep against `uri` (a fresh store: the jobs create it together); assert
+    nothing was lost."""
     job = [*TINY, f"trainer.max_epochs={EPOCHS}", "trainer.patience=0", f"tracking.uri={uri}"]
     result = run_cli(["-m", *job, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "regularizer.lam=" + ",".join(LAMS)],
                      tmp_path, timeout=240)
     assert result.returncode == 0, result.stderr
+    experiment_id = ensure_experiment(uri, "lambdaopt")
     client = MlflowClient(tracking_uri=uri)
     everything = client.search_runs([experiment_id])
     parents = [r for r in everything if r.data.tags.get("sweep_role") == "parent"]

@@ -70,3 +70,47 @@ def test_out_of_range_values_name_the_key(override, key):
         validate(cfg)
     message = str(error.value)
     assert message.startswith(key) and "\n" not in message
+
+
+def test_constructors_default_to_the_schema_defaults():
+    """A notebook user calling a class gets the experiment the CLI runs: every lambdaopt target's keyword
+    defaults equal its schema's (the one loader of several datasets takes each dataset's from its schema)."""
+    import dataclasses
+    import inspect
+
+    from hydra.utils import get_method
+
+    from lambdaopt.config import all_schemas
+
+    checked = 0
+    for group, options in all_schemas().items():
+        for name, schema in options.items():
+            fields = {f.name: f for f in dataclasses.fields(schema)}
+            target = fields["_target_"].default if "_target_" in fields else ""
+            if not target.startswith("lambdaopt.") or target.endswith("load_dataset"):
+                continue
+            parameters = inspect.signature(get_method(target)).parameters
+            for key, field in fields.items():
+                if key.startswith("_") or key not in parameters or parameters[key].default is inspect.Parameter.empty:
+                    continue
+                default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+                if dataclasses.is_dataclass(default):
+                    continue  # a nested node (the split): the constructor's None means the same node
+                expected = tuple(default) if isinstance(default, list) else default
+                found = tuple(parameters[key].default) if isinstance(parameters[key].default, list) else parameters[key].default
+                assert found == expected, f"{group}/{name}: {target}({key}={found!r}) but the schema says {expected!r}"
+                checked += 1
+    assert checked > 40
+
+
+@pytest.mark.parametrize("metric,lower", [
+    ("rmse", True), ("test/rmse", True), ("eval/effective_rank", True), ("best_valid/nuclear_norm", True),
+    ("relative_error", True), ("train_loss", True), ("auc", False), ("test/ndcg_at_10", False),
+    ("best_valid/ndcg_at_10_smoothed", False), ("hr@10", False),
+])
+def test_one_table_says_which_way_every_metric_improves(metric, lower):
+    from lambdaopt.config.monitor import lower_is_better
+    from lambdaopt.report import table
+
+    assert lower_is_better(metric) is lower
+    assert table.lower_is_better is lower_is_better  # the report reads the same table as the trainer

@@ -65,7 +65,7 @@ def tiny_dataset():
 def test_trainer_releases_every_n_steps(tiny_dataset, monkeypatch, every, expected):
     calls = []
     monkeypatch.setattr(trainer_module, "release_free_heap", lambda: calls.append(1))
-    model = MatrixFactorization(tiny_dataset.n_users, tiny_dataset.n_items, dim=4)
+    model = MatrixFactorization(tiny_dataset.n_users, tiny_dataset.n_items, dim=4, item_bias=False)
     objective = BPRObjective(tiny_dataset, batch_size=len(tiny_dataset.train) // 10 + 1, device=torch.device("cpu"))
     trainer = Trainer(model, FixedL2(1e-2), torch.optim.Adam(model.parameters()), objective, None, NullTracker(),
                       max_epochs=1, release_memory_every=every)
@@ -82,5 +82,5 @@ def test_evaluator_releases_only_when_long(tiny_dataset, monkeypatch, chunk_user
     evaluator = metrics_module.RankingEvaluator(dataset.n_users, dataset.n_items, dataset.test, dataset.train,
                                                 ks=[5], chunk_users=chunk_users)
     assert len(evaluator.users) == 30  # 10 chunks of 3
-    evaluator(MatrixFactorization(dataset.n_users, dataset.n_items, dim=4))
+    evaluator(MatrixFactorization(dataset.n_users, dataset.n_items, dim=4, item_bias=False))
     assert len(calls) == expected

@@ -87,3 +87,43 @@ def test_tuned_fixed_row_selects_lambda_and_lr_per_seed_and_the_figure_selects_p
     assert len(per_lam) == 9  # 3 seeds × 3 λ, each the better lr on validation at that λ
     assert set(per_lam.loc[per_lam["lam"] == 0.0, "params.optimizer.lr"]) == {"100"}
     assert set(per_lam.loc[per_lam["lam"] > 0, "params.optimizer.lr"]) == {"50"}
+
+
+def test_a_report_over_ranking_and_completion_runs_has_one_section_each_and_never_fails(tmp_path, capsys):
+    """The README's own `--experiment lambdaopt` once crashed here (a log axis over zeros, metrics mixed)."""
+    from mlflow.tracking import MlflowClient
+
+    from lambdaopt.report import write_report
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("mixed", artifact_location=(tmp_path / "art").as_uri())
+    for feedback, model, metrics in (
+            ("implicit", "MatrixFactorization", {"test/auc": 0.8, "test/ndcg_at_10": 0.2}),
+            ("completion", "DeepMatrixFactorization", {"test/relative_error": 7.7e-6, "test/train_mse": 0.0,
+                                                        "test/effective_rank": 2.0})):
+        for depth in ("2", "3"):
+            run = client.create_run(experiment, tags={"model": model, "regularizer": "NoRegularizer",
+                                                      "dataset": feedback})
+            for key, value in {"dataset.feedback": feedback, "seed": "0", "model.depth": depth}.items():
+                client.log_param(run.info.run_id, key, value)
+            for key, value in {**metrics, "train_seconds": 1.0}.items():
+                client.log_metric(run.info.run_id, key, value)
+            client.set_terminated(run.info.run_id)
+    written = write_report(uri, "mixed", out=tmp_path / "report")
+    table = written["table_md"].read_text()
+    assert "## ranking (implicit feedback)" in table and "## matrix completion" in table
+    ranking, completion = table.split("## matrix completion")
+    assert "relative_error" not in ranking and "NDCG@10" not in completion  # no metric mixed into the other task
+    assert "±" not in table  # one seed: no spread to print
+    assert "7.7e-06" in completion  # not 0.0000
+    assert (tmp_path / "report" / "table-completion.csv").exists()
+    assert "lack test/" not in capsys.readouterr().err
+
+
+def test_the_default_report_folder_is_named_for_what_was_selected():
+    from lambdaopt.report import default_out
+
+    assert str(default_out("lambdaopt", None, [])) == "reports/lambdaopt/all"
+    assert str(default_out("lambdaopt", "0123456789abcdef", [])) == "reports/lambdaopt/parent-0123456789ab"
+    assert str(default_out("lambdaopt", None, [("dataset", "ml-100k")])) == "reports/lambdaopt/dataset=ml-100k"

@@ -33,7 +33,7 @@ def loss_and_grads(model, objective, batch):
 def test_sparse_gradients_equal_the_dense_ones(setup):
     dataset, objective, batch = setup
     torch.manual_seed(0)
-    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=6, init_std=0.3).double()
+    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=6, init_std=0.3, item_bias=False).double()
     dense_loss, dense = loss_and_grads(model, objective, batch)
     model.sparse_grad = True
     sparse_loss, sparse = loss_and_grads(model, objective, batch)
@@ -46,7 +46,7 @@ def test_sparse_gradients_equal_the_dense_ones(setup):
 def test_sparse_adam_moves_only_the_rows_in_the_batch(setup):
     dataset, objective, batch = setup
     torch.manual_seed(0)
-    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=6, init_std=0.3)
+    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=6, init_std=0.3, item_bias=False)
     model.sparse_grad = True
     optimizer = torch.optim.SparseAdam(model.parameters(), lr=0.05)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

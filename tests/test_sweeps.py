@@ -66,7 +66,7 @@ def test_union_sweeper_expands_each_grid_and_routes_command_line_overrides(tmp_p
     sweeper.launcher = SimpleNamespace(launch=lambda batch, initial_job_idx: launched.extend(batch) or [])
     sweeper.validate_batch_is_legal = lambda batch: None
     sweeper.sweep([])
-    assert len(launched) == (12 + 2 + 2 + 1 + 4) * 3  # tuned fixed grid (SGD, Adam), SGDA + AMF, NeuMF, λOpt D/DU/DI/DUI
+    assert len(launched) == (12 + 2 + 3 + 2 + 1 + 4) * 3  # tuned fixed grid (SGD, Adam, slow SGD), SGDA + AMF, NeuMF, λOpt D/DU/DI/DUI
     launched.clear()
     sweeper = UnionSweeper(max_batch_size=None, params=dict(preset.params), grids=[dict(g) for g in preset.grids])
     sweeper.hydra_context, sweeper.config, sweeper.validate_batch_is_legal = (
@@ -74,9 +74,9 @@ def test_union_sweeper_expands_each_grid_and_routes_command_line_overrides(tmp_p
         lambda batch: None)
     sweeper.launcher = SimpleNamespace(launch=lambda batch, initial_job_idx: launched.extend(batch) or [])
     sweeper.sweep(["regularizer.lam=0,1e-2", "seed=0", "model.dim=8"])  # λ only shrinks the fixed grid
-    assert len(launched) == 3 * 2 + 2 + 2 + 1 + 4  # λ replaced in both fixed grids (3 SGD lr, 1 Adam lr)
+    assert len(launched) == 3 * 2 + 2 + 2 + 2 + 1 + 4  # λ replaced in every fixed grid (3 + 1 SGD lr, 1 Adam lr)
     assert all("model.dim=8" in job and "seed=0" in job for job in launched)
-    assert sum("regularizer.lam=0.01" in job for job in launched) == 4
+    assert sum("regularizer.lam=0.01" in job for job in launched) == 5
     assert not any("regularizer.lam=0.01" in job for job in launched if "regularizer=lambdaopt_d" in job)
 
 
@@ -108,6 +108,15 @@ def test_basic_launcher_grid_gives_one_parent_and_finished_children(grid_sweep):
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/table.md", "report/table.csv", "report/lambda_sensitivity.png"} <= artifacts
     assert "sweep.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    # what a person sees in the run list: names that differ, a description, and the sweep's result on the parent
+    names = sorted(c.info.run_name for c in children)
+    assert names == sorted(f"fixed λ={lam} · MF · synthetic · seed {seed}" for lam in ("0", "0.01") for seed in (0, 1))
+    assert all("selected on validation ndcg@10" in c.data.tags["mlflow.note.content"] for c in children)
+    assert sorted(parent.data.params["swept_keys"].split(",")) == ["regularizer.lam", "seed"]
+    best = max(children, key=lambda c: (c.data.metrics["best_valid/ndcg_at_10_smoothed"], -int(c.data.tags["job_num"])))
+    assert parent.data.metrics["test/ndcg_at_10"] == best.data.metrics["test/ndcg_at_10"]
+    assert parent.data.tags["mlflow.note.content"].startswith("Sweep over regularizer.lam, seed; best on validation")
+    assert "| MF-λFix |" in parent.data.tags["mlflow.note.content"]
 
 
 @pytest.mark.slow

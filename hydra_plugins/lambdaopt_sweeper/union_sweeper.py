@@ -32,7 +32,7 @@ class UnionSweeperConf:
     _target_: str = "hydra_plugins.lambdaopt_sweeper.union_sweeper.UnionSweeper"
     max_batch_size: Optional[int] = None
     params: Optional[Dict[str, str]] = None
-    grids: List[Dict[str, str]] = field(default_factory=list)
+    grids: List[Dict[str, Any]] = field(default_factory=list)  # values: "a,b" lists or plain scalars
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="union", node=UnionSweeperConf, provider="lambdaopt")
@@ -40,7 +40,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="union", node=UnionSwee
 
 class UnionSweeper(BasicSweeper):
     def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None,
-                 grids: Optional[List[Dict[str, str]]] = None) -> None:
+                 grids: Optional[List[Dict[str, Any]]] = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.grids = [dict(grid) for grid in (grids or [{}])] or [{}]
 

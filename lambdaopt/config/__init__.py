@@ -11,6 +11,7 @@ Adding an option = one dataclass in a module here, listed in that module's SCHEM
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -33,7 +34,7 @@ def all_schemas() -> dict[str, dict[str, type]]:
 
 
 TOP_LEVEL_RULES = {
-    "seed": Check(lambda v: type(v) is int and v >= 0, "an integer >= 0"),
+    "seed": Check(lambda v: type(v) is int and 0 <= v < 2**32, "an integer in [0, 2^32 - 1]"),
     "num_threads": Check(lambda v: type(v) is int and v >= 1, "an integer >= 1"),
     "init_from": Check(lambda v: v is None or (isinstance(v, str) and len(v) > 0), "null or an MLflow run id"),
     "device": Check(lambda v: v in ("auto", "cpu", "cuda") or str(v).startswith("cuda:"), "auto, cpu, cuda or cuda:N"),
@@ -67,8 +68,24 @@ def _walk(node: DictConfig, path: str):
             yield from _walk(child, f"{path}{key}.")
 
 
+def _non_finite(node, path: str = ""):
+    """(dotted key, value) of the first float that is inf or nan anywhere in `node`, or None."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        where = f"{path}{key}" if isinstance(node, dict) else f"{path[:-1]}[{key}]"
+        if isinstance(value, float) and not math.isfinite(value):
+            return where, value
+        if isinstance(value, (dict, list)) and (found := _non_finite(value, f"{where}.")):
+            return found
+    return None
+
+
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError on the first value out of range, naming the key, the value and what is allowed."""
+    """Raise ConfigError on the first value out of range, naming the key, the value and what is allowed.
+    No number anywhere may be inf or nan (a range check like `> 0` lets inf through)."""
+    found = _non_finite(OmegaConf.to_container(cfg, resolve=False))
+    if found:
+        raise ConfigError(f"{found[0]}={found[1]} is not allowed: use a finite number")
     for key, rule in TOP_LEVEL_RULES.items():
         if key in cfg and not rule.test(cfg[key]):
             raise ConfigError(f"{key}={cfg[key]!r} is not allowed: use {rule.allowed}")

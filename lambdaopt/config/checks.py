@@ -21,6 +21,10 @@ def non_negative() -> dict:
     return {"check": Check(lambda v: v is not None and v >= 0, "a number >= 0")}
 
 
+def seed_range() -> dict:
+    return {"check": Check(lambda v: v is not None and 0 <= v < 2**32, "an integer in [0, 2^32 - 1]")}
+
+
 def open_unit() -> dict:
     return {"check": Check(lambda v: v is not None and 0 < v < 1, "a number in (0, 1)")}
 

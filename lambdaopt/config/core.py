@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from lambdaopt.config.checks import (betas, field_with, non_empty, non_negative, one_of, open_unit, positive, positive_list,
-                                     tracking_uri)
+from lambdaopt.config.checks import (betas, field_with, non_empty, non_negative, one_of, open_unit,
+                                     positive, positive_list, seed_range, tracking_uri)
 
 @dataclass
 class SplitConfig:
@@ -34,7 +34,7 @@ class SyntheticDataConfig:
     item_popularity_exponent: float = field_with(0.8, non_negative())
     signal: float = field_with(5.0, non_negative())
     min_user_interactions: int = field_with(3, non_negative())
-    seed: int = field_with(0, non_negative())
+    seed: int = field_with(0, seed_range())
     split: SplitConfig = field(default_factory=SplitConfig)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from lambdaopt.config.checks import Check, field_with, non_negative, one_of
+from lambdaopt.config.checks import Check, field_with, non_negative, one_of, seed_range
 from lambdaopt.config.core import SplitConfig
 
 
@@ -33,7 +33,7 @@ class RealDatasetConfig:
     min_item_interactions: int = field_with(0, non_negative())
     # false: one pass, items then users (the λOpt reference); true: repeat to a fixed point (k-core).
     iterative_filter: bool = False
-    seed: int = field_with(0, non_negative())
+    seed: int = field_with(0, seed_range())
     split: SplitConfig = field(default_factory=SplitConfig)
 
 

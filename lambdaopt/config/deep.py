@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
-from lambdaopt.config.checks import Check, field_with, non_negative, one_of, open_unit, positive
+from lambdaopt.config.checks import Check, field_with, non_negative, one_of, open_unit, positive, seed_range
 
 
 def positive_or_none() -> dict:
@@ -30,7 +30,7 @@ class LowRankDataConfig:
     rank: int = field_with(5, positive())
     n_train_samples: int = field_with(2000, positive())
     sensing: bool = False
-    seed: int = field_with(0, non_negative())
+    seed: int = field_with(0, seed_range())
 
 
 @dataclass

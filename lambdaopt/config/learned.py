@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from lambdaopt.config.checks import field_with, non_negative, one_of, open_unit, optional_positive, positive, share
+from lambdaopt.config.checks import (field_with, non_negative, one_of, open_unit, optional_positive, positive,
+                                     seed_range, share)
 from lambdaopt.regularizers.lambdas import GRANULARITIES
 
 
@@ -40,7 +41,7 @@ class LambdaOptConfig:
     validation_share: float = field_with(0.5, share())
     # look ahead through the model's own optimizer (λOpt) or through plain SGD at its lr (SGDA)
     lookahead: str = field_with("model", one_of("model", "sgd"))
-    seed: int = field_with(0, non_negative())
+    seed: int = field_with(0, seed_range())
 
 
 SCHEMAS = {"regularizer": {"lambdaopt": LambdaOptConfig}}

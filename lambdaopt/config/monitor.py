@@ -6,8 +6,16 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-# Completion and rating metrics where smaller is better; everything else (auc, hr@K, ndcg@K) is larger-better.
-ERROR_METRICS = {"rmse", "mae", "mse", "train_mse", "test_mse", "relative_error", "nuclear_norm", "effective_rank"}
+# The one table of which way a metric improves (the trainer's `mode: auto`, the report's selection and bold):
+# errors and losses, and the completion descriptors where smaller means simpler (rank, nuclear norm), are
+# smaller-better; everything else (auc, hr@K, ndcg@K) is larger-better.
+ERROR_METRICS = {"rmse", "mae", "mse", "train_mse", "test_mse", "relative_error", "nuclear_norm", "effective_rank",
+                 "train_loss", "loss"}
+
+
+def lower_is_better(metric: str) -> bool:
+    """For a metric name as logged anywhere: `rmse`, `test/rmse`, `best_valid/ndcg_at_10_smoothed`."""
+    return metric.rsplit("/", 1)[-1].removesuffix("_smoothed") in ERROR_METRICS
 COMPLETION_METRICS = ["train_mse", "test_mse", "relative_error", "nuclear_norm", "effective_rank"]
 RATING_METRICS = ["rmse", "mae", "mse"]
 
@@ -36,5 +44,5 @@ def resolve_monitor(cfg: DictConfig) -> tuple[str, str]:
         monitor = {"completion": "train_mse", "explicit": "rmse"}.get(kind, f"ndcg@{10 if 10 in ks else ks[0]}")
     mode = cfg.trainer.get("mode", "auto")
     if mode == "auto":
-        mode = "min" if monitor in ERROR_METRICS else "max"
+        mode = "min" if lower_is_better(monitor) else "max"
     return monitor, mode

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from lambdaopt.data.interactions import Interactions, SplitDataset
+from lambdaopt.data.scratch import owner_tag, remove_stale
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,17 @@ def load(directory: Path) -> SplitDataset | None:
 
 
 def save(dataset: SplitDataset, directory: Path, meta: dict) -> None:
-    """Write the splits to a temporary sibling, then rename it to `directory` in one step."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".tmp-{directory.name}-"))
+    """Write the splits to a temporary sibling, then rename it to `directory` in one step. A cache that
+    cannot be written (no permission, read-only, full) only costs the next run a rebuild: a warning."""
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(directory.parent, (".tmp-",))
+        scratch = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".tmp-{directory.name}{owner_tag()}"))
+    except OSError as error:
+        log.warning("cannot write the processed cache in %s (%s); the splits are not cached: set "
+                    "dataset.cache_dir (or $LAMBDAOPT_CACHE) to a writable directory", directory.parent,
+                    error.strerror or error)
+        return
     try:
         for part in PARTS:
             _to_frame(getattr(dataset, part)).to_parquet(scratch / f"{part}.parquet", index=False)
@@ -83,6 +92,9 @@ def save(dataset: SplitDataset, directory: Path, meta: dict) -> None:
             # Another process finished the same entry first; its copy is equivalent.
             if not (directory / "meta.json").is_file():
                 raise
+    except OSError as error:
+        log.warning("cannot write the processed cache %s (%s); the splits are not cached", directory,
+                    error.strerror or error)
     finally:
         if scratch.exists():
             shutil.rmtree(scratch, ignore_errors=True)

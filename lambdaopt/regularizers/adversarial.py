@@ -19,7 +19,7 @@ from lambdaopt.regularizers.fixed import FixedL2
 
 
 class Adversarial(FixedL2):
-    def __init__(self, lam: float = 1e-2, eps: float = 0.5, reg_adv: float = 1.0):
+    def __init__(self, lam: float = 1e-2, eps: float = 0.05, reg_adv: float = 1.0):
         super().__init__(lam)
         self.eps, self.reg_adv = eps, reg_adv
 

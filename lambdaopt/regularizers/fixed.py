@@ -21,7 +21,7 @@ class FixedL2(Regularizer):
     (sampled or not) and, inside Adam, is rescaled by the adaptive step size.
     """
 
-    def __init__(self, lam: float = 1e-3):
+    def __init__(self, lam: float = 5e-3):
         super().__init__()
         self.lam = lam
 

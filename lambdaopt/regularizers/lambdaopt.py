@@ -36,7 +36,7 @@ _NO_STATE = _NoState()
 
 class LambdaOpt(Regularizer):
     def __init__(self, granularity: str = "dui", init: float = 0.0, nonneg: str = "clamp",
-                 lambda_optimizer: str = "adam", lambda_lr: float = 1e-3, amsgrad: bool = True,
+                 lambda_optimizer: str = "adam", lambda_lr: float = 1e-4, amsgrad: bool = True,
                  grad_clip: float | None = 1.0, update_every: int = 1, hypergrad: str = "truncated",
                  unroll_steps: int = 1, full_graph: bool = False, neumann_steps: int = 10,
                  ift_alpha: float = 1.0, valid_batch_size: int | None = None, snapshot_every: int = 1,

@@ -8,11 +8,13 @@
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
+from lambdaopt.errors import ReportError
 from lambdaopt.report import figures
 from lambdaopt.report.runs import label_runs, load_runs
 from lambdaopt.tracking import store_uri
@@ -37,33 +39,82 @@ def _histories(uri: str, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return histories
 
 
+TASK_TITLES = {"implicit": "ranking (implicit feedback)", "explicit": "rating regression (explicit feedback)",
+               "completion": "matrix completion"}
+
+
+def run_tasks(runs: pd.DataFrame) -> pd.Series:
+    """Each run's task, from its logged `dataset.feedback` (implicit where a run has none)."""
+    return runs.get("params.dataset.feedback", pd.Series("implicit", index=runs.index)).fillna("implicit")
+
+
+def default_out(experiment: str, parent: str | None, tags: list[tuple[str, str]]) -> Path:
+    """reports/<experiment>/<what was selected>: a second report of other runs does not overwrite the first."""
+    parts = ([f"parent-{parent[:12]}"] if parent else []) + [f"{k}={v}" for k, v in tags]
+    name = "_".join(parts) or "all"
+    return Path("reports") / experiment / "".join(c if c.isalnum() or c in "-_=." else "-" for c in name)
+
+
+def _figure(name: str, draw, *args) -> Path | None:
+    """Draw one figure; a figure the runs cannot support is skipped with a note, never a traceback."""
+    try:
+        return draw(*args)
+    except Exception as error:  # noqa: BLE001 - the table matters more than any one figure
+        print(f"note: figure {name} skipped ({type(error).__name__}: {error})", file=sys.stderr)
+        return None
+
+
 def write_report(uri: str, experiment: str, parent: str | None = None, tags: Iterable[tuple[str, str]] = (),
                  out: str | Path | None = None, metrics: list[str] | None = None, quiet: bool = False) -> dict:
-    """Write table.csv, table.md, runs.csv and the figures into `out` (default reports/<experiment>/), log
-    them to `parent` under `report/` when given, print the table unless `quiet`; return the paths."""
+    """Write table.csv, table.md, runs.csv and the figures into `out` (default `default_out`), log them
+    to `parent` under `report/` when given, print the table unless `quiet`; return the paths.
+
+    Runs of several tasks (ranking, ratings, completion) get one table section and one set of figures
+    per task (`table-<task>.csv`, `<figure>-<task>.png`); their metrics are never mixed in one table."""
     tags = list(tags)
     runs = label_runs(load_runs(uri, experiment, parent, tags))
-    columns = metric_columns(runs, metrics)
-    table = paper_table(runs, columns)
-    out = Path(out or Path("reports") / experiment)
+    out = Path(out) if out else default_out(experiment, parent, tags)
     out.mkdir(parents=True, exist_ok=True)
-    markdown = to_markdown(table, columns)
-    written = {"table_csv": out / "table.csv", "table_md": out / "table.md", "runs_csv": out / "runs.csv"}
-    table.to_csv(written["table_csv"])
+    tasks = run_tasks(runs)
+    several = tasks.nunique() > 1
+    sections, tables, written = [], [], {}
+    for task, group in runs.groupby(tasks, sort=False):
+        suffix = f"-{task}" if several else ""
+        try:
+            columns = metric_columns(group, metrics)
+        except ReportError as error:
+            if not several:
+                raise
+            print(f"note: no {TASK_TITLES.get(task, task)} table ({error})", file=sys.stderr)
+            continue
+        table = paper_table(group, columns)
+        markdown = to_markdown(table, columns)
+        sections.append(f"## {TASK_TITLES.get(task, task)}\n\n{markdown}" if several else markdown)
+        tables.append(table.assign(task=task) if several else table)
+        if several:
+            table.to_csv(out / f"table{suffix}.csv")
+        for name, draw, args in (
+                ("lambda_sensitivity", figures.lambda_sensitivity, (group, figure_metrics(columns))),
+                ("lambda_trajectories", figures.lambda_trajectories, (_histories(uri, group),)),
+                ("deep_mf_depth", figures.deep_mf, (group,))):
+            path = _figure(name, draw, *args, out / f"{name}{suffix}.png")
+            if path is not None:
+                written[name + suffix] = path
+    if not tables:
+        raise ReportError(f"none of the {len(runs)} runs has a test metric to tabulate")
+    markdown = "\n\n".join(sections)
+    written = {"table_csv": out / "table.csv", "table_md": out / "table.md", "runs_csv": out / "runs.csv", **written}
+    pd.concat(tables).to_csv(written["table_csv"])
     written["table_md"].write_text(markdown + "\n")
     keep = ["run_id", "row", "seed", "lam", "status"] + [c for c in runs.columns if c.startswith("metrics.test/")
                                                          or c in ("metrics.train_seconds", "tags.overrides")]
-    runs[keep].to_csv(written["runs_csv"], index=False)
-    for name, path in (("lambda_sensitivity", figures.lambda_sensitivity(runs, figure_metrics(columns), out / "lambda_sensitivity.png")),
-                       ("lambda_trajectories", figures.lambda_trajectories(_histories(uri, runs), out / "lambda_trajectories.png")),
-                       ("deep_mf_depth", figures.deep_mf(runs, out / "deep_mf_depth.png"))):
-        if path is not None:
-            written[name] = path
+    runs[keep].assign(task=tasks).to_csv(written["runs_csv"], index=False)
     if parent:
         from mlflow.tracking import MlflowClient
 
         MlflowClient(uri).log_artifacts(parent, str(out), "report")
     if not quiet:
         print(markdown)
-        print(f"\n{len(runs)} runs → {len(table)} rows; written to {out}/: " + ", ".join(p.name for p in written.values()))
+        print(f"\n{len(runs)} runs → {sum(len(t) for t in tables)} rows; written to {out}/: "
+              + ", ".join(p.name for p in written.values()))
     return written

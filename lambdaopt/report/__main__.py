@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="only runs with this tag")
     parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
                         help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    parser.add_argument("--out", help="output folder (default: reports/<experiment>/)")
+    parser.add_argument("--out", help="output folder (default: reports/<experiment>/<parent or tags, or all>/)")
     parser.add_argument("--metrics", help="comma-separated test metrics, e.g. auc,hr@10,ndcg@10 (default: all)")
     args = parser.parse_args(argv)
     try:

@@ -69,12 +69,11 @@ def deep_mf(runs: pd.DataFrame, path: Path) -> Path | None:
     if "params.model.depth" not in runs:
         return None
     runs = runs[runs["params.model.depth"].notna()].copy()
-    columns = [c for c in runs.columns if c.startswith("metrics.") and runs[c].notna().any()
-               and ("effective_rank" in c or (c.startswith("metrics.test/") and any(
-                   w in c for w in ("rmse", "error", "mse"))))]
-    if runs.empty or not columns:
-        return None
+    columns = [c for c in runs.columns if c.startswith("metrics.test/") and runs[c].notna().any()
+               and any(w in c for w in ("rmse", "error", "mse", "effective_rank"))]
     runs["depth"] = pd.to_numeric(runs["params.model.depth"])
+    if runs.empty or not columns or runs["depth"].nunique() < 2:  # a curve over depth needs two depths
+        return None
     series = [c for c in ("params.model.init_scale", "params.dataset.n_train_samples") if c in runs]
     fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4), squeeze=False)
     for ax, column in zip(axes[0], columns):
@@ -83,7 +82,8 @@ def deep_mf(runs: pd.DataFrame, path: Path) -> Path | None:
             label = ", ".join(f"{c.rsplit('.', 1)[-1]}={v}" for c, v in zip(series, key))
             curve = group.groupby("depth")[column].mean()
             ax.plot(curve.index, curve.values, marker="o", label=label)
-        ax.set_yscale("log" if "effective_rank" not in column else "linear")
+        positive = (runs[column].dropna() > 0).all()  # a log axis needs positive values (a loss may be 0)
+        ax.set_yscale("log" if "effective_rank" not in column and positive else "linear")
         ax.set_xlabel("depth")
         ax.set_ylabel(column[len("metrics."):])
     axes[0][0].legend(fontsize=7)

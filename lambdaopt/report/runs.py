@@ -17,7 +17,7 @@ REGULARIZER_NAMES = {"FixedL2": "λFix", "NoRegularizer": "noReg", "Adversarial"
 # What a fixed-λ baseline is tuned over (sweeps/mf_baseline.yaml): fixed-λ runs that differ only in these
 # are grid points of one row, and the report selects one per seed on validation (table.select_grid_points).
 TUNED_PREFIXES = ("params.regularizer.lam", "params.optimizer.", "params.model.item_bias", "params.model.init_std",
-                  "params.trainer.batch_size")
+                  "params.trainer.batch_size", "params.trainer.patience", "params.trainer.max_epochs")
 
 
 def load_runs(uri: str, experiment: str, parent: str | None = None,

@@ -2,20 +2,15 @@
 and the compute each row cost (a fixed-λ row costs its whole grid)."""
 from __future__ import annotations
 
+import re
 import sys
 
 import numpy as np
 import pandas as pd
 
+from lambdaopt.config.monitor import lower_is_better
 from lambdaopt.errors import ReportError
 from lambdaopt.tracking import mlflow_key
-
-LOWER_IS_BETTER = ("rmse", "mse", "mae", "error", "loss")
-
-
-def is_lower_better(metric: str) -> bool:
-    return any(word in metric for word in LOWER_IS_BETTER)
-
 
 def display_name(metric: str) -> str:
     """`hr_at_10` → `HR@10`, `auc` → `AUC`."""
@@ -25,8 +20,10 @@ def display_name(metric: str) -> str:
 
 def _metric_order(metric: str) -> tuple:
     name, _, k = metric.partition("_at_")
+    if not k and (numbered := re.fullmatch(r"(.+)_(\d+)", name)):  # sigma_2 before sigma_10
+        name, k = numbered.groups()
     rank = {"auc": 0, "hr": 1, "recall": 1, "ndcg": 2}.get(name, 3)
-    return rank, int(k) if k.isdigit() else 0, name
+    return rank, name if rank == 3 else "", int(k) if k.isdigit() else 0, name
 
 
 def figure_metrics(metrics: list[str], most: int = 4) -> list[str]:
@@ -75,7 +72,7 @@ def select_grid_points(runs: pd.DataFrame, within: tuple[str, ...] = ()) -> pd.D
             run = group[values.isna()].iloc[0] if values is not None else group.iloc[0]
             raise ReportError(f"run {run['run_id']} ({run.get('tags.overrides', '')}) has no metric "
                               f"{monitor[len('metrics.'):]} to select λ on")
-        better = values.idxmin() if is_lower_better(monitor) else values.idxmax()
+        better = values.idxmin() if lower_is_better(monitor) else values.idxmax()
         keep.append(group.loc[[better]])
     selected = pd.concat(keep)
     return selected.loc[[i for i in runs.index if i in selected.index]]
@@ -127,8 +124,13 @@ def best_rows(table: pd.DataFrame, metrics: list[str]) -> dict[str, str]:
     for metric in metrics:
         means = table[f"{metric}_mean"].dropna()
         if len(means) > 1:
-            best[metric] = means.idxmin() if is_lower_better(metric) else means.idxmax()
+            best[metric] = means.idxmin() if lower_is_better(metric) else means.idxmax()
     return best
+
+
+def number(value: float) -> str:
+    """4 decimals, or 3 significant digits for what 4 decimals would print as 0.0000 (7.7e-06)."""
+    return f"{value:.4f}" if value == 0 or abs(value) >= 5e-5 else f"{value:.3g}"
 
 
 def to_markdown(table: pd.DataFrame, metrics: list[str]) -> str:
@@ -142,7 +144,7 @@ def to_markdown(table: pd.DataFrame, metrics: list[str]) -> str:
         cells = [row]
         for metric in metrics:
             mean, std = entry[f"{metric}_mean"], entry[f"{metric}_std"]
-            cell = "–" if pd.isna(mean) else f"{mean:.4f} ± {std:.4f}"
+            cell = "–" if pd.isna(mean) else number(mean) + ("" if entry["seeds"] < 2 else f" ± {number(std)}")
             cells.append(f"**{cell}**" if best.get(metric) == row else cell)
         seconds = entry["compute_s"]
         cells += [str(entry["seeds"]), str(entry["runs"]), "–" if pd.isna(seconds) else f"{seconds:.{0 if seconds >= 10 else 1}f} s"]

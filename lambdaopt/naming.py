@@ -1,0 +1,59 @@
+"""What a person reads in MLflow's run list: run names that say what differs, and one-sentence descriptions.
+
+A sweep's children used to share one name (`MatrixFactorization-FixedL2-ml-100k`), so the run list and
+chart legends could not tell them apart. A run is now named for its method (`fixed λ=0.001`, `λOpt-DUI`,
+`SGDA`, `AMF`), its model and data, its seed, and in a sweep every swept key that the method name does not
+already say (`optimizer.lr=10`); the parent run passes the swept keys to its jobs in SWEPT_KEYS_ENV.
+"""
+from __future__ import annotations
+
+import os
+
+from omegaconf import DictConfig, OmegaConf
+
+SWEPT_KEYS_ENV = "LAMBDAOPT_SWEPT_KEYS"
+MODEL_NAMES = {"MatrixFactorization": "MF", "DeepMatrixFactorization": "deep MF", "SVDMatrixFactorization": "SVD MF",
+               "NuclearNormCompletion": "nuclear norm"}
+
+
+def _class(cfg: DictConfig, group: str) -> str:
+    return str(OmegaConf.select(cfg, f"{group}._target_") or "").rsplit(".", 1)[-1]
+
+
+def method_name(cfg: DictConfig) -> str:
+    """`fixed λ=0.001`, `λOpt-DUI`, `SGDA`, `AMF`, `no penalty`, or the regularizer's class name."""
+    regularizer, node = _class(cfg, "regularizer"), cfg.regularizer
+    if regularizer == "FixedL2":
+        return f"fixed λ={float(node.lam):g}"
+    if regularizer == "LambdaOpt":
+        return "SGDA" if node.get("lookahead") == "sgd" else f"λOpt-{str(node.granularity).upper()}"
+    return {"Adversarial": "AMF", "NoRegularizer": "no penalty"}.get(regularizer, regularizer)
+
+
+def swept_keys() -> list[str]:
+    return [k for k in os.environ.get(SWEPT_KEYS_ENV, "").split(",") if k]
+
+
+def run_name(cfg: DictConfig, dataset_name: str) -> str:
+    """e.g. `fixed λ=0.001 · MF · ml-100k · seed 0` or, in a sweep over the lr, `... · optimizer.lr=10`."""
+    model = _class(cfg, "model")
+    parts = [method_name(cfg), MODEL_NAMES.get(model, model), dataset_name, f"seed {cfg.seed}"]
+    said = {"regularizer", "regularizer.lam", "regularizer.granularity", "model", "dataset", "seed"}
+    for key in swept_keys():
+        if key not in said and (value := OmegaConf.select(cfg, key)) is not None and not isinstance(value, DictConfig):
+            parts.append(f"{key}={value}")
+    return " · ".join(parts)
+
+
+def description(name: str, dataset, monitor: str, best_epoch: int, epochs_run: int, valid: dict, test: dict) -> str:
+    """One sentence for the run's Overview (`mlflow.note.content`)."""
+    def shown(value):
+        return f"{value:.4g}" if isinstance(value, float) else "–"
+
+    size = ""
+    if hasattr(dataset, "n_users") and hasattr(dataset, "n_items"):
+        size = f" ({dataset.n_users:,} users × {dataset.n_items:,} items"
+        size += f", {len(dataset.train):,} training interactions)" if hasattr(dataset, "train") else ")"
+    return (f"{name}: trained on {getattr(dataset, 'name', 'the data')}{size}; epoch {best_epoch} of {epochs_run} "
+            f"selected on validation {monitor} = {shown(valid.get(monitor))}, where test {monitor} = "
+            f"{shown(test.get(monitor))}.")
