@@ -101,6 +101,6 @@ def validate(cfg: DictConfig) -> None:
     names = metric_names(cfg)
     if cfg.trainer.monitor != "auto" and cfg.trainer.monitor not in names:
         raise ConfigError(
-            f"trainer.monitor={cfg.trainer.monitor!r} is not a {task_kind(cfg)} validation metric: use auto or one of "
+            f"trainer.monitor={cfg.trainer.monitor!r} is not a validation metric of {task_kind(cfg)} feedback: use auto or one of "
             + ", ".join(sorted(names))
         )

@@ -42,7 +42,7 @@ def lambda_sensitivity(runs: pd.DataFrame, metrics: list[str], path: Path) -> Pa
         ax.set_xticks(ticks, [("0" if t == zero_at else f"{t:g}") for t in ticks], rotation=45)
         ax.set_xlabel("fixed λ")
         ax.set_ylabel(f"test {display_name(metric)}")
-    axes[0][0].legend(fontsize=7)
+    _legend(axes[0][0])
     return _save(fig, path)
 
 
@@ -59,7 +59,7 @@ def lambda_trajectories(histories: dict[str, pd.DataFrame], path: Path) -> Path 
                 ax.plot(curve.index, curve.values, marker=".", label=row)
         ax.set_title(f"mean {side} λ")
         ax.set_xlabel("epoch")
-    axes[0][0].legend(fontsize=7)
+    _legend(axes[0][0])
     return _save(fig, path)
 
 
@@ -86,8 +86,13 @@ def deep_mf(runs: pd.DataFrame, path: Path) -> Path | None:
         ax.set_yscale("log" if "effective_rank" not in column and positive else "linear")
         ax.set_xlabel("depth")
         ax.set_ylabel(column[len("metrics."):])
-    axes[0][0].legend(fontsize=7)
+    _legend(axes[0][0])
     return _save(fig, path)
+
+
+def _legend(ax) -> None:
+    if any(ax.get_legend_handles_labels()[1]):  # a single unlabeled series needs none
+        ax.legend(fontsize=7)
 
 
 def _save(fig, path: Path) -> Path:
