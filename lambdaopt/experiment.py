@@ -23,7 +23,7 @@ from lambdaopt.interrupts import TrainingInterrupted
 from lambdaopt.models.rows import check_sparse_grad
 from lambdaopt.store import check_store
 from lambdaopt.tasks import select_task, solve_convex
-from lambdaopt.tracking import (experiment_url, flatten, git_commit, load_run_state_dict, save_state_dict,
+from lambdaopt.tracking import (PARENT_RUN_ENV, experiment_url, flatten, git_commit, load_run_state_dict, save_state_dict,
                                 tracked_run)
 from lambdaopt.trainer import Trainer
 
@@ -218,7 +218,8 @@ def run(cfg: DictConfig) -> ExperimentResult:
     print(format_table({getattr(task.valid_evaluator, "log_prefix", "valid"): fit.best_valid, "test": test}))
     if tracker.run_id is not None:
         url = experiment_url(cfg.tracking.uri, tracker.experiment_id, tracker.run_id)
-        serve = "" if cfg.tracking.uri.startswith(("http://", "https://")) else \
+        in_sweep = bool(os.environ.get(PARENT_RUN_ENV))  # the sweep prints how to browse once, at its end
+        serve = "" if in_sweep or cfg.tracking.uri.startswith(("http://", "https://")) else \
             f"  mlflow ui --backend-store-uri {cfg.tracking.uri} -w 1    # then open:\n"
         print(f"MLflow run '{run_name}' ({tracker.run_id}) in experiment '{cfg.tracking.experiment}':\n{serve}  {url}")
     return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id, task.monitor)

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lambdaopt.errors import LambdaoptError
 from lambdaopt.naming import SWEPT_KEYS_ENV
-from lambdaopt.tracking import PARENT_RUN_ENV, ensure_experiment, git_commit, store_uri
+from lambdaopt.tracking import PARENT_RUN_ENV, ensure_experiment, experiment_url, git_commit, store_uri
 
 log = logging.getLogger(__name__)
 
@@ -209,5 +209,9 @@ class MlflowParentRun(Callback):
                     + (f"; best on validation: {best}" if best else "") + ".\n\n" + written["table_md"].read_text())
             client.set_tag(self.parent_run_id, "mlflow.note.content", note[:60000])
             log.info("report: %s (also under report/ in the parent run)", written["table_md"])
+            uri = self.tracking["uri"]
+            serve = "" if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri} -w 1, then open "
+            experiment = client.get_run(self.parent_run_id).info.experiment_id
+            print(f"\n{note}\nBrowse the sweep: {serve}{experiment_url(uri, experiment, self.parent_run_id)}")
         except Exception as error:  # noqa: BLE001 - a report problem must not fail the sweep
             log.warning("sweep report skipped: %s: %s", type(error).__name__, error)

@@ -87,6 +87,7 @@ def grid_sweep(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("grid")
     result = run_cli(["-m", *FAST, "regularizer.lam=0,1e-2", "seed=0,1"], cwd)
     assert result.returncode == 0, result.stderr
+    (cwd / "stdout.txt").write_text(result.stdout)
     return cwd
 
 
@@ -117,6 +118,9 @@ def test_basic_launcher_grid_gives_one_parent_and_finished_children(grid_sweep):
     assert parent.data.metrics["test/ndcg_at_10"] == best.data.metrics["test/ndcg_at_10"]
     assert parent.data.tags["mlflow.note.content"].startswith("Sweep over regularizer.lam, seed; best on validation")
     assert "| MF-λFix |" in parent.data.tags["mlflow.note.content"]
+    printed = (grid_sweep / "stdout.txt").read_text()  # the table and how to browse, once, at the end
+    assert printed.count("mlflow ui --backend-store-uri") == 1 and printed.count("| MF-λFix |") == 1
+    assert f"Browse the sweep: mlflow ui" in printed and f"runs/{parent.info.run_id}?workflowType=machine_learning" in printed
 
 
 @pytest.mark.slow
