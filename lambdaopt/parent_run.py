@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lambdaopt.errors import LambdaoptError
 from lambdaopt.naming import SWEPT_KEYS_ENV
-from lambdaopt.tracking import PARENT_RUN_ENV, ensure_experiment, experiment_url, git_commit, store_uri
+from lambdaopt.tracking import PARENT_RUN_ENV, browse_hint, ensure_experiment, git_commit, store_uri
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,9 @@ def swept_keys(config: DictConfig) -> list[str]:
     parsed = OverridesParser.create().parse_overrides([str(o) for o in config.hydra.overrides.task])
     keys = [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]  # `[5,10]` is one list
     sweeper = config.hydra.sweeper
-    for params in [sweeper.get("params") or {}, *(sweeper.get("grids") or [])]:
-        keys += [str(k) for k, v in params.items() if "," in str(v) or len(sweeper.get("grids") or []) > 1]
+    grids = list(sweeper.get("grids") or [])
+    for params in [sweeper.get("params") or {}, *grids]:  # in a union of grids every grid key varies
+        keys += [str(k) for k, v in params.items() if "," in str(v) or len(grids) > 1]
     return list(dict.fromkeys(keys))
 
 
@@ -160,16 +161,17 @@ class MlflowParentRun(Callback):
             client.set_tag(self.parent_run_id, "failure_reason",
                            "the sweep stopped before all jobs ended (a job raised, or Ctrl-C)")
         if children:
-            self._log_summary(client, children)
-            self._log_report(client)
+            best = self._log_summary(client, children)
+            self._log_report(client, parent.info.experiment_id, best)
         status = "FAILED" if failed or aborted else "FINISHED"
         client.set_terminated(self.parent_run_id, status)
         log.info("MLflow parent run %s: %d child runs, %d failed → %s", self.parent_run_id, len(children),
                  len(failed), status)
 
-    def _log_summary(self, client, children) -> None:
+    def _log_summary(self, client, children) -> str | None:
         """What the sweep varied (params), and the best child's selected metrics on the parent, so sweeps
-        sort by result in the run list: best = the best validation value of the monitored metric."""
+        sort by result in the run list: best = the best validation value of the monitored metric. Returns
+        the best child's name and id (None if there is none)."""
         try:
             from lambdaopt.config.monitor import lower_is_better
             from lambdaopt.tracking import mlflow_key
@@ -178,12 +180,12 @@ class MlflowParentRun(Callback):
             client.log_param(self.parent_run_id, "launcher", self.launcher)
             finished = [c for c in children if c.info.status == "FINISHED" and c.data.tags.get("monitor")]
             if not finished:
-                return
+                return None
             monitor = finished[0].data.tags["monitor"]
             key = f"best_valid/{mlflow_key(monitor)}"
             scored = [c for c in finished if c.data.tags["monitor"] == monitor and key in c.data.metrics]
             if not scored:
-                return
+                return None
             if all(key + "_smoothed" in c.data.metrics for c in scored):
                 key += "_smoothed"  # what the epochs (and the report's grid points) were selected on
             scored.sort(key=lambda c: int(c.data.tags.get("job_num", 0)))  # ties: the first job, as the report
@@ -192,11 +194,14 @@ class MlflowParentRun(Callback):
             metrics = {k: v for k, v in best.data.metrics.items() if k.startswith(("best_valid/", "test/"))}
             for name, value in metrics.items():
                 client.log_metric(self.parent_run_id, name, value)
-            client.set_tag(self.parent_run_id, "best_child", f"{best.info.run_name} ({best.info.run_id})")
+            label = f"{best.info.run_name} ({best.info.run_id})"
+            client.set_tag(self.parent_run_id, "best_child", label)
+            return label
         except Exception as error:  # noqa: BLE001 - the summary must not fail the sweep
             log.warning("sweep summary skipped: %s: %s", type(error).__name__, error)
+            return None
 
-    def _log_report(self, client) -> None:
+    def _log_report(self, client, experiment_id: str, best: str | None) -> None:
         """The paper-style table and figures of the children, as artifacts of the parent and as its
         description (shown on the run's Overview). Never fails the sweep."""
         try:
@@ -204,14 +209,10 @@ class MlflowParentRun(Callback):
 
             written = write_report(self.tracking["uri"], self.tracking["experiment"], parent=self.parent_run_id,
                                    out=Path(self.sweep_dir) / "report", quiet=True)
-            best = client.get_run(self.parent_run_id).data.tags.get("best_child")
             note = (f"Sweep over {', '.join(self.swept) or 'its jobs'}"
                     + (f"; best on validation: {best}" if best else "") + ".\n\n" + written["table_md"].read_text())
             client.set_tag(self.parent_run_id, "mlflow.note.content", note[:60000])
             log.info("report: %s (also under report/ in the parent run)", written["table_md"])
-            uri = self.tracking["uri"]
-            serve = "" if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri} -w 1, then open "
-            experiment = client.get_run(self.parent_run_id).info.experiment_id
-            print(f"\n{note}\nBrowse the sweep: {serve}{experiment_url(uri, experiment, self.parent_run_id)}")
+            print(f"\n{note}\nBrowse the sweep: {browse_hint(self.tracking['uri'], experiment_id, self.parent_run_id)}")
         except Exception as error:  # noqa: BLE001 - a report problem must not fail the sweep
             log.warning("sweep report skipped: %s: %s", type(error).__name__, error)

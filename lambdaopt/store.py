@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lambdaopt.errors import ConfigError
-from lambdaopt.tracking import store_uri
+from lambdaopt.tracking import is_server, store_uri
 
 HEALTH_TIMEOUT_S = 5.0
 SQLITE = "sqlite:///"
@@ -118,7 +118,7 @@ def check_store(uri: str):
     from mlflow.tracking import MlflowClient
 
     uri = store_uri(uri)
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         check_server(uri)
     elif uri.startswith(SQLITE):
         check_sqlite(uri)
@@ -132,15 +132,19 @@ def check_store(uri: str):
 
 
 def open_store(uri: str, experiment: str, artifact_location: str) -> str:
-    """`check_store`, then experiment `experiment` (created if missing, its artifact folder checked); its id."""
+    """`check_store`, then `open_experiment`: the id of experiment `experiment` at `uri`."""
+    return open_experiment(check_store(uri), experiment, artifact_location)
+
+
+def open_experiment(client, experiment: str, artifact_location: str) -> str:
+    """Experiment `experiment` in the store `check_store` returned `client` for: created if missing, its
+    artifact folder checked; its id."""
     from lambdaopt.tracking import EXPERIMENT_KIND, experiment_id
 
-    client = check_store(uri)
     try:
         found = client.get_experiment_by_name(experiment)
         if found is None:
-            remote = client.tracking_uri.startswith(("http://", "https://"))
-            if not remote and (folder := local_artifact_dir(artifact_location)) is not None:
+            if not is_server(client.tracking_uri) and (folder := local_artifact_dir(artifact_location)) is not None:
                 check_artifact_dir(folder.resolve(), f"tracking.artifact_location={artifact_location}")
             return experiment_id(client, experiment, artifact_location)
         if EXPERIMENT_KIND not in found.tags:  # created before the kind was set: open it in the runs view too

@@ -94,12 +94,24 @@ class MlflowTracker(NullTracker):
 EXPERIMENT_KIND = "mlflow.experimentKind"
 
 
+def is_server(uri: str) -> bool:
+    """A tracking server (`mlflow server`), as opposed to a store this process opens itself."""
+    return uri.startswith(("http://", "https://"))
+
+
+def browse_hint(uri: str, experiment_id: str, run_id: str | None = None, serve: bool = True) -> str:
+    """How to open a run (or the run list): the `mlflow ui` command for a local store (unless `serve` is
+    False), then the page's URL."""
+    command = "" if is_server(uri) or not serve else f"mlflow ui --backend-store-uri {uri} -w 1, then open "
+    return command + experiment_url(uri, experiment_id, run_id)
+
+
 def experiment_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
     """The experiment's run list (or one run's page) in the MLflow UI: the server itself for an http URI,
     else where `mlflow ui` serves (http://127.0.0.1:5000). `workflowType=machine_learning` opens the
     training-runs view: a fresh browser otherwise lands on MLflow 3's GenAI traces dashboard (checked in
     headless Chromium with bench/mlflow_screenshots.py; the experiment tag alone does not switch it)."""
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    base = uri.rstrip("/") if is_server(uri) else "http://127.0.0.1:5000"
     page = f"runs/{run_id}" if run_id else "runs"
     return f"{base}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
 
@@ -114,7 +126,7 @@ def experiment_id(client, name: str, artifact_location: str) -> str:
         return experiment.experiment_id
     location = artifact_location
     if "://" not in location:
-        if client.tracking_uri.startswith(("http://", "https://")):
+        if is_server(client.tracking_uri):
             location = None  # a shared server stores the artifacts (proxied), not this machine's disk
         else:
             location = Path(location).resolve().as_uri()
@@ -138,12 +150,14 @@ def ensure_experiment(uri: str, name: str, artifact_location: str = "mlartifacts
 
 @contextlib.contextmanager
 def tracked_run(tracking_cfg, run_name: str, params: dict[str, Any], tags: dict[str, str],
-                run_id: str | None = None) -> Iterator[NullTracker]:
+                run_id: str | None = None, client=None) -> Iterator[NullTracker]:
     """Open an MLflow run (or a NullTracker); on an exception the run ends FAILED with a
     `failure_reason` tag, on Ctrl-C / SIGTERM KILLED, otherwise FINISHED.
 
     `run_id`: continue that existing run (resume): it is set RUNNING again and keeps its params
-    (MLflow refuses changed params), so `params` are not logged; `tags` are added."""
+    (MLflow refuses changed params), so `params` are not logged; `tags` are added.
+    `client`: an MlflowClient from `store.check_store` (its checks are not repeated).
+    """
     if not tracking_cfg.enabled:
         yield NullTracker()
         return
@@ -153,7 +167,12 @@ def tracked_run(tracking_cfg, run_name: str, params: dict[str, Any], tags: dict[
     if run_id is not None:
         run = mlflow.start_run(run_id=run_id)
     else:
-        experiment = ensure_experiment(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_location)
+        if client is None:
+            experiment = ensure_experiment(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_location)
+        else:  # the store was checked already (experiment.run does it before any data work)
+            from lambdaopt.store import open_experiment
+
+            experiment = open_experiment(client, tracking_cfg.experiment, tracking_cfg.artifact_location)
         if os.environ.get(PARENT_RUN_ENV):  # a job of a sweep: a child of the sweep's parent run
             tags = {**tags, "mlflow.parentRunId": os.environ[PARENT_RUN_ENV]}
         run = mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=tags)

@@ -151,12 +151,24 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def set_aside(raw: Path, problem: object = "") -> str:
+    """Rename a bad file in the cache to `<name>.rejected` (never read again); says what happened.
+    In a cache that cannot be written: a DataError with `problem` and the file to delete."""
+    rejected = raw.with_name(raw.name + ".rejected")
+    try:
+        raw.replace(rejected)
+    except OSError as failure:
+        problem = f"{problem}; " if problem else ""
+        raise DataError(f"{problem}{raw} could not be moved aside ({failure.strerror or failure}): delete it, or "
+                        "set dataset.cache_dir (or $LAMBDAOPT_CACHE) to a directory you can write") from None
+    return f"the file was kept aside as {rejected}"
+
+
 def _reject(path: Path, got: str, want: str, origin: str) -> DataError:
     """Move a file with the wrong checksum aside (never read again) and describe the problem."""
-    rejected = path.with_name(path.name + ".rejected")
-    os.replace(path, rejected)
-    return DataError(f"{origin}: sha256 {got} does not match the pinned {want}; the file was kept aside "
-                     f"as {rejected} and not used: delete it and fetch again, or check where it came from")
+    problem = f"{origin}: sha256 {got} does not match the pinned {want}"
+    return DataError(f"{problem}; {set_aside(path, problem)} and not used: delete it and fetch again, or check "
+                     "where it came from")
 
 
 def _progress(label: str, done: int, total: int | None) -> None:

@@ -96,13 +96,14 @@ def _unraisable_ignored():
         sys.unraisablehook = previous
 
 
-def _first_non_utf8_line(path: Path) -> int | None:
-    """The 1-based line holding the first byte sequence that is not UTF-8, or None (error path only)."""
+def _non_utf8_error(path: Path, expect: str) -> DataError | None:
+    """A DataError naming the line of the first byte sequence that is not UTF-8, or None (error path only)."""
     data = path.read_bytes()
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as error:
-        return data.count(b"\n", 0, error.start) + 1
+        return _line_error(path, data.count(b"\n", 0, error.start) + 1,
+                           "bytes that are not text (binary data, or an encoding other than UTF-8)", expect)
     return None
 
 
@@ -136,9 +137,8 @@ def _read_delimited(path: Path, delimiter: str, names: list[str], keep: dict[str
         if first_bad:
             line, found = first_bad[0]
             raise _line_error(path, line, f"{fields(found)} fields instead of {fields(len(names))}", expect) from None
-        if (line := _first_non_utf8_line(path)) is not None:
-            raise _line_error(path, line, "bytes that are not text (binary data, or an encoding other than UTF-8)",
-                              expect) from None
+        if (not_text := _non_utf8_error(path, expect)) is not None:
+            raise not_text from None
         if (row := re.search(r"CSV parse error: Row #(\d+)", str(error))) is not None:
             raise _line_error(path, int(row.group(1)), "not a row of this format", expect) from None
         raise _locate_bad_value(path, lambda: read({c: pa.string() for c in keep}),
@@ -254,9 +254,8 @@ def read_amazon_reviews_csv(path: str | Path) -> pd.DataFrame:
     try:
         table = read(types)
     except pa.ArrowInvalid as error:
-        if (line := _first_non_utf8_line(path)) is not None:
-            raise _line_error(path, line, "bytes that are not text (binary data, or an encoding other than UTF-8)",
-                              KAGGLE_EXPECT) from None
+        if (not_text := _non_utf8_error(path, KAGGLE_EXPECT)) is not None:
+            raise not_text from None
         if "conversion" not in str(error):
             raise DataError(f"{path}: not a valid CSV file ({str(error).splitlines()[0]}); expected {KAGGLE_EXPECT}") from None
         located = _locate_bad_value(path, lambda: read({c: pa.string() for c in need}),

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lambdaopt.data import cache
-from lambdaopt.data.fetch import DatasetSpec, cache_root, fetch, sha256_of, spec_for
+from lambdaopt.data.fetch import DatasetSpec, cache_root, fetch, set_aside, sha256_of, spec_for
 from lambdaopt.data.formats import READERS, check_file
 from lambdaopt.data.interactions import Interactions, SplitDataset
 from lambdaopt.data.preprocess import build_split_dataset
@@ -53,19 +53,6 @@ def resolve_raw(spec: DatasetSpec, path: str | None, cache_dir: str | None) -> t
     raw, reader = fetch(spec.name, cache_dir)
     check_file(raw, f"delete it and fetch again (python -m lambdaopt.data fetch {spec.name})", key="dataset.cache_dir")
     return raw, reader, True
-
-
-def set_aside(raw: Path, problem: object = "") -> str:
-    """Rename a bad raw file in the cache to `<name>.rejected` (never read again); says what happened.
-    In a cache that cannot be written: a DataError with `problem` and the file to delete."""
-    rejected = raw.with_name(raw.name + ".rejected")
-    try:
-        raw.replace(rejected)
-    except OSError as failure:
-        problem = f"{problem}; " if problem else ""
-        raise DataError(f"{problem}{raw} could not be moved aside ({failure.strerror or failure}): delete it, or "
-                        "set dataset.cache_dir (or $LAMBDAOPT_CACHE) to a directory you can write") from None
-    return f"the file was kept aside as {rejected}"
 
 
 def check_counts(spec: DatasetSpec, frame: pd.DataFrame, raw: Path, strict: bool) -> None:
