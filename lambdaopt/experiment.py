@@ -64,7 +64,7 @@ def _warn_oversubscribed(threads: int) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if threads > cores:
         log.warning("num_threads=%d is more than the %d CPU core(s) this process may use: threads then wait "
-                    "on each other (10x slower measured at 999); use num_threads<=%d", threads, cores, cores)
+                    "on each other and every step slows down; use num_threads<=%d", threads, cores, cores)
 
 
 def seed_everything(seed: int) -> None:
