@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     import lambdaopt.config  # noqa: F401  (registers the schemas)
     from lambdaopt.config import validate
     from lambdaopt.errors import LambdaoptError
-    from lambdaopt.metrics import RankingEvaluator
+    from lambdaopt.evaluation.ranking import RankingEvaluator
 
     torch.set_num_threads(1)
     grids = {p: {"lr": args.lr or GRIDS[p]["lr"], "reg": args.reg or GRIDS[p]["reg"]} for p in args.peers}

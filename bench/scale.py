@@ -66,9 +66,9 @@ def load(path: Path, size: str) -> SplitDataset:
 
 def child(path: Path, size: str, setup: str, dim: int) -> dict:
     """One epoch + one evaluation in this process; what it measured, as a dict."""
-    from lambdaopt.metrics import RankingEvaluator
+    from lambdaopt.evaluation.ranking import RankingEvaluator
     from lambdaopt.models.mf import MatrixFactorization
-    from lambdaopt.objectives import BPRObjective
+    from lambdaopt.tasks.ranking import BPRObjective
     from lambdaopt.regularizers.fixed import FixedL2
     from lambdaopt.regularizers.lambdaopt import LambdaOpt
     from lambdaopt.trainer import Trainer

@@ -37,7 +37,7 @@ def main() -> int:
     from mlflow.tracking import MlflowClient
 
     import lambdaopt.config  # noqa: F401  (registers the schemas)
-    from lambdaopt.metrics import RankingEvaluator
+    from lambdaopt.evaluation.ranking import RankingEvaluator
     from lambdaopt.models.popularity import Popularity
     from lambdaopt.tracking import mlflow_key
 

@@ -20,9 +20,10 @@ from lambdaopt import checkpoint, naming
 from lambdaopt.config import validate
 from lambdaopt.errors import ConfigError, LambdaoptError
 from lambdaopt.interrupts import TrainingInterrupted
+from lambdaopt.models.base import SolvedModel
 from lambdaopt.models.rows import check_sparse_grad
 from lambdaopt.store import check_store
-from lambdaopt.tasks import select_task, solve_convex
+from lambdaopt.tasks import task_class
 from lambdaopt.tracking import (PARENT_RUN_ENV, browse_hint, flatten, git_commit, load_run_state_dict, save_state_dict,
                                 tracked_run)
 from lambdaopt.trainer import Trainer
@@ -126,25 +127,34 @@ def build_parts(cfg: DictConfig, device: torch.device, init_from: str | None = N
     dataset = build(cfg.dataset)
     regularizer = build(cfg.regularizer)
     # objective + evaluators for ranking, ratings or completion (with the data λ may learn from)
-    task = select_task(cfg, dataset, device, regularizer)
-    model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items)
+    task = task_class(cfg).build(cfg, dataset, device, regularizer)
+    # optimizer=sparse_adam steps sparse gradients: factor rows are gathered with them (models/rows.py)
+    sparse = OmegaConf.select(cfg, "optimizer._target_") == "torch.optim.SparseAdam"
+    if sparse and not task.minibatch:
+        raise ConfigError(f"optimizer=sparse_adam updates the rows of a minibatch and {task.feedback} feedback "
+                          "trains on the full matrix: use optimizer=adam or group_rmsprop")
+    model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items, sparse_grad=sparse)
     if init_from:
         warm_start(model, init_from, cfg.tracking.uri)
     model.to(device)
     regularizer.setup(model, task.objective)
     regularizer.to(device)
     optimizer = build(cfg.optimizer)(model.parameters())
-    if isinstance(optimizer, torch.optim.SparseAdam):
-        check_sparse_grad(model, regularizer, task.objective)
-        model.sparse_grad = True  # factor rows are gathered with sparse gradients (models/rows.py)
+    if sparse:
+        check_sparse_grad(model, regularizer)
     return Parts(dataset, task, model, regularizer, optimizer)
+
+
+# trainer options read by the objective (batching) and by the experiment (checkpoint files), not the loop
+NOT_LOOP_OPTIONS = {"batch_size", "full_batch", "steps_per_epoch", "checkpoint", "keep_checkpoint"}
 
 
 def build_trainer(cfg: DictConfig, parts: Parts, tracker, checkpointer=None) -> Trainer:
     """The one training loop over `parts`, with cfg.trainer's settings and the task's monitored metric."""
+    loop = {k: v for k, v in cfg.trainer.items() if k not in NOT_LOOP_OPTIONS}
     return Trainer(parts.model, parts.regularizer, parts.optimizer, parts.task.objective, parts.task.valid_evaluator,
                    tracker, seed=cfg.seed, checkpointer=checkpointer,
-                   **{**cfg.trainer, "monitor": parts.task.monitor, "mode": parts.task.mode})
+                   **{**loop, "monitor": parts.task.monitor, "mode": parts.task.mode})
 
 
 def run(cfg: DictConfig) -> ExperimentResult:
@@ -196,7 +206,7 @@ def run(cfg: DictConfig) -> ExperimentResult:
         if resume_state is not None:
             trainer.load_state_dict(resume_state)
         # A convex solver (model=nuclear_norm) is solved once; the optimizer built above goes unused.
-        fit = solve_convex(model, task, tracker) if hasattr(model, "solve") else trainer.fit()
+        fit = task.solve(model, tracker) if isinstance(model, SolvedModel) else trainer.fit()
         model.eval()
         started = time.perf_counter()
         with torch.no_grad():
@@ -215,7 +225,7 @@ def run(cfg: DictConfig) -> ExperimentResult:
 
     print(f"\nbest epoch {fit.best_epoch} of {fit.epochs_run} (selected on {task.monitor}, {task.mode}), "
           f"{fit.train_seconds:.1f}s training")
-    print(format_table({getattr(task.valid_evaluator, "log_prefix", "valid"): fit.best_valid, "test": test}))
+    print(format_table({task.valid_evaluator.log_prefix: fit.best_valid, "test": test}))
     if tracker.run_id is not None:
         in_sweep = bool(os.environ.get(PARENT_RUN_ENV))  # the sweep prints how to serve the UI once, at its end
         print(f"MLflow run '{run_name}' ({tracker.run_id}) in experiment '{cfg.tracking.experiment}':\n  "

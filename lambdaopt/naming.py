@@ -12,22 +12,28 @@ import os
 from omegaconf import DictConfig, OmegaConf
 
 SWEPT_KEYS_ENV = "LAMBDAOPT_SWEPT_KEYS"
-MODEL_NAMES = {"MatrixFactorization": "MF", "DeepMatrixFactorization": "deep MF", "SVDMatrixFactorization": "SVD MF",
-               "NuclearNormCompletion": "nuclear norm"}
 
 
 def _class(cfg: DictConfig, group: str) -> str:
     return str(OmegaConf.select(cfg, f"{group}._target_") or "").rsplit(".", 1)[-1]
 
 
+def model_name(class_name: str) -> str:
+    """A registered model's display name (`MF`, `deep MF`), else the class name."""
+    from lambdaopt.registry import MODELS
+
+    model = MODELS.by_class.get(class_name)
+    return (model.display_name if model is not None else "") or class_name
+
+
 def method_name(cfg: DictConfig) -> str:
-    """`fixed λ=0.001`, `λOpt-DUI`, `SGDA`, `AMF`, `no penalty`, or the regularizer's class name."""
-    regularizer, node = _class(cfg, "regularizer"), cfg.regularizer
-    if regularizer == "FixedL2":
-        return f"fixed λ={float(node.lam):g}"
-    if regularizer == "LambdaOpt":
-        return "SGDA" if node.get("lookahead") == "sgd" else f"λOpt-{str(node.granularity).upper()}"
-    return {"Adversarial": "AMF", "NoRegularizer": "no penalty"}.get(regularizer, regularizer)
+    """`fixed λ=0.001`, `λOpt-DUI`, `SGDA`, `AMF`, `no penalty`: the registered regularizer's run label,
+    else its class name."""
+    from lambdaopt.registry import REGULARIZERS
+
+    name = _class(cfg, "regularizer")
+    regularizer = REGULARIZERS.by_class.get(name)
+    return regularizer.run_label(cfg.regularizer) if regularizer is not None else name
 
 
 def swept_keys() -> list[str]:
@@ -37,7 +43,7 @@ def swept_keys() -> list[str]:
 def run_name(cfg: DictConfig, dataset_name: str) -> str:
     """e.g. `fixed λ=0.001 · MF · ml-100k · seed 0` or, in a sweep over the lr, `... · optimizer.lr=10`."""
     model = _class(cfg, "model")
-    parts = [method_name(cfg), MODEL_NAMES.get(model, model), dataset_name, f"seed {cfg.seed}"]
+    parts = [method_name(cfg), model_name(model), dataset_name, f"seed {cfg.seed}"]
     said = {"regularizer", "regularizer.lam", "regularizer.granularity", "model", "dataset", "seed"}
     for key in swept_keys():
         if key not in said and (value := OmegaConf.select(cfg, key)) is not None and not isinstance(value, DictConfig):

@@ -173,7 +173,7 @@ class MlflowParentRun(Callback):
         sort by result in the run list: best = the best validation value of the monitored metric. Returns
         the best child's name and id (None if there is none)."""
         try:
-            from lambdaopt.config.monitor import lower_is_better
+            from lambdaopt.tasks import lower_is_better
             from lambdaopt.tracking import mlflow_key
 
             client.log_param(self.parent_run_id, "swept_keys", ",".join(self.swept) or "(none)")

@@ -63,7 +63,7 @@ class Trainer:
                  max_epochs: int, eval_every: int = 1, patience: int = 5, monitor: str = "ndcg@10",
                  mode: str = "max", min_delta: float = 0.0, smoothing: int = 1, min_epochs: int = 0,
                  stop_loss: float = 0.0, seed: int = 0,
-                 check_finite_grads: bool = False, release_memory_every: int = 64, checkpointer=None, **_unused):
+                 check_finite_grads: bool = False, release_memory_every: int = 64, checkpointer=None):
         self.model, self.regularizer, self.optimizer = model, regularizer, optimizer
         self.objective, self.valid_evaluator, self.tracker = objective, valid_evaluator, tracker
         self.max_epochs, self.eval_every, self.patience = max_epochs, eval_every, patience
@@ -74,7 +74,7 @@ class Trainer:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.sign = 1.0 if mode == "max" else -1.0  # compare sign·value so "larger is better" either way
-        self.prefix = getattr(valid_evaluator, "log_prefix", "valid")
+        self.prefix = valid_evaluator.log_prefix
         self.rng = np.random.default_rng(seed)
         # progress: everything below is in state_dict()
         self.epoch = 0  # last completed epoch
@@ -90,11 +90,11 @@ class Trainer:
         """Mean training loss of the epoch, or None when `stop` was requested before its end."""
         self.model.train()
         if self.step_in_epoch == 0:
-            self.epoch_start = {"rng": self.rng.bit_generator.state, "objective": _objective_state(self.objective)}
+            self.epoch_start = {"rng": self.rng.bit_generator.state, "objective": self.objective.state_dict()}
             self.loss_total = torch.zeros(())
         else:  # resumed inside an epoch: replay its draws from where it began, skip the steps already taken
             self.rng.bit_generator.state = self.epoch_start["rng"]
-            _load_objective_state(self.objective, self.epoch_start["objective"])
+            self.objective.load_state_dict(self.epoch_start["objective"])
         done_before, loss = self.step_in_epoch, None
         for index, batch in enumerate(self.objective.batches(self.rng)):
             if index < done_before:
@@ -238,7 +238,7 @@ class Trainer:
     def state_dict(self) -> dict:
         """Model, optimizer, regularizer (λ, its optimizer and RNG), objective and evaluator state, and
         the trainer's own progress and RNGs: all a resumed run needs to continue identically."""
-        trajectory = getattr(self.valid_evaluator, "trajectory", None)
+        trajectory = self.valid_evaluator.trajectory
         return {
             "trainer": {
                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "epoch_start": self.epoch_start,
@@ -252,7 +252,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "regularizer": self.regularizer.state_dict(),
-            "objective": _objective_state(self.objective),
+            "objective": self.objective.state_dict(),
             "evaluator_trajectory": vars(trajectory).copy() if trajectory is not None else None,
         }
 
@@ -268,17 +268,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.regularizer.load_state_dict(state["regularizer"])
-        _load_objective_state(self.objective, state["objective"])
-        trajectory = getattr(self.valid_evaluator, "trajectory", None)
+        self.objective.load_state_dict(state["objective"])
+        trajectory = self.valid_evaluator.trajectory
         if trajectory is not None and state["evaluator_trajectory"] is not None:
             vars(trajectory).update(state["evaluator_trajectory"])
 
-
-def _objective_state(objective) -> dict:
-    """The objective's own counters (full-batch objectives count `steps_taken`)."""
-    return {"steps_taken": objective.steps_taken} if hasattr(objective, "steps_taken") else {}
-
-
-def _load_objective_state(objective, state: dict) -> None:
-    for name, value in state.items():
-        setattr(objective, name, value)

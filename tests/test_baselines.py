@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lambdaopt.models.neumf import NeuMF
-from lambdaopt.objectives import BPRObjective
+from lambdaopt.tasks.ranking import BPRObjective
 from lambdaopt.regularizers import hypergrad
 from lambdaopt.regularizers.lambdaopt import LambdaOpt
 

@@ -26,7 +26,7 @@ from lambdaopt.data.interactions import Interactions
 from lambdaopt.data.real import load_dataset
 from lambdaopt.data.scratch import owner_tag, remove_stale
 from lambdaopt.errors import DataError
-from lambdaopt.metrics import RankingEvaluator
+from lambdaopt.evaluation.ranking import RankingEvaluator
 
 U_DATA = "".join(f"{u}\t{i}\t4\t{880000000 + 100 * u + i}\n" for u in range(1, 31) for i in range(1, 21))
 

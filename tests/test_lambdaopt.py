@@ -7,6 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from lambdaopt.config import validate
 from lambdaopt.errors import ConfigError, TrainingDiverged
+from lambdaopt.models.nuclear_norm import NuclearNormCompletion
 from lambdaopt.regularizers import hypergrad
 from lambdaopt.regularizers.lambdaopt import LambdaOpt
 from lambdaopt.regularizers.lambdas import LambdaTables
@@ -123,7 +124,7 @@ def test_bad_lambdaopt_values_name_the_key(override, key):
 def test_model_without_factor_tables_is_rejected(dataset):  # noqa: F811
     model, objective, *_ = make_setup(dataset, "sgd", "d")
     with pytest.raises(ConfigError, match="factor tables"):
-        LambdaOpt().setup(torch.nn.Linear(2, 2), objective)
+        LambdaOpt().setup(NuclearNormCompletion(2, 2), objective)  # a model with no per-user/item tables
 
 
 @pytest.mark.slow

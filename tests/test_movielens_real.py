@@ -16,7 +16,7 @@ from lambdaopt.data.fetch import fetch
 from lambdaopt.data.formats import READERS
 from lambdaopt.data.real import load_dataset
 from lambdaopt.experiment import run
-from lambdaopt.metrics import RankingEvaluator
+from lambdaopt.evaluation.ranking import RankingEvaluator
 from lambdaopt.models.popularity import Popularity
 
 from conftest import ROOT, compose_config

@@ -2,7 +2,7 @@
 import pytest
 
 from lambdaopt.experiment import run
-from lambdaopt.metrics import RankingEvaluator
+from lambdaopt.evaluation.ranking import RankingEvaluator
 from lambdaopt.models.popularity import Popularity
 from hydra.utils import instantiate
 

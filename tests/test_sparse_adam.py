@@ -9,7 +9,7 @@ from conftest import TINY, run_cli
 from lambdaopt.config.core import SplitConfig
 from lambdaopt.data.synthetic import load_synthetic
 from lambdaopt.models.mf import MatrixFactorization
-from lambdaopt.objectives import BPRObjective
+from lambdaopt.tasks.ranking import BPRObjective
 from lambdaopt.regularizers.fixed import FixedL2
 
 

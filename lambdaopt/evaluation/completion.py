@@ -18,8 +18,11 @@ import tempfile
 import numpy as np
 import torch
 
-from lambdaopt.completion.data import CompletionData
-from lambdaopt.completion.objective import FullBatchMSE, full_matrix
+from lambdaopt.data.lowrank import CompletionData
+
+# what the evaluator reports (besides sigma_i, param_norm and grad_norm); all smaller-better: errors, and
+# the descriptors where smaller means simpler (rank, nuclear norm)
+METRICS = ("train_mse", "test_mse", "relative_error", "nuclear_norm", "effective_rank")
 
 
 def effective_rank(singular_values: torch.Tensor) -> float:
@@ -100,14 +103,16 @@ class CompletionEvaluator:
     """Called by the trainer every evaluation: train_mse on the observations, the metrics above vs the
     ground truth, and a record of the top singular values at `objective.steps_taken`."""
 
-    def __init__(self, data: CompletionData, objective: FullBatchMSE, top_k: int = 10):
+    log_prefix = "valid"
+
+    def __init__(self, data: CompletionData, objective, top_k: int = 10):
         self.objective, self.top_k = objective, top_k
         self.truth = None if data.truth is None else torch.as_tensor(data.truth, device=objective.device)
         self.trajectory = SpectrumTrajectory(top_k)
 
     @torch.no_grad()
     def __call__(self, model) -> dict[str, float]:
-        matrix = full_matrix(model)
+        matrix = model.matrix()
         values = self.objective.values
         metrics = {"train_mse": float((self.objective.predictions(matrix) - values).square().mean())}
         if self.truth is not None:

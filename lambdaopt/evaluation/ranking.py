@@ -75,6 +75,9 @@ def _csr(interactions: Interactions, n_users: int, device) -> tuple[torch.Tensor
 class RankingEvaluator:
     """Scores held-out items against all candidates. Build once per split; call with a model (anything with `score_all`)."""
 
+    log_prefix = "valid"
+    trajectory = None  # no spectrum tracked for ranking
+
     def __init__(self, n_users: int, n_items: int, heldout: Interactions, excluded: Interactions,
                  ks: Sequence[int] = (10, 50, 100), chunk_users: int = 1024, device="cpu"):
         self.n_items = n_items

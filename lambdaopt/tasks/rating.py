@@ -5,15 +5,18 @@ Predictions are r̂(u, i) = μ + s(u, i), with μ the mean training rating and s
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
-from lambdaopt.completion.metrics import SpectrumTrajectory, norm_metrics, spectrum_metrics
-from lambdaopt.completion.objective import full_matrix
+from lambdaopt.contracts import Rows
 from lambdaopt.data.interactions import Interactions, SplitDataset
-from lambdaopt.models.rows import Rows, score_and_rows
+from lambdaopt.errors import ConfigError
+from lambdaopt.evaluation.rating import METRICS, RatingEvaluator
+from lambdaopt.models.rows import score_and_rows
+from lambdaopt.tasks.base import Task, register_task
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -46,13 +49,11 @@ class RatingObjective:
             self.steps_taken += 1
             yield tuple(t[index] for t in self.train)
 
-    def n_batches(self) -> int:
-        return self.steps_per_epoch if self.full_batch else -(-len(self.dataset.train) // self.batch_size)
+    def state_dict(self) -> dict:
+        return {"steps_taken": self.steps_taken}
 
-    def valid_batch(self, rng: np.random.Generator, size: int) -> Batch:
-        """`size` validation ratings drawn with replacement (the look-ahead target of learned λ)."""
-        index = rng.integers(0, len(self.dataset.valid), size)
-        return self._to_device(self.dataset.valid.take(index))
+    def load_state_dict(self, state: dict) -> None:
+        self.steps_taken = state["steps_taken"]
 
     def loss(self, model, batch: Batch) -> torch.Tensor:
         users, items, ratings = batch
@@ -65,28 +66,30 @@ class RatingObjective:
         return (scores + self.mean - ratings).square().mean(), rows
 
 
-class RatingEvaluator:
-    """RMSE = sqrt(mean (r̂ − r)²), MAE = mean |r̂ − r|, MSE over the held-out ratings; with
-    `spectrum_top_k` > 0 also the spectrum metrics of the model's full matrix (see
-    completion/metrics.py) and their trajectory, indexed by `objective.steps_taken`."""
+@register_task("explicit")
+class RatingTask(Task):
+    """Rating MSE on the training ratings; RMSE / MAE on validation and test."""
 
-    def __init__(self, heldout: Interactions, objective: RatingObjective, spectrum_top_k: int = 0,
-                 chunk: int = 65536):
-        self.objective, self.chunk, self.spectrum_top_k = objective, chunk, spectrum_top_k
-        self.heldout = objective._to_device(heldout)
-        self.trajectory: Optional[SpectrumTrajectory] = SpectrumTrajectory(spectrum_top_k) if spectrum_top_k else None
+    LOWER_IS_BETTER = frozenset(METRICS) | {"nuclear_norm", "effective_rank"}
 
-    @torch.no_grad()
-    def __call__(self, model) -> dict[str, float]:
-        users, items, ratings = self.heldout
-        predictions = torch.cat([model.score(users[s:s + self.chunk], items[s:s + self.chunk])
-                                 for s in range(0, len(users), self.chunk)]) + self.objective.mean
-        error = (predictions - ratings).double()
-        mse = float(error.square().mean()) if len(error) else float("nan")
-        metrics = {"rmse": mse ** 0.5, "mae": float(error.abs().mean()) if len(error) else float("nan"), "mse": mse}
-        if self.trajectory is not None:
-            spectrum, sigma = spectrum_metrics(full_matrix(model), self.spectrum_top_k)
-            metrics.update(spectrum)
-            metrics.update(norm_metrics(model))
-            self.trajectory.record(self.objective.steps_taken, sigma)
-        return metrics
+    @classmethod
+    def metric_names(cls, evaluation: DictConfig) -> list[str]:
+        return list(METRICS)
+
+    @classmethod
+    def default_monitor(cls, evaluation: DictConfig) -> str:
+        return "rmse"
+
+    @classmethod
+    def build(cls, cfg: DictConfig, dataset, device, regularizer) -> "RatingTask":
+        if not isinstance(dataset, SplitDataset):
+            raise ConfigError(f"dataset '{dataset.name}' is a completion dataset: dataset.feedback must be completion")
+        trainer = cfg.trainer
+        objective = RatingObjective(dataset, trainer.batch_size, device, full_batch=trainer.full_batch,
+                                    steps_per_epoch=trainer.steps_per_epoch)
+        top_k = cfg.evaluation.spectrum_top_k if cfg.evaluation.track_spectrum else 0
+        valid = RatingEvaluator(dataset.valid, objective, spectrum_top_k=top_k)
+        test = RatingEvaluator(dataset.test, objective)
+        description = (f"{dataset.n_users} users, {dataset.n_items} items, "
+                       f"{len(dataset.train)}/{len(dataset.valid)}/{len(dataset.test)} train/valid/test, ratings")
+        return cls(objective, valid, test, *cls.resolve_monitor(cfg), description)

@@ -21,12 +21,17 @@ import logging
 import math
 import time
 
+from typing import Annotated
+
 import numpy as np
 import torch
 from torch import nn
 
-from lambdaopt.completion.data import CompletionData
+from lambdaopt.data.lowrank import CompletionData
+from lambdaopt.config.checks import non_negative, one_of, open_unit, positive
 from lambdaopt.errors import ConfigError
+from lambdaopt.models.base import SolvedModel
+from lambdaopt.registry import MODELS
 
 log = logging.getLogger(__name__)
 SOLVERS = ("svt", "soft_impute", "cvxpy")
@@ -107,7 +112,8 @@ def cvxpy_nuclear_norm(data: CompletionData, tolerance: float) -> np.ndarray:
     return x.value
 
 
-class NuclearNormCompletion(nn.Module):
+@MODELS.register("nuclear_norm")
+class NuclearNormCompletion(SolvedModel):
     """Holds the minimum-nuclear-norm completion once `solve` has run; scores like any model.
 
     The solution is a frozen Parameter (requires_grad=False) so the model moves with `.to(device)`,
@@ -115,12 +121,14 @@ class NuclearNormCompletion(nn.Module):
     never stepped: `experiment.run` calls `solve` instead of the trainer for models with `solve`).
     """
 
-    def __init__(self, n_users: int, n_items: int, solver: str = "svt", tolerance: float = 1e-3,
-                 max_iters: int = 20000, rel_tol: float = 1e-7, min_lambda_ratio: float = 1e-6):
-        super().__init__()
-        if solver not in SOLVERS:
-            raise ConfigError(f"model.solver={solver!r} is not allowed: use one of {', '.join(SOLVERS)}")
-        self.n_users, self.n_items, self.solver = n_users, n_items, solver
+    display_name = "nuclear norm"
+
+    def __init__(self, n_users: int, n_items: int, solver: Annotated[str, one_of(*SOLVERS)] = "svt",
+                 tolerance: Annotated[float, non_negative()] = 1e-3, max_iters: Annotated[int, positive()] = 20000,
+                 rel_tol: Annotated[float, positive()] = 1e-7,
+                 min_lambda_ratio: Annotated[float, open_unit()] = 1e-6, sparse_grad: bool = False):
+        super().__init__(n_users, n_items, sparse_grad)
+        self.solver = solver
         self.tolerance, self.max_iters, self.rel_tol, self.min_lambda_ratio = tolerance, max_iters, rel_tol, min_lambda_ratio
         self.solution = nn.Parameter(torch.zeros(n_users, n_items), requires_grad=False)
 
@@ -154,13 +162,8 @@ class NuclearNormCompletion(nn.Module):
     def matrix(self) -> torch.Tensor:
         return self.solution
 
-    def factor_rows(self, users, items) -> dict:
-        return {}
-
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.solution[users, items]
-
-    forward = score
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         return self.solution[users]
