@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-
-import lambdaopt.config  # noqa: F401  (registers the schemas)
+import lambdaopt
 from lambdaopt.experiment import build_parts, build_trainer
 from lambdaopt.tracking import NullTracker
 
 REFERENCE_SECONDS, REFERENCE_ITERATIONS = 290.0, 36_000
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def main() -> None:
@@ -38,8 +34,7 @@ def main() -> None:
                  "model=deep_mf", f"model.depth={args.depth}", "model.init_scale=1e-3",
                  "optimizer=group_rmsprop", "optimizer.lr=1e-3", f"trainer.steps_per_epoch={args.check_every}",
                  "device=cpu", "tracking.enabled=false"]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = lambdaopt.compose(overrides)
     torch.set_num_threads(args.threads)
     parts = build_parts(cfg, torch.device("cpu"))
     task, model, trainer = parts.task, parts.model, build_trainer(cfg, parts, NullTracker())

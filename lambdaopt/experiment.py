@@ -108,6 +108,7 @@ class ExperimentResult:
     best_epoch: int
     run_id: str | None
     monitor: str = ""  # the validation metric the epoch was selected on (trainer.monitor resolved)
+    model: torch.nn.Module | None = None  # the selected model (weights of the best epoch), in eval mode
 
 
 @dataclass
@@ -134,6 +135,9 @@ def build_parts(cfg: DictConfig, device: torch.device, init_from: str | None = N
         raise ConfigError(f"optimizer=sparse_adam updates the rows of a minibatch and {task.feedback} feedback "
                           "trains on the full matrix: use optimizer=adam or group_rmsprop")
     model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items, sparse_grad=sparse)
+    if isinstance(model, SolvedModel) and not task.solves_models:
+        raise ConfigError(f"model={model.option_name} completes a matrix from entries: use dataset=lowrank "
+                          f"(got {task.feedback} feedback)")
     if init_from:
         warm_start(model, init_from, cfg.tracking.uri)
     model.to(device)
@@ -230,7 +234,7 @@ def run(cfg: DictConfig) -> ExperimentResult:
         in_sweep = bool(os.environ.get(PARENT_RUN_ENV))  # the sweep prints how to serve the UI once, at its end
         print(f"MLflow run '{run_name}' ({tracker.run_id}) in experiment '{cfg.tracking.experiment}':\n  "
               + browse_hint(cfg.tracking.uri, tracker.experiment_id, tracker.run_id, serve=not in_sweep))
-    return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id, task.monitor)
+    return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id, task.monitor, model)
 
 
 def _sweeper_optimizes() -> bool:

@@ -1,4 +1,4 @@
-"""One MLflow parent run per multirun (a Hydra callback, registered in conf/config.yaml).
+"""One MLflow parent run per multirun (a Hydra callback, registered in lambdaopt/conf/config.yaml).
 
     on_multirun_start  (launcher process) create the tracking DB and experiment once, before any job
                        starts (concurrent first-time creation of a SQLite DB crashes in alembic), and

@@ -7,12 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-
-import lambdaopt.config  # noqa: F401  (registers the schemas)
+import lambdaopt
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = str(ROOT / "conf")
+CONF_DIR = str(ROOT / "lambdaopt" / "conf")
 
 # A synthetic set small enough that a whole run takes a couple of seconds.
 TINY = [
@@ -27,8 +25,7 @@ TINY = [
 
 
 def compose_config(overrides: list[str] | None = None):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=overrides or [])
+    return lambdaopt.compose(overrides or [])
 
 
 def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -239,7 +239,14 @@ def test_training_refuses_to_select_on_a_metric_validation_cannot_define():
 
     cfg = compose_config([*TINY, "tracking.enabled=false"])
     parts = build_parts(cfg, torch.device("cpu"))
-    parts.task.valid_evaluator = lambda model: {"hr@10": 0.5}  # ndcg@10 undefined on this validation data
+
+    class WithoutNdcg:  # an evaluator whose validation data cannot define ndcg@10
+        log_prefix, trajectory = "valid", None
+
+        def __call__(self, model):
+            return {"hr@10": 0.5}
+
+    parts.task.valid_evaluator = WithoutNdcg()
     with pytest.raises(DataError, match="trainer.monitor=ndcg@10 is undefined on this validation data"):
         build_trainer(cfg, parts, NullTracker()).fit()
 

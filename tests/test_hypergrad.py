@@ -22,7 +22,7 @@ from lambdaopt.regularizers.lambdas import GRANULARITIES
 from lambdaopt.regularizers.lookahead import optimizer_kind
 
 OPTIMIZERS = {
-    # fused=True where the configs default to it (conf/optimizer); AdamW and RMSprop cover the unfused kernels
+    # fused=True where the configs default to it (lambdaopt/conf/optimizer); AdamW and RMSprop cover the unfused kernels
     "sgd": lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9, weight_decay=1e-3, fused=True),
     "sgd_nesterov_dampening": lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9, nesterov=True),
     "sgd_dampening": lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.5, dampening=0.3),

@@ -24,21 +24,16 @@ def sweep_runs(cwd: Path):
 
 
 # ----------------------------------------------------------------------------- presets (fast)
-PRESETS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
-NEEDS = {"deep_mf_depth": ROOT / "conf" / "model" / "deep_mf.yaml"}  # issue 5's model, on another branch
+PRESETS = sorted(p.stem for p in (ROOT / "lambdaopt" / "conf" / "sweep").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_composes_and_validates(name):
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
     from lambdaopt.config import validate
 
-    if name in NEEDS and not NEEDS[name].exists():
-        pytest.skip(f"{NEEDS[name].relative_to(ROOT)} is not in this tree")
-    if name == "optuna_lambda":
-        pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_module("lambdaopt.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"+sweep={name}"], return_hydra_config=True)
     assert cfg.hydra.sweeper.params or cfg.hydra.sweeper.grids
     assert cfg.hydra.callbacks.mlflow_parent_run._target_ == "lambdaopt.parent_run.MlflowParentRun"
@@ -50,14 +45,14 @@ def test_every_preset_composes_and_validates(name):
 def test_fixed_grid_is_the_papers():
     cfg = compose_config(["+sweep=fixed_lambda_grid"])
     assert cfg.regularizer._target_.endswith("FixedL2")
-    grid = OmegaConf.load(ROOT / "sweeps" / "fixed_lambda_grid.yaml").hydra.sweeper.params["regularizer.lam"]
+    grid = OmegaConf.load(ROOT / "lambdaopt" / "conf" / "sweep" / "fixed_lambda_grid.yaml").hydra.sweeper.params["regularizer.lam"]
     assert [float(v) for v in grid.split(",")] == [0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1, 10]
 
 
 def test_union_sweeper_expands_each_grid_and_routes_command_line_overrides(tmp_path):
     from hydra_plugins.lambdaopt_sweeper.union_sweeper import UnionSweeper
 
-    preset = OmegaConf.load(ROOT / "sweeps" / "paper_table.yaml").hydra.sweeper
+    preset = OmegaConf.load(ROOT / "lambdaopt" / "conf" / "sweep" / "paper_table.yaml").hydra.sweeper
     sweeper = UnionSweeper(max_batch_size=None, params=dict(preset.params),
                            grids=[dict(g) for g in preset.grids])
     launched = []

@@ -1,6 +1,6 @@
 """Typed config schemas and their range checks.
 
-Every YAML option in `conf/<group>/` extends one dataclass (through its defaults list,
+Every YAML option in `lambdaopt/conf/<group>/` extends one dataclass (through its defaults list,
 `/schema/<group>/<name>@_here_`), so Hydra rejects unknown keys and wrong types while it
 composes. Models and regularizers register theirs from their constructors (lambdaopt/registry.py);
 the other groups' dataclasses are here. Value ranges live next to the types, in each field's metadata (`check=...`, see

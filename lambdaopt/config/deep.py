@@ -3,7 +3,7 @@ constructors: lambdaopt/registry.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Optional
 
 from lambdaopt.config.checks import field_with, one_of, open_unit, optional_positive, positive, seed_range
 

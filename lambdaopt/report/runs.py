@@ -14,7 +14,7 @@ from lambdaopt.tracking import store_uri
 # Keys that name a repetition, not a configuration: runs differing only here are seeds of one row.
 SEED_KEYS = {"params.seed", "params.regularizer.seed"}
 IGNORED_PREFIXES = ("params.tracking.",)
-# What a tuned baseline is tuned over besides its regularizer's own `tuned_keys` (sweeps/mf_baseline.yaml):
+# What a tuned baseline is tuned over besides its regularizer's own `tuned_keys` (lambdaopt/conf/sweep/mf_baseline.yaml):
 # runs of a regularizer with tuned keys that differ only in these are grid points of one row, and the report
 # selects one per seed on validation (table.select_grid_points).
 TUNED_PREFIXES = ("params.optimizer.", "params.model.item_bias", "params.model.init_std",

@@ -45,6 +45,8 @@ class Task:
     LOWER_IS_BETTER: ClassVar[frozenset[str]] = frozenset()
     # optimizer=sparse_adam updates the rows of a minibatch: a full-batch task refuses it
     minibatch: ClassVar[bool] = True
+    # models computed once from the data (`models.base.SolvedModel`) complete a matrix: `solve` runs them
+    solves_models: ClassVar[bool] = False
 
     def __init__(self, objective, valid_evaluator, test_evaluator, monitor: str, mode: str, description: str):
         self.objective, self.valid_evaluator, self.test_evaluator = objective, valid_evaluator, test_evaluator
@@ -77,8 +79,7 @@ class Task:
 
     def solve(self, model, tracker):
         """Models computed once (`models.base.SolvedModel`) are solved here instead of trained."""
-        raise ConfigError(f"model {type(model).__name__} is solved, not trained, and works with dataset=lowrank "
-                          f"(matrix completion), not {self.feedback} feedback")
+        raise NotImplementedError
 
     def finish(self, tracker, title: str = "") -> None:
         """Artifacts written once at the end (the validation spectrum's trajectory, when tracked)."""

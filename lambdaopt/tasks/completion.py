@@ -85,6 +85,7 @@ class CompletionTask(Task):
 
     LOWER_IS_BETTER = frozenset(METRICS)
     minibatch = False
+    solves_models = True
 
     def __init__(self, *args, data: CompletionData, **kwargs):
         super().__init__(*args, **kwargs)
