@@ -129,6 +129,10 @@ def build_parts(cfg: DictConfig, device: torch.device, init_from: str | None = N
     regularizer = build(cfg.regularizer)
     # objective + evaluators for ranking, ratings or completion (with the data λ may learn from)
     task = task_class(cfg).build(cfg, dataset, device, regularizer)
+    if task.feedback not in regularizer.feedback:
+        hint = "use an implicit-feedback dataset (dataset.feedback=implicit) or " if regularizer.feedback == ("implicit",) else "use "
+        raise ConfigError(f"regularizer={regularizer.option_name} works with {' or '.join(regularizer.feedback)} feedback, "
+                          f"not {task.feedback}: {hint}regularizer=fixed")
     # optimizer=sparse_adam steps sparse gradients: factor rows are gathered with them (models/rows.py)
     sparse = OmegaConf.select(cfg, "optimizer._target_") == "torch.optim.SparseAdam"
     if sparse and not task.minibatch:

@@ -21,10 +21,14 @@ import inspect
 import typing
 from typing import Any, Callable
 
+from typing import TYPE_CHECKING
+
 from hydra.core.config_store import ConfigStore
 
-from lambdaopt.config.checks import Check
 from lambdaopt.errors import ConfigError
+
+if TYPE_CHECKING:  # not imported: the config package imports every registered class (and so this module)
+    from lambdaopt.config.checks import Check
 
 # Constructor arguments the experiment supplies, not the config (the data's sizes, the optimizer's needs).
 SUPPLIED = {"self", "n_users", "n_items", "sparse_grad"}

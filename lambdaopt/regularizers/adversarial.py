@@ -25,6 +25,7 @@ from lambdaopt.tasks.ranking import bpr_loss
 @REGULARIZERS.register("amf")
 class Adversarial(FixedL2):
     supports_sparse_rows = False  # the adversarial term perturbs whole tables
+    feedback = ("implicit",)  # the adversarial term is a BPR loss on the batch's triples
     tuned_keys = ()
 
     def __init__(self, lam: Annotated[float, non_negative()] = 1e-2, eps: Annotated[float, positive()] = 0.05,

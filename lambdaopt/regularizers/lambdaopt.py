@@ -49,6 +49,8 @@ class LambdaOpt(Regularizer):
     comes from (base.py); lookahead: through the model's own optimizer (λOpt) or through plain SGD at its
     lr (SGDA, Rendle 2012)."""
 
+    feedback = ("implicit",)  # λ looks ahead on validation triples (contracts.LambdaSource)
+
     def __init__(self, granularity: Annotated[str, one_of(*GRANULARITIES)] = "dui",
                  init: Annotated[float, non_negative()] = 0.0,
                  nonneg: Annotated[str, one_of("clamp", "softplus", "exp")] = "clamp",
