@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
-import signal
 import time
 from dataclasses import dataclass, field
 
@@ -20,9 +18,6 @@ from lambdaopt.memory import release_free_heap
 log = logging.getLogger(__name__)
 
 FINITE_CHECK_EVERY = 32  # steps between checks of the running loss sum (one device sync each)
-# Test hook, read from the environment so it never enters a run's config or params: SIGKILL this
-# process right after the checkpoint of that epoch (tests/test_resume.py kills and resumes with it).
-DEBUG_KILL_ENV = "LAMBDAOPT_DEBUG_KILL_AFTER_EPOCH"
 
 
 @dataclass
@@ -167,8 +162,6 @@ class Trainer:
                     self.done = True
                 if evaluated:
                     self._save_checkpoint(started)
-                    if os.environ.get(DEBUG_KILL_ENV) == str(epoch):
-                        os.kill(os.getpid(), signal.SIGKILL)
                 if stop.requested:
                     self._interrupt(stop, started, f"after epoch {epoch}")
         self.train_seconds += time.perf_counter() - started

@@ -28,10 +28,11 @@ def compose_config(overrides: list[str] | None = None):
     return lambdaopt.compose(overrides or [])
 
 
-def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None,
+            script: Path = ROOT / "run.py") -> subprocess.CompletedProcess:
     """`python run.py ARGS` in `cwd` (so mlflow.db and outputs/ land there); `env` adds variables."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=env)
 
 

@@ -12,7 +12,6 @@ from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, TINY, run_cli
 from lambdaopt import checkpoint
-from lambdaopt.trainer import DEBUG_KILL_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +50,7 @@ def test_sigkill_after_an_epoch_then_resume_gives_identical_metrics(tmp_path, re
     straight.mkdir(), interrupted.mkdir()
     assert run_cli(args, straight).returncode == 0
 
-    killed = run_cli(args, interrupted, env={DEBUG_KILL_ENV: "2"})
+    killed = run_cli(["2", *args], interrupted, script=ROOT / "tests" / "kill_after_checkpoint.py")
     assert killed.returncode == -signal.SIGKILL
     client, run = only_run(interrupted)
     assert run.info.status == "RUNNING"  # SIGKILL leaves no chance to end the run
