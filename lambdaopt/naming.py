@@ -11,6 +11,8 @@ import os
 
 from omegaconf import DictConfig, OmegaConf
 
+from lambdaopt.console import number
+
 SWEPT_KEYS_ENV = "LAMBDAOPT_SWEPT_KEYS"
 MODEL_NAMES = {"MatrixFactorization": "MF", "DeepMatrixFactorization": "deep MF", "SVDMatrixFactorization": "SVD MF",
                "NuclearNormCompletion": "nuclear norm"}
@@ -48,7 +50,7 @@ def run_name(cfg: DictConfig, dataset_name: str) -> str:
 def description(name: str, dataset, monitor: str, best_epoch: int, epochs_run: int, valid: dict, test: dict) -> str:
     """One sentence for the run's Overview (`mlflow.note.content`)."""
     def shown(value):
-        return f"{value:.4g}" if isinstance(value, float) else "–"
+        return number(value) if isinstance(value, float) else "–"
 
     size = ""
     if hasattr(dataset, "n_users") and hasattr(dataset, "n_items"):
