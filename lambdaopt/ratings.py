@@ -29,6 +29,7 @@ class RatingObjective:
         self.mean = float(dataset.train.ratings.mean()) if len(dataset.train) else 0.0
         self.train = self._to_device(dataset.train)
         self.steps_taken = 0
+        self.trajectory = None  # the evaluator's SpectrumTrajectory with evaluation.track_spectrum (tasks.py)
 
     def _to_device(self, part: Interactions) -> Batch:
         return (torch.as_tensor(part.users, device=self.device), torch.as_tensor(part.items, device=self.device),
@@ -60,6 +61,8 @@ class RatingObjective:
 
     def loss_and_rows(self, model, batch: Batch) -> tuple[torch.Tensor, Rows]:
         """The same loss, and the factor rows it read, for the penalty."""
+        if self.trajectory is not None:  # the model after steps_taken − 1 steps (this one is not taken yet)
+            self.trajectory.observe(model, self.steps_taken - 1)
         users, items, ratings = batch
         scores, rows = score_and_rows(model, users, items)
         return (scores + self.mean - ratings).square().mean(), rows
@@ -74,7 +77,8 @@ class RatingEvaluator:
                  chunk: int = 65536):
         self.objective, self.chunk, self.spectrum_top_k = objective, chunk, spectrum_top_k
         self.heldout = objective._to_device(heldout)
-        self.trajectory: Optional[SpectrumTrajectory] = SpectrumTrajectory(spectrum_top_k) if spectrum_top_k else None
+        self.trajectory: Optional[SpectrumTrajectory] = (SpectrumTrajectory(spectrum_top_k, None, objective.n_batches())
+                                                         if spectrum_top_k else None)
 
     @torch.no_grad()
     def __call__(self, model) -> dict[str, float]:

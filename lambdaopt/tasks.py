@@ -81,6 +81,7 @@ def select_task(cfg: DictConfig, dataset, device: torch.device, regularizer=None
         objective = FullBatchMSE(dataset, device, steps_per_epoch=trainer.steps_per_epoch)
         evaluator = CompletionEvaluator(dataset, objective, top_k=cfg.evaluation.spectrum_top_k)
         evaluator.log_prefix = "eval"  # these are test quantities vs W*, tracked along the way, never selected on
+        objective.trajectory = evaluator.trajectory  # σ snapshots between evaluations, from step 0 (log-spaced)
         final = CompletionEvaluator(dataset, objective, top_k=cfg.evaluation.spectrum_top_k)
         what = "sensing measurements" if dataset.measurements is not None else "observed entries"
         description = (f"{dataset.n_users} × {dataset.n_items} rank {dataset.rank}, "
@@ -96,6 +97,7 @@ def select_task(cfg: DictConfig, dataset, device: torch.device, regularizer=None
         top_k = cfg.evaluation.spectrum_top_k if cfg.evaluation.track_spectrum else 0
         valid = RatingEvaluator(dataset.valid, objective, spectrum_top_k=top_k)
         test = RatingEvaluator(dataset.test, objective)
+        objective.trajectory = valid.trajectory  # σ snapshots between evaluations, from step 0 (log-spaced)
         return Task(kind, objective, valid, test, monitor, mode, description + ", ratings", valid.trajectory)
     if max(cfg.evaluation.ks) > dataset.n_items:
         raise ConfigError(

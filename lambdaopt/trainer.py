@@ -174,11 +174,11 @@ class Trainer:
                 if stop.requested:
                     self._interrupt(stop, started, f"after epoch {epoch}")
         self.train_seconds += time.perf_counter() - started
-        self.regularizer.on_train_end(self.tracker)
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         else:  # no candidate yet (a run shorter than min_epochs or the window): the last evaluation's model
             self._select_last_evaluation()
+        self.regularizer.on_train_end(self.tracker, selected_epoch=self.best_epoch)
         return FitResult(self.best_epoch, self.best_valid, self.epoch, self.history, self.train_seconds)
 
     def _smoothed(self, value: float) -> tuple[float, bool]:

@@ -50,6 +50,7 @@ class FullBatchMSE:
             self.flat_index = rows * data.n_items + cols  # W.view(-1)[flat_index] = W[rows, cols]
             self.batch = (rows, cols, self.values)
         self.steps_taken = 0
+        self.trajectory = None  # the evaluator's SpectrumTrajectory (tasks.py): snapshots between evaluations
 
     def batches(self, rng: np.random.Generator) -> Iterator[Batch]:
         """The same full batch `steps_per_epoch` times (no shuffling: there is nothing to shuffle)."""
@@ -73,6 +74,8 @@ class FullBatchMSE:
         """The loss, and the factor rows the observed entries touch, for row-penalty regularizers (off
         by default here: dataset=lowrank selects regularizer=none). Sensing touches every row: none are
         singled out."""
+        if self.trajectory is not None:  # the model after steps_taken − 1 steps (this one is not taken yet)
+            self.trajectory.observe(model, self.steps_taken - 1)
         return self.loss(model, batch), {} if self.sensing else gather_rows(model, batch[0], batch[1])
 
     def valid_batch(self, rng: np.random.Generator, size: int) -> Batch:

@@ -9,14 +9,14 @@ from omegaconf import DictConfig
 # The one table of which way a metric improves (the trainer's `mode: auto`, the report's selection and bold):
 # errors and losses, and the completion descriptors where smaller means simpler (rank, nuclear norm), are
 # smaller-better; everything else (auc, hr@K, ndcg@K) is larger-better.
-ERROR_METRICS = {"rmse", "mae", "mse", "train_mse", "test_mse", "relative_error", "nuclear_norm", "effective_rank",
+ERROR_METRICS = {"rmse", "mae", "mse", "train_mse", "relative_error", "nuclear_norm", "effective_rank",
                  "train_loss", "loss"}
 
 
 def lower_is_better(metric: str) -> bool:
     """For a metric name as logged anywhere: `rmse`, `test/rmse`, `best_valid/ndcg_at_10_smoothed`."""
     return metric.rsplit("/", 1)[-1].removesuffix("_smoothed") in ERROR_METRICS
-COMPLETION_METRICS = ["train_mse", "test_mse", "relative_error", "nuclear_norm", "effective_rank"]
+COMPLETION_METRICS = ["train_mse", "relative_error", "nuclear_norm", "effective_rank"]
 RATING_METRICS = ["rmse", "mae", "mse"]
 
 
