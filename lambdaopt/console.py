@@ -48,6 +48,12 @@ def result_rows(prefix: str, selected: dict[str, float], test: dict[str, float])
     return {"test": test} if prefix == "eval" else {prefix: selected, "test": test}
 
 
+def table_columns(rows: dict[str, dict[str, float]]) -> list[str]:
+    """The metrics a summary table shows, in first-seen order: σ_i and the smoothed monitor stay in MLflow."""
+    return list(dict.fromkeys(c for values in rows.values() for c in values
+                              if not c.startswith("sigma_") and not c.endswith("_smoothed")))
+
+
 def within_epoch(batches: Iterable, total: int, epoch: int) -> Iterator:
     """`batches`, with a progress bar on stderr when it is a terminal (tqdm's `disable=None`), shown only
     once an epoch has run BAR_DELAY_S and erased at its end (the epoch line follows); a log file or a

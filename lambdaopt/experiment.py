@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lambdaopt import checkpoint, naming
 from lambdaopt.config import validate
-from lambdaopt.console import number, result_rows, show
+from lambdaopt.console import number, result_rows, show, table_columns
 from lambdaopt.errors import ConfigError, LambdaoptError
 from lambdaopt.interrupts import TrainingInterrupted
 from lambdaopt.models.rows import check_sparse_grad
@@ -91,8 +91,7 @@ def _hydra_context() -> tuple[list[str], dict[str, str]]:
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A small fixed-width table: one row per entry of `rows`, one column per metric (blank where a row
     lacks it, e.g. spectrum metrics tracked on validation only); σ_i and the smoothed monitor stay in MLflow."""
-    columns = list(dict.fromkeys(c for values in rows.values() for c in values
-                                 if not c.startswith("sigma_") and not c.endswith("_smoothed")))
+    columns = table_columns(rows)
     width = max(10, *(len(c) + 1 for c in columns))
     lines = [" " * 12 + "".join(f"{c:>{width}}" for c in columns)]
     for label, values in rows.items():
@@ -210,7 +209,8 @@ def run(cfg: DictConfig) -> ExperimentResult:
         tracker.log_metrics({"best_epoch": fit.best_epoch, "train_seconds": fit.train_seconds,
                              "test_eval_seconds": time.perf_counter() - started})
         tracker.set_tags({"mlflow.note.content": naming.description(
-            run_name, dataset, task.monitor, fit.best_epoch, fit.epochs_run, fit.best_valid, test)})
+            run_name, dataset, task.monitor, fit.best_epoch, fit.epochs_run, fit.best_valid, test,
+            getattr(task.valid_evaluator, "log_prefix", "valid"))})
         task.finish(tracker, title=run_name)
         if cfg.tracking.log_model:
             save_state_dict(tracker, model.state_dict())  # for init_from=
