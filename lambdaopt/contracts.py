@@ -7,7 +7,7 @@ optional ones their defaults (a model without factor tables returns `{}` from `f
 
     Model          score(users, items), score_all(users)                 every recommender
     FactorModel    + entity_tables(), factor_rows(), score_rows(), matrix(), sparse_grad, scores_item_blocks
-    Objective      batches(rng), loss(), loss_and_rows(), state_dict(), load_state_dict()
+    Objective      batches(rng), n_batches(), loss(), loss_and_rows(), state_dict(), load_state_dict()
     LambdaSource   + lambda_valid, valid_batch(rng, size): where learned λ draws its validation triples
     Evaluator      __call__(model) -> {metric: value}, log_prefix, trajectory
 
@@ -69,6 +69,9 @@ class Objective(Protocol):
 
     def batches(self, rng: np.random.Generator) -> Iterator[Batch]:
         """One epoch of batches; all randomness from `rng` (resume replays it)."""
+
+    def n_batches(self) -> int:
+        """How many batches `batches` yields (the progress bar's total)."""
 
     def loss(self, model: Model, batch: Batch) -> torch.Tensor: ...
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lambdaopt import checkpoint, naming
 from lambdaopt.config import validate
+from lambdaopt.console import number, result_rows, show, table_columns
 from lambdaopt.errors import ConfigError, LambdaoptError
 from lambdaopt.interrupts import TrainingInterrupted
 from lambdaopt.models.base import SolvedModel
@@ -91,12 +92,11 @@ def _hydra_context() -> tuple[list[str], dict[str, str]]:
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A small fixed-width table: one row per entry of `rows`, one column per metric (blank where a row
     lacks it, e.g. spectrum metrics tracked on validation only); σ_i and the smoothed monitor stay in MLflow."""
-    columns = list(dict.fromkeys(c for values in rows.values() for c in values
-                                 if not c.startswith("sigma_") and not c.endswith("_smoothed")))
+    columns = table_columns(rows)
     width = max(10, *(len(c) + 1 for c in columns))
     lines = [" " * 12 + "".join(f"{c:>{width}}" for c in columns)]
     for label, values in rows.items():
-        lines.append(f"{label:<12}" + "".join(f"{values[c]:>{width}.4g}" if c in values else " " * width
+        lines.append(f"{label:<12}" + "".join(f"{number(values[c]):>{width}}" if c in values else " " * width
                                               for c in columns))
     return "\n".join(lines)
 
@@ -203,7 +203,9 @@ def run(cfg: DictConfig) -> ExperimentResult:
         if resume_id is None:
             tracker.log_dict(resolved, "config.yaml")
             tracker.log_dict({"overrides": overrides}, "overrides.yaml")
-            tracker.log_metrics({f"data/{k}": v for k, v in dataset.statistics().items()})
+            from lambdaopt.mlflow_data import log_dataset  # imports mlflow: only once a run is tracked
+
+            log_dataset(tracker, dataset, cfg.dataset)  # MLflow's Dataset column; statistics in its profile
 
         checkpointer = None
         if cfg.trainer.get("checkpoint", True) and tracker.run_id is not None:
@@ -219,25 +221,31 @@ def run(cfg: DictConfig) -> ExperimentResult:
         started = time.perf_counter()
         with torch.no_grad():
             test = task.test_evaluator(model)
-        tracker.log_metrics({f"test/{k}": v for k, v in test.items()})
+        # at the selected epoch's step, so a chart marks them there; the per-epoch curves stay valid/*
+        tracker.log_metrics({**{f"test/{k}": v for k, v in test.items()},
+                             **{f"best_valid/{k}": v for k, v in fit.best_valid.items()}}, step=fit.best_epoch)
         tracker.log_metrics({"best_epoch": fit.best_epoch, "train_seconds": fit.train_seconds,
-                             "test_eval_seconds": time.perf_counter() - started,
-                             **{f"best_valid/{k}": v for k, v in fit.best_valid.items()}})
+                             "test_eval_seconds": time.perf_counter() - started})
         tracker.set_tags({"mlflow.note.content": naming.description(
-            run_name, dataset, task.monitor, fit.best_epoch, fit.epochs_run, fit.best_valid, test)})
+            run_name, dataset, task.monitor, fit.best_epoch, fit.epochs_run, fit.best_valid, test,
+            task.valid_evaluator.log_prefix)})
         task.finish(tracker, title=run_name)
         if cfg.tracking.log_model:
-            save_state_dict(tracker, model.state_dict())
+            save_state_dict(tracker, model.state_dict())  # for init_from=
+            from lambdaopt.mlflow_model import log_model
+
+            log_model(tracker, model, resolved["model"], dataset)
         if checkpointer is not None:
             checkpointer.finish(tracker, keep=cfg.trainer.get("keep_checkpoint", False))
 
-    print(f"\nbest epoch {fit.best_epoch} of {fit.epochs_run} (selected on {task.monitor}, {task.mode}), "
-          f"{fit.train_seconds:.1f}s training")
-    print(format_table({task.valid_evaluator.log_prefix: fit.best_valid, "test": test}))
+    summary = [f"best epoch {fit.best_epoch} of {fit.epochs_run} (selected on {task.monitor}, {task.mode}), "
+               f"{fit.train_seconds:.1f} s training",
+               format_table(result_rows(task.valid_evaluator.log_prefix, fit.best_valid, test))]
     if tracker.run_id is not None:
         in_sweep = bool(os.environ.get(PARENT_RUN_ENV))  # the sweep prints how to serve the UI once, at its end
-        print(f"MLflow run '{run_name}' ({tracker.run_id}) in experiment '{cfg.tracking.experiment}':\n  "
-              + browse_hint(cfg.tracking.uri, tracker.experiment_id, tracker.run_id, serve=not in_sweep))
+        summary.append(f"MLflow run '{run_name}' ({tracker.run_id}) in experiment '{cfg.tracking.experiment}':\n  "
+                       + browse_hint(cfg.tracking.uri, tracker.experiment_id, tracker.run_id, serve=not in_sweep))
+    show("\n" + "\n".join(summary))  # the console, and the Hydra job log
     return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id, task.monitor, model)
 
 

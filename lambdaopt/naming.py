@@ -11,6 +11,8 @@ import os
 
 from omegaconf import DictConfig, OmegaConf
 
+from lambdaopt.console import number, result_rows, table_columns
+
 SWEPT_KEYS_ENV = "LAMBDAOPT_SWEPT_KEYS"
 
 
@@ -51,15 +53,30 @@ def run_name(cfg: DictConfig, dataset_name: str) -> str:
     return " · ".join(parts)
 
 
-def description(name: str, dataset, monitor: str, best_epoch: int, epochs_run: int, valid: dict, test: dict) -> str:
-    """One sentence for the run's Overview (`mlflow.note.content`)."""
+def description(name: str, dataset, monitor: str, best_epoch: int, epochs_run: int, valid: dict, test: dict,
+                prefix: str = "valid") -> str:
+    """The run's Overview text (`mlflow.note.content`, rendered as Markdown above the metrics): one sentence,
+    then the selected epoch's metrics in a table at 4 significant digits. MLflow's own metrics table lists
+    the last epoch's `valid/*` first and every value at full float precision."""
     def shown(value):
-        return f"{value:.4g}" if isinstance(value, float) else "–"
+        return number(value) if isinstance(value, float) else "–"
 
     size = ""
     if hasattr(dataset, "n_users") and hasattr(dataset, "n_items"):
         size = f" ({dataset.n_users:,} users × {dataset.n_items:,} items"
         size += f", {len(dataset.train):,} training interactions)" if hasattr(dataset, "train") else ")"
-    return (f"{name}: trained on {getattr(dataset, 'name', 'the data')}{size}; epoch {best_epoch} of {epochs_run} "
-            f"selected on validation {monitor} = {shown(valid.get(monitor))}, where test {monitor} = "
-            f"{shown(test.get(monitor))}.")
+    sentence = (f"{name}: trained on {getattr(dataset, 'name', 'the data')}{size}; epoch {best_epoch} of {epochs_run} "
+                f"selected on validation {monitor} = {shown(valid.get(monitor))}, where test {monitor} = "
+                f"{shown(test.get(monitor))}.")
+    rows = result_rows(prefix, valid, test)
+    labels = {prefix: f"validation, epoch {best_epoch}", "test": f"test, epoch {best_epoch}"}
+    return sentence + "\n\n" + markdown_table({labels[k]: v for k, v in rows.items()})
+
+
+def markdown_table(rows: dict[str, dict[str, float]]) -> str:
+    """| | metric | ... | with a line per row."""
+    columns = table_columns(rows)
+    lines = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for label, values in rows.items():
+        lines.append(f"| {label} | " + " | ".join(number(values[c]) if c in values else "–" for c in columns) + " |")
+    return "\n".join(lines)

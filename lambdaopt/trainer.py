@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lambdaopt.console import epoch_line, within_epoch
 from lambdaopt.errors import DataError, TrainingDiverged
 from lambdaopt.interrupts import StopRequest, TrainingInterrupted
 from lambdaopt.memory import release_free_heap
@@ -91,7 +92,8 @@ class Trainer:
             self.rng.bit_generator.state = self.epoch_start["rng"]
             self.objective.load_state_dict(self.epoch_start["objective"])
         done_before, loss = self.step_in_epoch, None
-        for index, batch in enumerate(self.objective.batches(self.rng)):
+        batches = within_epoch(self.objective.batches(self.rng), self.objective.n_batches(), self.epoch + 1)
+        for index, batch in enumerate(batches):
             if index < done_before:
                 continue
             self.regularizer.update(self.model, self.optimizer, batch, index)
@@ -165,11 +167,11 @@ class Trainer:
                 if stop.requested:
                     self._interrupt(stop, started, f"after epoch {epoch}")
         self.train_seconds += time.perf_counter() - started
-        self.regularizer.on_train_end(self.tracker)
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         else:  # no candidate yet (a run shorter than min_epochs or the window): the last evaluation's model
             self._select_last_evaluation()
+        self.regularizer.on_train_end(self.tracker, selected_epoch=self.best_epoch)
         return FitResult(self.best_epoch, self.best_valid, self.epoch, self.history, self.train_seconds)
 
     def _smoothed(self, value: float) -> tuple[float, bool]:
@@ -199,10 +201,8 @@ class Trainer:
             self.evaluations_since_best = 0
         elif candidate:
             self.evaluations_since_best += 1
-        headline = f"{self.prefix} auc {valid['auc']:.4f} " if "auc" in valid else f"{self.prefix} "
-        mean = f" (mean of last {self.smoothing} {smoothed:.4g})" if self.smoothing > 1 and full else ""
-        log.info("epoch %3d | loss %.4g | %s%s %.4g%s%s | %.2fs", epoch, train_loss, headline,
-                 self.monitor, valid[self.monitor], mean, " *" if improved else "", epoch_seconds)
+        mean = (self.smoothing, smoothed) if self.smoothing > 1 and full else None
+        log.info("%s", epoch_line(epoch, train_loss, self.prefix, valid, self.monitor, mean, improved, record, epoch_seconds))
         return record
 
     def _select_last_evaluation(self) -> None:

@@ -24,11 +24,14 @@ def test_deep_mf_completion_logs_metrics_and_singular_value_artifacts(tmp_path):
         assert name in metrics, name
     assert metrics["test/relative_error"] < 0.05  # 200 of 400 entries of a rank-2 matrix: depth 3 recovers it
     artifacts = {a.path for a in client.list_artifacts(run_info.info.run_id)}
-    assert {"singular_values.parquet", "singular_values.png", "completion_data.npz"} <= artifacts
+    assert {"singular_values.parquet", "singular_values.png", "singular_values.pdf", "completion_data.npz"} <= artifacts
     local = client.download_artifacts(run_info.info.run_id, "singular_values.parquet", str(tmp_path))
     table = pd.read_parquet(local)
     assert list(table.columns) == ["step", "index", "value"] and set(table["index"]) == {1, 2, 3, 4}
     assert table["step"].max() == 50 * len(client.get_metric_history(run_info.info.run_id, "train_loss"))
+    # from the initialization on, log-spaced within the first epoch, then at every evaluation
+    assert {0, 1, 2, 3, 4, 6, 7, 10, 13, 18, 24, 32, 50, 100} <= set(table["step"])
+    assert table.groupby("step").size().eq(4).all()  # one snapshot per step, not one per recording route
 
 
 def test_sensing_svd_mf_and_nuclear_norm_run_in_process():

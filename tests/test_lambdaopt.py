@@ -146,7 +146,8 @@ def test_lambdaopt_run_logs_trajectories_metrics_and_figures(tmp_path):
     frame = pd.read_parquet(local)
     assert list(frame.columns) == ["entity"] + [f"l{k}" for k in range(8)] and (frame.iloc[:, 1:] >= 0).all().all()
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
-    assert figures == {"figures/lambda_trajectories.png", "figures/lambda_vs_frequency.png"}
+    assert figures == {f"figures/{name}.{kind}" for name in ("lambda_trajectories", "lambda_vs_frequency")
+                       for kind in ("png", "pdf")}
 
 
 @pytest.mark.parametrize("granularity", ["dui", "user_item"])

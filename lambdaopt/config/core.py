@@ -154,7 +154,10 @@ class TrackingConfig:
     # Where a newly created experiment keeps its artifacts (relative paths are made absolute).
     artifact_location: str = field_with("mlartifacts", non_empty())
     run_name: Optional[str] = None
+    # The selected weights as model.pt (for init_from=) and as an MLflow pyfunc model (lambdaopt/mlflow_model.py).
     log_model: bool = True
+    # CPU/memory/GPU use under system/* in MLflow, sampled every 10 s (psutil; off: a thread per run).
+    system_metrics: bool = False
 
 
 SCHEMAS = {

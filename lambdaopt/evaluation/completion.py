@@ -2,8 +2,8 @@
 
 With σ_1 ≥ σ_2 ≥ ... the singular values of W and W* the ground truth:
 
-    test_mse        = (1/(n·m)) ‖W − W*‖_F²         (all entries, observed or not)
-    relative_error  = ‖W − W*‖_F² / ‖W*‖_F²         (= test_mse when ‖W*‖_F² = n·m, as generated)
+    relative_error  = ‖W − W*‖_F² / ‖W*‖_F²         (all entries, observed or not; W* is generated with
+                                                      ‖W*‖_F² = n·m, so this is also the all-entries MSE)
     nuclear_norm    = Σ_i σ_i
     effective_rank  = exp(−Σ_i p_i log p_i),  p_i = σ_i / Σ_j σ_j   (Roy & Vetterli 2007)
     sigma_i         = σ_i for i ≤ top_k
@@ -22,7 +22,7 @@ from lambdaopt.data.lowrank import CompletionData
 
 # what the evaluator reports (besides sigma_i, param_norm and grad_norm); all smaller-better: errors, and
 # the descriptors where smaller means simpler (rank, nuclear norm)
-METRICS = ("train_mse", "test_mse", "relative_error", "nuclear_norm", "effective_rank")
+METRICS = ("train_mse", "relative_error", "nuclear_norm", "effective_rank")
 
 
 def effective_rank(singular_values: torch.Tensor) -> float:
@@ -53,16 +53,38 @@ def norm_metrics(model) -> dict[str, float]:
     return metrics
 
 
-class SpectrumTrajectory:
-    """The top singular values at every evaluation: a long table (step, index, value), written at the
-    end as a parquet artifact and a log-scale PNG figure."""
+SNAPSHOTS_PER_DECADE = 8
 
-    def __init__(self, top_k: int):
+
+def on_log_grid(step: int) -> bool:
+    """Step 0 and round(10^(j/8)) for j = 0, 1, ...: 1, 2, 3, 4, 6, 7, 10, 13, 18, 24, 32, ... ."""
+    if step == 0:
+        return True
+    j = round(SNAPSHOTS_PER_DECADE * math.log10(step))
+    return any(round(10 ** (i / SNAPSHOTS_PER_DECADE)) == step for i in (j - 1, j, j + 1))
+
+
+class SpectrumTrajectory:
+    """The top singular values at every evaluation and, between evaluations, at gradient steps on a
+    log-spaced grid from step 0 (`observe`, called by the objective before each step): the early
+    dynamics happen within the first epoch. A long table (step, index, value), written at the end as a
+    parquet artifact and a figure (PNG + PDF) with the ground truth's singular values when known."""
+
+    def __init__(self, top_k: int, truth_sigma: np.ndarray | None = None, steps_per_epoch: int | None = None):
         self.top_k, self.steps, self.values = top_k, [], []
+        self.truth_sigma, self.steps_per_epoch = truth_sigma, steps_per_epoch
 
     def record(self, step: int, sigma: torch.Tensor) -> None:
+        if self.steps and self.steps[-1] == step:  # an evaluation and the next step's snapshot: one model
+            return
         self.steps.append(step)
         self.values.append(sigma[:self.top_k].cpu().numpy())
+
+    @torch.no_grad()
+    def observe(self, model, step: int) -> None:
+        """Record the model after `step` gradient steps when the step is on the log grid (no RNG drawn)."""
+        if on_log_grid(step):
+            self.record(step, torch.linalg.svdvals(model.matrix().detach().to(torch.float64)))
 
     def table(self):
         import pandas as pd
@@ -75,28 +97,20 @@ class SpectrumTrajectory:
         })
 
     def log_to(self, tracker, title: str = "") -> None:
-        """Log `singular_values.parquet` and `singular_values.png` as artifacts of the run."""
+        """Log `singular_values.parquet`, `singular_values.png` and `.pdf` as artifacts of the run."""
         if tracker.run_id is None or not self.steps:
             return
-        import matplotlib
-
-        matplotlib.use("Agg")  # no display on servers
-        import matplotlib.pyplot as plt
+        from lambdaopt.evaluation.figures import singular_values_figure
+        from lambdaopt.plotting import save
 
         table = self.table()
         with tempfile.TemporaryDirectory() as tmp:
             parquet = os.path.join(tmp, "singular_values.parquet")
             table.to_parquet(parquet, index=False)
-            figure, axes = plt.subplots(figsize=(6, 4))
-            for index, part in table.groupby("index"):
-                axes.plot(part["step"], part["value"], label=f"σ{index}" if index <= 5 else None)
-            axes.set(xlabel="step", ylabel="singular value", yscale="log", title=title)
-            axes.legend(loc="best", fontsize=8)
-            png = os.path.join(tmp, "singular_values.png")
-            figure.savefig(png, dpi=120, bbox_inches="tight")
-            plt.close(figure)
-            tracker.log_file(parquet)
-            tracker.log_file(png)
+            png = save(singular_values_figure(table, self.truth_sigma, self.steps_per_epoch, title),
+                       os.path.join(tmp, "singular_values.png"))
+            for path in (parquet, png, png.with_suffix(".pdf")):
+                tracker.log_file(path)
 
 
 class CompletionEvaluator:
@@ -108,7 +122,8 @@ class CompletionEvaluator:
     def __init__(self, data: CompletionData, objective, top_k: int = 10):
         self.objective, self.top_k = objective, top_k
         self.truth = None if data.truth is None else torch.as_tensor(data.truth, device=objective.device)
-        self.trajectory = SpectrumTrajectory(top_k)
+        truth_sigma = None if data.truth is None else np.linalg.svd(data.truth.astype(np.float64), compute_uv=False)
+        self.trajectory = SpectrumTrajectory(top_k, truth_sigma, objective.steps_per_epoch)
 
     @torch.no_grad()
     def __call__(self, model) -> dict[str, float]:
@@ -116,9 +131,8 @@ class CompletionEvaluator:
         values = self.objective.values
         metrics = {"train_mse": float((self.objective.predictions(matrix) - values).square().mean())}
         if self.truth is not None:
-            error = (matrix - self.truth).square().sum()
-            metrics["test_mse"] = float(error) / self.truth.numel()
-            metrics["relative_error"] = float(error / self.truth.square().sum())
+            # one number, not also the all-entries MSE: with ‖W*‖_F² = n·m the two are equal
+            metrics["relative_error"] = float((matrix - self.truth).square().sum() / self.truth.square().sum())
         spectrum, sigma = spectrum_metrics(matrix, self.top_k)
         metrics.update(spectrum)
         metrics.update(norm_metrics(model))

@@ -17,10 +17,12 @@ class RatingEvaluator:
 
     log_prefix = "valid"
 
-    def __init__(self, heldout, objective, spectrum_top_k: int = 0, chunk: int = 65536):
+    def __init__(self, heldout, objective, spectrum_top_k: int = 0, chunk: int = 65536,
+                 steps_per_epoch: int | None = None):
         self.objective, self.chunk, self.spectrum_top_k = objective, chunk, spectrum_top_k
         self.heldout = objective._to_device(heldout)
-        self.trajectory: Optional[SpectrumTrajectory] = SpectrumTrajectory(spectrum_top_k) if spectrum_top_k else None
+        self.trajectory: Optional[SpectrumTrajectory] = (SpectrumTrajectory(spectrum_top_k, None, steps_per_epoch)
+                                                         if spectrum_top_k else None)
 
     @torch.no_grad()
     def __call__(self, model) -> dict[str, float]:

@@ -69,5 +69,5 @@ class Regularizer(nn.Module):
     def on_evaluation(self, epoch: int, tracker) -> None:
         """After each validation evaluation (learned λ snapshots its trajectory here)."""
 
-    def on_train_end(self, tracker) -> None:
-        """Once training stops (learned λ logs its figures here)."""
+    def on_train_end(self, tracker, selected_epoch: int | None = None) -> None:
+        """Once training stops and an epoch is selected (learned λ logs its figures of that epoch here)."""

@@ -211,8 +211,8 @@ class LambdaOpt(Regularizer):
     def on_evaluation(self, epoch: int, tracker) -> None:
         self.trajectory.snapshot(epoch, tracker)
 
-    def on_train_end(self, tracker) -> None:
-        for name, value in self.trajectory.finish(tracker).items():
+    def on_train_end(self, tracker, selected_epoch: int | None = None) -> None:
+        for name, value in self.trajectory.finish(tracker, selected_epoch).items():
             tracker.log_metrics({name: value})
 
     # ------------------------------------------------------------------ checkpoints

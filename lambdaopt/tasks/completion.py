@@ -49,12 +49,16 @@ class FullBatchMSE:
             self.flat_index = rows * data.n_items + cols  # W.view(-1)[flat_index] = W[rows, cols]
             self.batch = (rows, cols, self.values)
         self.steps_taken = 0
+        self.trajectory = None  # the evaluator's SpectrumTrajectory (CompletionTask): snapshots between evaluations
 
     def batches(self, rng: np.random.Generator) -> Iterator[Batch]:
         """The same full batch `steps_per_epoch` times (no shuffling: there is nothing to shuffle)."""
         for _ in range(self.steps_per_epoch):
             self.steps_taken += 1
             yield self.batch
+
+    def n_batches(self) -> int:
+        return self.steps_per_epoch
 
     def state_dict(self) -> dict:
         return {"steps_taken": self.steps_taken}
@@ -75,6 +79,8 @@ class FullBatchMSE:
         """The loss, and the factor rows the observed entries touch, for row-penalty regularizers (off
         by default here: dataset=lowrank selects regularizer=none). Sensing touches every row: none are
         singled out."""
+        if self.trajectory is not None:  # the model after steps_taken − 1 steps (this one is not taken yet)
+            self.trajectory.observe(model, self.steps_taken - 1)
         return self.loss(model, batch), {} if self.sensing else gather_rows(model, batch[0], batch[1])
 
 
@@ -106,7 +112,8 @@ class CompletionTask(Task):
                               f"got {type(dataset).__name__}")
         objective = FullBatchMSE(dataset, device, steps_per_epoch=cfg.trainer.steps_per_epoch)
         evaluator = CompletionEvaluator(dataset, objective, top_k=cfg.evaluation.spectrum_top_k)
-        evaluator.log_prefix = "eval"
+        evaluator.log_prefix = "eval"  # test quantities vs W*, tracked along the way, never selected on
+        objective.trajectory = evaluator.trajectory  # σ snapshots between evaluations, from step 0 (log-spaced)
         final = CompletionEvaluator(dataset, objective, top_k=cfg.evaluation.spectrum_top_k)
         what = "sensing measurements" if dataset.measurements is not None else "observed entries"
         description = (f"{dataset.n_users} × {dataset.n_items} rank {dataset.rank}, "

@@ -51,6 +51,9 @@ class BPRObjective:
             stop = start + self.batch_size
             yield users[start:stop], positives[start:stop], negatives[start:stop]
 
+    def n_batches(self) -> int:
+        return -(-len(self.fit) // self.batch_size)
+
     def state_dict(self) -> dict:
         return {}  # every draw comes from the trainer's RNG: nothing of its own to restore
 

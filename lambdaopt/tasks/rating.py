@@ -32,6 +32,7 @@ class RatingObjective:
         self.mean = float(dataset.train.ratings.mean()) if len(dataset.train) else 0.0
         self.train = self._to_device(dataset.train)
         self.steps_taken = 0
+        self.trajectory = None  # the evaluator's SpectrumTrajectory with evaluation.track_spectrum (RatingTask)
 
     def _to_device(self, part: Interactions) -> Batch:
         return (torch.as_tensor(part.users, device=self.device), torch.as_tensor(part.items, device=self.device),
@@ -49,6 +50,9 @@ class RatingObjective:
             self.steps_taken += 1
             yield tuple(t[index] for t in self.train)
 
+    def n_batches(self) -> int:
+        return self.steps_per_epoch if self.full_batch else -(-len(self.dataset.train) // self.batch_size)
+
     def state_dict(self) -> dict:
         return {"steps_taken": self.steps_taken}
 
@@ -61,6 +65,8 @@ class RatingObjective:
 
     def loss_and_rows(self, model, batch: Batch) -> tuple[torch.Tensor, Rows]:
         """The same loss, and the factor rows it read, for the penalty."""
+        if self.trajectory is not None:  # the model after steps_taken − 1 steps (this one is not taken yet)
+            self.trajectory.observe(model, self.steps_taken - 1)
         users, items, ratings = batch
         scores, rows = score_and_rows(model, users, items)
         return (scores + self.mean - ratings).square().mean(), rows
@@ -88,8 +94,9 @@ class RatingTask(Task):
         objective = RatingObjective(dataset, trainer.batch_size, device, full_batch=trainer.full_batch,
                                     steps_per_epoch=trainer.steps_per_epoch)
         top_k = cfg.evaluation.spectrum_top_k if cfg.evaluation.track_spectrum else 0
-        valid = RatingEvaluator(dataset.valid, objective, spectrum_top_k=top_k)
+        valid = RatingEvaluator(dataset.valid, objective, spectrum_top_k=top_k, steps_per_epoch=objective.n_batches())
         test = RatingEvaluator(dataset.test, objective)
+        objective.trajectory = valid.trajectory  # σ snapshots between evaluations, from step 0 (log-spaced)
         description = (f"{dataset.n_users} users, {dataset.n_items} items, "
                        f"{len(dataset.train)}/{len(dataset.valid)}/{len(dataset.test)} train/valid/test, ratings")
         return cls(objective, valid, test, *cls.resolve_monitor(cfg), description)
