@@ -13,7 +13,7 @@ CLUSTER=lambdaopt
 NODE=$(hostname -s)
 say() { echo "local-slurm: $*" >&2; }
 
-node_state() { sinfo -h -N -o %T 2>/dev/null | head -n 1 | tr -d '*~#'; }
+node_state() { sinfo -h -N -o %T 2>/dev/null | head -n 1; }  # 'idle*': slurmd not responding
 if command -v sinfo > /dev/null && [[ "$(node_state)" =~ ^(idle|mixed|allocated)$ ]]; then
     exit 0
 fi
