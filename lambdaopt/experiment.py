@@ -23,6 +23,7 @@ from lambdaopt.errors import ConfigError, LambdaoptError
 from lambdaopt.interrupts import TrainingInterrupted
 from lambdaopt.models.base import SolvedModel
 from lambdaopt.models.rows import check_sparse_grad
+from lambdaopt.search import TrialReporter
 from lambdaopt.store import check_store
 from lambdaopt.tasks import task_class
 from lambdaopt.tracking import (PARENT_RUN_ENV, browse_hint, flatten, git_commit, load_run_state_dict, save_state_dict,
@@ -109,6 +110,12 @@ class ExperimentResult:
     run_id: str | None
     monitor: str = ""  # the validation metric the epoch was selected on (trainer.monitor resolved)
     model: torch.nn.Module | None = None  # the selected model (weights of the best epoch), in eval mode
+    pruned_at: int | None = None  # the epoch an Optuna study's pruner stopped training at
+
+    @property
+    def selection_value(self) -> float:
+        """The validation value the epoch was selected on (smoothed where `trainer.smoothing` > 1)."""
+        return self.valid.get(f"{self.monitor}_smoothed", self.valid[self.monitor])
 
 
 @dataclass
@@ -157,11 +164,12 @@ def build_parts(cfg: DictConfig, device: torch.device, init_from: str | None = N
 NOT_LOOP_OPTIONS = {"batch_size", "full_batch", "steps_per_epoch", "checkpoint", "keep_checkpoint"}
 
 
-def build_trainer(cfg: DictConfig, parts: Parts, tracker, checkpointer=None) -> Trainer:
-    """The one training loop over `parts`, with cfg.trainer's settings and the task's monitored metric."""
+def build_trainer(cfg: DictConfig, parts: Parts, tracker, checkpointer=None, trial=None) -> Trainer:
+    """The one training loop over `parts`, with cfg.trainer's settings and the task's monitored metric;
+    `trial`: the Optuna trial it reports its evaluations to (lambdaopt/search.py)."""
     loop = {k: v for k, v in cfg.trainer.items() if k not in NOT_LOOP_OPTIONS}
     return Trainer(parts.model, parts.regularizer, parts.optimizer, parts.task.objective, parts.task.valid_evaluator,
-                   tracker, seed=cfg.seed, checkpointer=checkpointer,
+                   tracker, seed=cfg.seed, checkpointer=checkpointer, trial=trial,
                    **{**loop, "monitor": parts.task.monitor, "mode": parts.task.mode})
 
 
@@ -187,7 +195,8 @@ def run(cfg: DictConfig) -> ExperimentResult:
     # run's checkpoint holds the weights, so init_from applies to a new run only.
     parts = build_parts(cfg, device, init_from=cfg.init_from if resume_id is None else None)
     dataset, task, model = parts.dataset, parts.task, parts.model
-    tags = {"git_commit": git_commit(), "dataset": dataset.name, "dataset_hash": dataset.fingerprint,
+    trial = TrialReporter.from_environment()  # a trial of an Optuna search (hydra/sweeper=optuna_study)
+    tags = {**(trial.tags() if trial else {}), "git_commit": git_commit(), "dataset": dataset.name, "dataset_hash": dataset.fingerprint,
             "model": OmegaConf.select(cfg, "model._target_").rsplit(".", 1)[-1],
             "regularizer": OmegaConf.select(cfg, "regularizer._target_").rsplit(".", 1)[-1],
             "monitor": task.monitor, **hydra_tags}
@@ -212,11 +221,13 @@ def run(cfg: DictConfig) -> ExperimentResult:
             directory, in_artifacts = checkpoint.checkpoint_dir(tracker.artifact_uri, tracker.run_id)
             checkpointer = checkpoint.Checkpointer(directory, in_artifacts, {"run_id": tracker.run_id,
                                                                               "config": {**resolved, "resume": None}})
-        trainer = build_trainer(cfg, parts, tracker, checkpointer)
+        trainer = build_trainer(cfg, parts, tracker, checkpointer, trial)
         if resume_state is not None:
             trainer.load_state_dict(resume_state)
         # A convex solver (model=nuclear_norm) is solved once; the optimizer built above goes unused.
         fit = task.solve(model, tracker) if isinstance(model, SolvedModel) else trainer.fit()
+        if fit.pruned_at:
+            tracker.set_tags({"optuna_pruned_at_epoch": str(fit.pruned_at)})
         model.eval()
         started = time.perf_counter()
         with torch.no_grad():
@@ -246,15 +257,18 @@ def run(cfg: DictConfig) -> ExperimentResult:
         summary.append(f"MLflow run '{run_name}' ({tracker.run_id}) in experiment '{cfg.tracking.experiment}':\n  "
                        + browse_hint(cfg.tracking.uri, tracker.experiment_id, tracker.run_id, serve=not in_sweep))
     show("\n" + "\n".join(summary))  # the console, and the Hydra job log
-    return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id, task.monitor, model)
+    return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id, task.monitor, model, fit.pruned_at)
+
+
+OPTIMIZING_SWEEPERS = {"hydra_plugins.lambdaopt_sweeper.optuna_sweeper.OptunaSweeper"}
 
 
 def _sweeper_optimizes() -> bool:
-    """True under a sweeper that optimizes the job's return value (Optuna): it gets one number, the
-    validation value of `trainer.monitor`, so a search never selects on test."""
+    """True under a sweeper that optimizes the job's return value (hydra/sweeper=optuna_study): it gets
+    the validation value of `trainer.monitor` the run was selected on, so a search never selects on test."""
     from hydra.core.hydra_config import HydraConfig
 
-    return HydraConfig.initialized() and "optuna" in str(HydraConfig.get().sweeper.get("_target_", ""))
+    return HydraConfig.initialized() and HydraConfig.get().sweeper.get("_target_") in OPTIMIZING_SWEEPERS
 
 
 def hydra_task(cfg: DictConfig):
@@ -263,16 +277,17 @@ def hydra_task(cfg: DictConfig):
     A single run exits with status 2; inside `-m` the job returns {"status": "FAILED", "error", "run_id"}
     (its MLflow run, None if none was created) and the sweep goes on.
     SIGTERM is handled like Ctrl-C (the MLflow run ends KILLED); both exit with 128 + the signal number
-    and stop a sweep. Returns the test metrics, or under an optimizing sweeper the validation value of
-    `trainer.monitor`.
+    and stop a sweep. Returns the test metrics, or under an optimizing sweeper {"status": "COMPLETE" or
+    "PRUNED", "value": the validation value the run was selected on, "run_id"}.
     """
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         result = run(cfg)
-        if _sweeper_optimizes():
-            return result.valid[result.monitor]  # the resolved metric: trainer.monitor may say `auto`
+        if _sweeper_optimizes():  # the resolved metric (trainer.monitor may say `auto`), as the parent run selects
+            return {"status": "PRUNED" if result.pruned_at else "COMPLETE", "value": result.selection_value,
+                    "run_id": result.run_id}
         return result.test
     except TrainingInterrupted as interrupted:
         print(f"error: {interrupted}", file=sys.stderr)

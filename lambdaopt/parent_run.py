@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def swept_keys(config: DictConfig) -> list[str]:
     """The keys a sweep varies: command-line overrides with several values (`a=1,2`, `range(...)`,
-    `choice(...)`) and the keys of the sweeper's `params` and `grids` (presets)."""
+    `choice(...)`) and the keys of the sweeper's `params` and `grids` (presets, search spaces)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides([str(o) for o in config.hydra.overrides.task])
@@ -46,7 +46,8 @@ def swept_keys(config: DictConfig) -> list[str]:
     sweeper = config.hydra.sweeper
     grids = list(sweeper.get("grids") or [])
     for params in [sweeper.get("params") or {}, *grids]:  # in a union of grids every grid key varies
-        keys += [str(k) for k, v in params.items() if "," in str(v) or len(grids) > 1]
+        # a mapping is an Optuna search space (hydra/sweeper=optuna_study): its key varies too
+        keys += [str(k) for k, v in params.items() if "," in str(v) or len(grids) > 1 or OmegaConf.is_dict(v)]
     return list(dict.fromkeys(keys))
 
 

@@ -28,6 +28,7 @@ class FitResult:
     epochs_run: int
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
+    pruned_at: int | None = None  # the epoch an Optuna study's pruner stopped training at
 
 
 class Trainer:
@@ -59,7 +60,8 @@ class Trainer:
                  max_epochs: int, eval_every: int = 1, patience: int = 5, monitor: str = "ndcg@10",
                  mode: str = "max", min_delta: float = 0.0, smoothing: int = 1, min_epochs: int = 0,
                  stop_loss: float = 0.0, seed: int = 0,
-                 check_finite_grads: bool = False, release_memory_every: int = 64, checkpointer=None):
+                 check_finite_grads: bool = False, release_memory_every: int = 64, checkpointer=None,
+                 trial=None):
         self.model, self.regularizer, self.optimizer = model, regularizer, optimizer
         self.objective, self.valid_evaluator, self.tracker = objective, valid_evaluator, tracker
         self.max_epochs, self.eval_every, self.patience = max_epochs, eval_every, patience
@@ -67,6 +69,8 @@ class Trainer:
         self.min_epochs = min_epochs
         self.check_finite_grads, self.checkpointer = check_finite_grads, checkpointer
         self.release_memory_every = release_memory_every
+        # an Optuna trial (lambdaopt/search.py): gets every evaluation's selection value, may stop training
+        self.trial, self.pruned_at, self.selection_value = trial, None, math.nan
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.sign = 1.0 if mode == "max" else -1.0  # compare sign·value so "larger is better" either way
@@ -162,6 +166,10 @@ class Trainer:
                 elif self.patience and self.evaluations_since_best >= self.patience:
                     log.info("early stop: no %s improvement in %d evaluations", self.monitor, self.patience)
                     self.done = True
+                if evaluated and self.trial is not None and self.trial.report(epoch, self.selection_value) \
+                        and not self.done and epoch < self.max_epochs:
+                    log.info("pruned: the Optuna study's pruner stops this trial at epoch %d", epoch)
+                    self.done, self.pruned_at = True, epoch
                 if evaluated:
                     self._save_checkpoint(started)
                 if stop.requested:
@@ -172,7 +180,7 @@ class Trainer:
         else:  # no candidate yet (a run shorter than min_epochs or the window): the last evaluation's model
             self._select_last_evaluation()
         self.regularizer.on_train_end(self.tracker, selected_epoch=self.best_epoch)
-        return FitResult(self.best_epoch, self.best_valid, self.epoch, self.history, self.train_seconds)
+        return FitResult(self.best_epoch, self.best_valid, self.epoch, self.history, self.train_seconds, self.pruned_at)
 
     def _smoothed(self, value: float) -> tuple[float, bool]:
         """(mean of `monitor` over the last `smoothing` evaluations ending with `value`, window full?)."""
@@ -189,6 +197,7 @@ class Trainer:
         record.update({f"reg/{name}": value for name, value in self.regularizer.metrics().items()})
         self.regularizer.on_evaluation(epoch, self.tracker)
         smoothed, full = self._smoothed(valid[self.monitor])
+        self.selection_value = smoothed  # what epochs (and a search's trials) are selected on
         if self.smoothing > 1:
             record[f"{self.prefix}/{self.monitor}_smoothed"] = smoothed
         candidate = full and epoch >= self.min_epochs

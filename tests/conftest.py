@@ -1,9 +1,14 @@
 """Shared helpers: compose the real configs, and run the real entry point on tiny data."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,6 +39,79 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = N
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=env)
+
+
+# A multirun's jobs: tiny, 2 epochs, no model file.
+FAST = [*TINY, "trainer.max_epochs=2", "tracking.log_model=false"]
+
+
+def sweep_runs(where: Path | str, experiment: str = "lambdaopt"):
+    """(client, parent runs, child runs) of `experiment` in `where`: a tracking URI, or a folder holding mlflow.db."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(where if isinstance(where, str) else f"sqlite:///{where}/mlflow.db")
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], max_results=50000) if found else []
+    parents = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
+    return client, parents, [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path, backend_uri: str | None = None):
+    """A real `mlflow server` on 127.0.0.1 (backend: `backend_uri`, default a SQLite file in `folder`;
+    artifacts stored under `folder` and proxied to clients); yields its URL, stops it after."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", backend_uri or f"sqlite:///{folder}/mlflow.db",
+         "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts"],
+        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # bounded wait for /health
+            try:
+                urllib.request.urlopen(base + "/health", timeout=2).read()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server did not start: {process.stderr.read().decode()[-2000:]}")
+                time.sleep(0.5)
+        yield base
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def start_service(script: str) -> str:
+    """Run scripts/SCRIPT (installs and starts a local service, a no-op when it is up); its last stdout line."""
+    result = subprocess.run(["bash", str(ROOT / "scripts" / script)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"scripts/{script} failed:\n{result.stderr[-3000:]}"
+    return (result.stdout.strip().splitlines() or [""])[-1]
+
+
+@pytest.fixture(scope="session")
+def postgres_uri() -> str:
+    """A PostgreSQL server on 127.0.0.1 (scripts/local-postgres.sh); the SQLAlchemy URL of its mlflow database."""
+    return start_service("local-postgres.sh")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """A one-node SLURM cluster on 127.0.0.1 (scripts/local-slurm.sh), its node idle."""
+    start_service("local-slurm.sh")
 
 
 @pytest.fixture

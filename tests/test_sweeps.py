@@ -6,21 +6,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
-from conftest import ROOT, TINY, compose_config, run_cli
-
-FAST = [*TINY, "trainer.max_epochs=2", "tracking.log_model=false"]
-
-
-def sweep_runs(cwd: Path):
-    """(parent runs, child runs) in the default experiment of `cwd`/mlflow.db."""
-    client = MlflowClient(f"sqlite:///{cwd}/mlflow.db")
-    experiment = client.get_experiment_by_name("lambdaopt")
-    runs = client.search_runs([experiment.experiment_id]) if experiment else []
-    parents = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
-    return client, parents, [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
+from conftest import FAST, ROOT, compose_config, run_cli, sweep_runs
 
 
 # ----------------------------------------------------------------------------- presets (fast)
@@ -209,14 +197,3 @@ def test_submitit_local_sweep_gives_one_parent_and_two_children(tmp_path):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
-
-
-@pytest.mark.slow
-def test_optuna_lambda_search_optimizes_validation(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")  # the optional `optuna` extra
-    result = run_cli(["-m", *FAST, "+sweep=optuna_lambda", "hydra.sweeper.n_trials=2"], tmp_path)
-    assert result.returncode == 0, result.stderr
-    client, parents, children = sweep_runs(tmp_path)
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(children) == 2
-    best = OmegaConf.load(next(Path(parents[0].data.tags["sweep_dir"]).glob("optimization_results.yaml")))
-    assert best.best_value in {c.data.metrics["best_valid/ndcg_at_10"] for c in children}  # validation, not test
