@@ -1,6 +1,6 @@
 """Wall time for depth-3 deep MF to reach relative error ≤ 1e-4 on the reference completion setup.
 
-Setup (REFERENCE.md, "Deep matrix factorization"): n = 100, rank 5, 2000 observed entries, gaussian
+Setup (the deep-MF papers' completion experiment, Arora et al. 2019): n = 100, rank 5, 2000 observed entries, gaussian
 init with scale 1e-3, GroupRMSprop lr 1e-3. The reference reached its stopping point after ~36k
 iterations and ~290 s on a loaded 2-core machine. This drives the framework's own pieces (config,
 task selection, `Trainer.train_epoch` on the full-batch objective) and checks the error vs W* every

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -39,6 +40,40 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = N
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=env)
+
+
+def one_error_line(result, needle: str = "", returncode: int | None = 2) -> str:
+    """A user error as the command must report it: exit status `returncode` (any non-zero when None),
+    exactly one `error:` line on stderr, holding `needle`, and no traceback anywhere. `result`: a
+    CompletedProcess or (returncode, stderr). Returns the line."""
+    code, stderr = (result.returncode, result.stderr) if hasattr(result, "stderr") else result
+    assert code == returncode if returncode is not None else code != 0, (code, stderr)
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], stderr
+    return errors[0]
+
+
+def fails_in_one_line(overrides: list[str], needle: str) -> str:
+    """In process: `lambdaopt.run(overrides)` (tracking off) raises a user error holding `needle` whose message
+    is one line — what the command prints after `error: ` (the CLI's formatting: test_bad_inputs.py)."""
+    from lambdaopt.errors import LambdaoptError
+
+    with pytest.raises(LambdaoptError) as error:
+        lambdaopt.run([*overrides, "tracking.enabled=false"])
+    message = str(error.value)
+    assert needle in message and "\n" not in message, message
+    return message
+
+
+def tracked_runs(folder: Path, experiment: str = "lambdaopt"):
+    """(client, runs of `experiment` in folder/mlflow.db, sweep parents left out)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id]) if found else []
+    return client, [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
 
 
 # A multirun's jobs: tiny, 2 epochs, no model file.
@@ -96,8 +131,16 @@ def mlflow_server(folder: Path, backend_uri: str | None = None):
 
 
 def start_service(script: str) -> str:
-    """Run scripts/SCRIPT (installs and starts a local service, a no-op when it is up); its last stdout line."""
-    result = subprocess.run(["bash", str(ROOT / "scripts" / script)], capture_output=True, text=True, timeout=900)
+    """Run scripts/SCRIPT (installs and starts a local service, a no-op when it is up); its last stdout line.
+
+    One script at a time across pytest-xdist workers: they install Debian packages, and two apt-get runs
+    at once fail on dpkg's lock."""
+    import fcntl
+
+    with open(os.path.join(tempfile.gettempdir(), "lambdaopt-test-services.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = subprocess.run(["bash", str(ROOT / "scripts" / script)], capture_output=True, text=True,
+                                timeout=900)
     assert result.returncode == 0, f"scripts/{script} failed:\n{result.stderr[-3000:]}"
     return (result.stdout.strip().splitlines() or [""])[-1]
 
@@ -112,6 +155,18 @@ def postgres_uri() -> str:
 def slurm_cluster() -> None:
     """A one-node SLURM cluster on 127.0.0.1 (scripts/local-slurm.sh), its node idle."""
     start_service("local-slurm.sh")
+
+
+@pytest.fixture(scope="session")
+def dataset():
+    """40 users × 30 items of synthetic implicit feedback: the hypergradient tests' problem (lookahead_setup.py)."""
+    from omegaconf import OmegaConf
+
+    from lambdaopt.config.core import SplitConfig
+    from lambdaopt.data.synthetic import load_synthetic
+
+    return load_synthetic(split=OmegaConf.structured(SplitConfig), n_users=40, n_items=30, rank=3,
+                          mean_interactions=10, min_interactions=5, seed=1)
 
 
 @pytest.fixture

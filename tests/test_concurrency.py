@@ -12,7 +12,6 @@ from conftest import TINY, compose_config, mlflow_server, run_cli
 from lambdaopt.tracking import ensure_experiment, flatten
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 
 LAMS = ["0.0", "0.001", "0.01", "0.1"]
 EPOCHS = 3

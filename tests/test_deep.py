@@ -139,8 +139,6 @@ def test_lowrank_bad_sizes_name_the_key(kwargs, key):
 # ----------------------------------------------------------------------------- nuclear norm
 @pytest.mark.parametrize("solver", ["svt", "soft_impute", "cvxpy"])
 def test_nuclear_norm_recovers_rank_two_from_sixty_percent(solver):
-    if solver == "cvxpy":
-        pytest.importorskip("cvxpy")
     data = load_lowrank(n=20, rank=2, n_train_samples=240, seed=0)
     model = NuclearNormCompletion(20, 20, solver=solver, tolerance=1e-6)
     model.solve(data)

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-import lambdaopt.evaluation.figures as completion_figures
-import lambdaopt.regularizers.figures as lambda_figures
+import lambdaopt.figures.spectrum as completion_figures
+import lambdaopt.figures.lambdas as lambda_figures
 import lambdaopt.report.figures as report_figures
-from lambdaopt.plotting import save as real_save
+from lambdaopt.figures.style import save as real_save
 from lambdaopt.report import label_runs
 
-from test_report import fake_runs
+from builders import fake_runs
 
 DRAWN = {}
 
@@ -59,8 +59,8 @@ def checked_save(monkeypatch):
 
     for module in (lambda_figures, report_figures, completion_figures):
         monkeypatch.setattr(module, "save", save, raising=False)
-    import lambdaopt.evaluation.completion  # noqa: F401  (its log_to imports save from lambdaopt.plotting)
-    monkeypatch.setattr("lambdaopt.plotting.save", save)
+    import lambdaopt.evaluation.completion  # noqa: F401  (its log_to imports save from lambdaopt.figures.style)
+    monkeypatch.setattr("lambdaopt.figures.style.save", save)
     DRAWN.clear()
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY, compose_config
+from conftest import ROOT, TINY, compose_config, one_error_line
 from lambdaopt.data import cache, fetch
 from lambdaopt.data.interactions import Interactions
 from lambdaopt.data.real import load_dataset
@@ -41,14 +41,6 @@ def unprivileged(command: list[str]) -> list[str]:
 def run_py(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
     return subprocess.run(unprivileged([sys.executable, str(ROOT / "run.py"), *args]), cwd=cwd, capture_output=True,
                           text=True, timeout=180, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
-
-
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 # ----------------------------------------------------------------------------- concurrency

@@ -1,11 +1,10 @@
 """A run as a person sees it in the MLflow UI: `mlflow ui` over a tiny run's store, its page (the link a run
 prints) rendered by headless Chromium, and the run's name, description and selected-epoch values in the DOM."""
 import re
-import subprocess
 
 import pytest
 
-from conftest import ROOT, TINY, compose_config
+from conftest import TINY, compose_config, start_service
 from lambdaopt.console import number
 from lambdaopt.experiment import run
 from lambdaopt.mlflow_ui import chromium, dump_dom, served
@@ -19,8 +18,7 @@ def browser():
     """Chromium, installed by scripts/install-chromium.sh when absent (as the test command installs
     everything else); a failure to install fails the test with the script's message."""
     if chromium() is None:
-        done = subprocess.run(["bash", str(ROOT / "scripts" / "install-chromium.sh")], capture_output=True, text=True)
-        assert done.returncode == 0, f"scripts/install-chromium.sh failed: {done.stderr[-1000:]}"
+        start_service("install-chromium.sh")
     found = chromium()
     assert found is not None, "scripts/install-chromium.sh ran but no chromium is on PATH"
     return found

@@ -151,7 +151,6 @@ def subprocess_report(args, cwd):
 
 @pytest.mark.slow
 def test_joblib_sweep_gives_one_parent_and_two_children(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     result = run_cli(["-m", *FAST, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                       "regularizer=fixed,lambdaopt_d"], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -190,7 +189,6 @@ def test_bad_sweeps_are_reported_by_hydra_and_leave_no_parent(tmp_path, args, ne
 
 @pytest.mark.slow
 def test_submitit_local_sweep_gives_one_parent_and_two_children(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     result = run_cli(["-m", *FAST, "hydra/launcher=submitit_local", "regularizer.lam=0,1e-2"], tmp_path)
     assert result.returncode == 0, result.stderr
     _, parents, children = sweep_runs(tmp_path)

@@ -100,8 +100,8 @@ class SpectrumTrajectory:
         """Log `singular_values.parquet`, `singular_values.png` and `.pdf` as artifacts of the run."""
         if tracker.run_id is None or not self.steps:
             return
-        from lambdaopt.evaluation.figures import singular_values_figure
-        from lambdaopt.plotting import save
+        from lambdaopt.figures.spectrum import singular_values_figure
+        from lambdaopt.figures.style import save
 
         table = self.table()
         with tempfile.TemporaryDirectory() as tmp:

@@ -134,8 +134,6 @@ class NuclearNormCompletion(SolvedModel):
 
     def solve(self, data: CompletionData) -> dict[str, float]:
         """Fill `solution` from the observations; returns {iterations, solve_seconds}."""
-        if self.solver == "cvxpy" and data.measurements is None and not _has_cvxpy():
-            cvxpy_nuclear_norm(data, self.tolerance)  # raises the install hint
         started, iterations = time.perf_counter(), 0
         if self.solver == "cvxpy":
             matrix = torch.as_tensor(cvxpy_nuclear_norm(data, self.tolerance))
@@ -168,10 +166,3 @@ class NuclearNormCompletion(SolvedModel):
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         return self.solution[users]
 
-
-def _has_cvxpy() -> bool:
-    try:
-        import cvxpy  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -28,7 +28,7 @@ class SVDMatrixFactorization(Recommender):
     """W = U diag(σ)^k Vᵀ ∈ R^{n_users × n_items}: U (n × r), V (m × r) with orthonormal columns,
     σ ∈ R^r shared, and depth k the power on σ.
 
-    This is the SVD fork of deep MF (seed 004): a depth-k product of n × n factors drives the
+    This is the SVD-parametrized fork of the deep-MF reference code: a depth-k product of n × n factors drives the
     singular values as σ_i^k-like dynamics (d σ_i/dt ∝ σ_i^{2 − 2/k} under gradient flow), which
     the power keeps while the singular vectors live on U and V directly. The fork multiplied by a
     random matrix instead of Vᵀ; here Vᵀ is the transpose of the orthogonal V.

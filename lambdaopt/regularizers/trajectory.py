@@ -14,7 +14,6 @@ import tempfile
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import spearmanr
 
 
 def lambda_summary(values: torch.Tensor) -> dict[str, float]:
@@ -85,7 +84,9 @@ class LambdaTrajectory:
     def finish(self, tracker, selected_epoch: int | None = None) -> dict[str, float]:
         """Spearman ρ of mean λ vs interaction count per role at the selected epoch (the reported model's
         λ; the last snapshot when none was selected); the figures as PNG and PDF under figures/."""
-        from lambdaopt.regularizers import figures
+        from scipy.stats import spearmanr  # here, not at import: scipy.stats alone adds ~1 s to every start
+
+        from lambdaopt.figures import lambdas as figures
 
         results = {}
         at = figures.selected_snapshot(self.epochs, selected_epoch)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.ticker import NullFormatter
 
-from lambdaopt.plotting import figure, figure_legend, integer_axis, save
+from lambdaopt.figures.style import figure, figure_legend, integer_axis, save
 from lambdaopt.report.table import display_name, select_grid_points
 
 

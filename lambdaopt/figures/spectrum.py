@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.ticker import NullFormatter
 
-from lambdaopt.plotting import figure, figure_legend
+from lambdaopt.figures.style import figure, figure_legend
 
 
 def singular_values_figure(table: pd.DataFrame, truth_sigma: np.ndarray | None, steps_per_epoch: int | None,

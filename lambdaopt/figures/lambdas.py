@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import spearmanr
 
-from lambdaopt.plotting import figure, integer_axis, log_count_axis, save
+from lambdaopt.figures.style import figure, integer_axis, log_count_axis, save
 
 BUCKETS = 4
 # rare → frequent: light to dark of one hue family, so the order reads off the colour and four lines
