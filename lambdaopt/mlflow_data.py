@@ -69,8 +69,18 @@ def log_dataset(tracker, dataset, node: DictConfig) -> None:
     if tracker.run_id is None:
         return
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     profile = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in dataset.statistics().items()}
-    logged = SplitMetaDataset(dataset_source(node), dataset.name, dataset.fingerprint, dataset_schema(dataset, str(node.get("feedback", "implicit"))),
-                                profile)
-    mlflow.log_input(logged, context=CONTEXT)
+    schema = dataset_schema(dataset, str(node.get("feedback", "implicit")))
+    logged = SplitMetaDataset(dataset_source(node), dataset.name, dataset.fingerprint, schema, profile)
+    for attempt in (1, 2):
+        try:
+            mlflow.log_input(logged, context=CONTEXT)
+            return
+        except MlflowException as error:
+            # Parallel jobs logging the same data to a server on PostgreSQL race to insert its dataset row
+            # (MLflow looks it up, then inserts): the loser's second call finds the row and only links it.
+            text = str(error).lower()
+            if attempt == 2 or not ("unique" in text or "duplicate" in text):
+                raise

@@ -74,7 +74,8 @@ class Trainer:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.sign = 1.0 if mode == "max" else -1.0  # compare sign·value so "larger is better" either way
-        self.prefix = valid_evaluator.log_prefix
+        # None: a trainer that only trains (benchmarks time `train_epoch`); `fit` evaluates and needs one
+        self.prefix = valid_evaluator.log_prefix if valid_evaluator is not None else "valid"
         self.rng = np.random.default_rng(seed)
         # progress: everything below is in state_dict()
         self.epoch = 0  # last completed epoch

@@ -5,7 +5,7 @@
 # jobs with `sacct`, which needs the accounting database); writes a munge key if there is none, and
 # /etc/slurm/slurm.conf for this node (CPUs from nproc, memory from /proc/meminfo); starts munged, MariaDB,
 # slurmdbd, slurmctld and slurmd; waits until `sinfo` shows the node idle.
-# Idempotent: when the node already answers, it does nothing.
+# Idempotent: when the node and the accounting database already answer, it does nothing.
 #
 #   bash scripts/local-slurm.sh && sinfo
 set -euo pipefail
@@ -14,7 +14,10 @@ NODE=$(hostname -s)
 say() { echo "local-slurm: $*" >&2; }
 
 node_state() { sinfo -h -N -o %T 2>/dev/null | head -n 1; }  # 'idle*': slurmd not responding
-if command -v sinfo > /dev/null && [[ "$(node_state)" =~ ^(idle|mixed|allocated)$ ]]; then
+# the whole chain: the node, and slurmdbd reaching MariaDB (without it sacct fails and submitit cannot
+# follow its jobs, while sinfo still shows the node idle)
+if command -v sinfo > /dev/null && [[ "$(node_state)" =~ ^(idle|mixed|allocated)$ ]] \
+        && sacctmgr -n list cluster > /dev/null 2>&1; then
     exit 0
 fi
 if [ "$(id -u)" != 0 ]; then say "run as root (it installs packages and starts the daemons)"; exit 1; fi
@@ -40,7 +43,8 @@ fi
 # --- the accounting database (MariaDB on its socket only) and slurmdbd
 mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
 if ! mysqladmin ping > /dev/null 2>&1; then
-    (mariadbd-safe --skip-networking > /dev/null 2>&1 &)
+    # in its own session: it must outlive the process (a test run) that started it
+    setsid mariadbd-safe --skip-networking > /dev/null 2>&1 < /dev/null &
     for _ in $(seq 60); do mysqladmin ping > /dev/null 2>&1 && break; sleep 0.5; done
 fi
 mysql -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;

@@ -66,14 +66,14 @@ def fails_in_one_line(overrides: list[str], needle: str) -> str:
     return message
 
 
-def tracked_runs(folder: Path, experiment: str = "lambdaopt"):
-    """(client, runs of `experiment` in folder/mlflow.db, sweep parents left out)."""
+def tracked_runs(folder: Path, experiment: str = "lambdaopt", with_parents: bool = False):
+    """(client, runs of `experiment` in folder/mlflow.db; sweep parents left out unless `with_parents`)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id]) if found else []
-    return client, [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
+    return client, [r for r in runs if with_parents or r.data.tags.get("sweep_role") != "parent"]
 
 
 # A multirun's jobs: tiny, 2 epochs, no model file.
@@ -175,7 +175,10 @@ def tiny_overrides():
 
 
 @pytest.fixture(autouse=True)
-def _isolated_tracking_uri(monkeypatch):
+def _isolated_tracking_uri():
     """`mlflow.set_tracking_uri` (called by in-process runs) also sets MLFLOW_TRACKING_URI; keep one test's
-    tracking database from becoming the next test's default."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracking database from becoming the next test's default, or that of a module fixture's subprocesses
+    (which start before the next test's own fixtures): removed before and after every test."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -17,7 +17,7 @@ def test_nan_stops_the_run_failed_with_a_reason(tmp_path, extra, needle):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and needle in errors[0], result.stderr
     assert "Traceback" not in result.stderr
-    (run_,) = tracked_runs(tmp_path)[1]
+    (run_,) = tracked_runs(tmp_path, with_parents=True)[1]
     assert run_.info.status == "FAILED"
     assert run_.data.tags["failure_reason"].startswith("TrainingDiverged: ") and needle in run_.data.tags["failure_reason"]
 
@@ -26,7 +26,7 @@ def test_nan_stops_the_run_failed_with_a_reason(tmp_path, extra, needle):
 def test_a_diverging_job_fails_and_the_sweep_goes_on(tmp_path):
     result = run_cli(["-m", *TINY, "optimizer=sgd", "optimizer.lr=1e30,0.05"], tmp_path)
     assert result.returncode == 0, result.stderr
-    runs = tracked_runs(tmp_path)[1]
+    runs = tracked_runs(tmp_path, with_parents=True)[1]
     parent = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
     children = [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
     status = {r.data.params["optimizer.lr"]: r.info.status for r in children}
@@ -52,7 +52,7 @@ def test_a_failed_job_returns_its_run_id_to_the_sweep(tmp_path, monkeypatch):
     monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
     monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: job))
     returned = hydra_task(compose_config([*TINY, *DIVERGING]))
-    (run_,) = tracked_runs(tmp_path)[1]
+    (run_,) = tracked_runs(tmp_path, with_parents=True)[1]
     assert returned["status"] == "FAILED" and returned["run_id"] == run_.info.run_id and run_.info.status == "FAILED"
 
 

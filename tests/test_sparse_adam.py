@@ -67,7 +67,7 @@ def test_cli_sparse_adam_trains_and_rejects_what_it_cannot_update(tmp_path):
     assert result.returncode == 0, result.stderr
     result = run_cli([*TINY, "regularizer=lambdaopt_dui", "regularizer.lambda_optimizer=sparse_adam"], tmp_path)
     assert result.returncode == 0, result.stderr  # λ rows updated lazily; the model keeps its dense optimizer
-    for args, needle in (([*TINY, "regularizer=lambdaopt_dui", "model.item_bias=false"], "regularizer=none or fixed"),
+    for args, needle in (([*TINY, "regularizer=lambdaopt_dui", "model.item_bias=false"], "a penalty on the batch's rows only"),
                          ([*TINY], "item_bias"),
                          ([*TINY, "model.user_bias=true"], "user_bias"),
                          (["dataset=lowrank", "model=mf", "trainer.max_epochs=1"], "full matrix")):
