@@ -85,6 +85,7 @@ def test_random_split_is_seeded_and_explicit_keeps_ratings(ml100k_cache):
 
 
 @pytest.mark.slow
+@pytest.mark.research
 def test_short_real_experiment_beats_popularity(ml100k_cache, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = compose_config(["dataset=ml-100k", f"dataset.cache_dir={ml100k_cache}", "model.dim=64",
