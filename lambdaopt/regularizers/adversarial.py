@@ -27,6 +27,11 @@ class Adversarial(FixedL2):
     supports_sparse_rows = False  # the adversarial term perturbs whole tables
     feedback = ("implicit",)  # the adversarial term is a BPR loss on the batch's triples
     tuned_keys = ()
+    label = "AMF"
+
+    @classmethod
+    def run_label(cls, params):
+        return cls.label  # not FixedL2's "fixed λ=…"
 
     def __init__(self, lam: Annotated[float, non_negative()] = 1e-2, eps: Annotated[float, positive()] = 0.05,
                  reg_adv: Annotated[float, non_negative()] = 1.0):
@@ -36,14 +41,6 @@ class Adversarial(FixedL2):
     def setup(self, model, objective) -> None:
         if not model.entity_tables():
             raise ConfigError(f"regularizer=amf perturbs factor tables and {type(model).__name__} has none: use model=mf")
-
-    @classmethod
-    def display_name(cls, params):
-        return "AMF"
-
-    @classmethod
-    def run_label(cls, params):
-        return "AMF"
 
     def perturbation(self, model, batch) -> dict[str, torch.Tensor]:
         """{table name: Δ for every row of the table} (zero outside the batch's rows), ‖Δ_r‖ ≤ ε."""

@@ -38,11 +38,13 @@ class Regularizer(nn.Module):
     # batch size, epochs — report/runs.py TUNED_PREFIXES) are grid points of one row, e.g. ("lam",)
     tuned_keys: tuple[str, ...] = ()
 
+    label: str = ""  # its name in report rows and figure legends ("λFix"); the class name when empty
+
     @classmethod
     def display_name(cls, params: Mapping) -> str:
         """Its name in report rows and figure legends, from its options (`params`: values, or the
-        strings MLflow stores, e.g. "True")."""
-        return cls.__name__
+        strings MLflow stores, e.g. "True"): `label` unless a subclass says more."""
+        return cls.label or cls.__name__
 
     @classmethod
     def run_label(cls, params: Mapping) -> str:

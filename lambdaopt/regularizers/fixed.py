@@ -14,10 +14,7 @@ from lambdaopt.regularizers.norms import sum_of_squares
 @REGULARIZERS.register("none")
 class NoRegularizer(Regularizer):
     supports_sparse_rows = True
-
-    @classmethod
-    def display_name(cls, params):
-        return "noReg"
+    label = "noReg"
 
     @classmethod
     def run_label(cls, params):
@@ -39,14 +36,11 @@ class FixedL2(Regularizer):
 
     supports_sparse_rows = True
     tuned_keys = ("lam",)
+    label = "λFix"
 
     def __init__(self, lam: Annotated[float, non_negative()] = 5e-3):
         super().__init__()
         self.lam = lam
-
-    @classmethod
-    def display_name(cls, params):
-        return "λFix"
 
     @classmethod
     def run_label(cls, params):

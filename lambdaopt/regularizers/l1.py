@@ -18,14 +18,11 @@ class L1(Regularizer):
 
     supports_sparse_rows = True  # reads only the gathered rows
     tuned_keys = ("lam",)  # a report selects λ per seed on validation, like fixed λ
+    label = "λL1"  # report rows and legends: "MF-λL1"
 
     def __init__(self, lam: Annotated[float, non_negative()] = 1e-4):
         super().__init__()
         self.lam = lam
-
-    @classmethod
-    def display_name(cls, params):
-        return "λL1"
 
     @classmethod
     def run_label(cls, params):

@@ -42,6 +42,10 @@ class Task:
     """One run's objective and evaluators (`build`), plus the class-level metric table."""
 
     feedback: ClassVar[str] = ""
+    # the metric table: what the validation evaluator reports, what `monitor: auto` selects on, and which
+    # of them improve downward (the trainer's `mode: auto`, the report's selection and bold)
+    METRICS: ClassVar[tuple[str, ...]] = ()
+    DEFAULT_MONITOR: ClassVar[str] = ""
     LOWER_IS_BETTER: ClassVar[frozenset[str]] = frozenset()
     # optimizer=sparse_adam updates the rows of a minibatch: a full-batch task refuses it
     minibatch: ClassVar[bool] = True
@@ -55,11 +59,11 @@ class Task:
     # ------------------------------------------------------------------ the metric table
     @classmethod
     def metric_names(cls, evaluation: DictConfig) -> list[str]:
-        raise NotImplementedError
+        return list(cls.METRICS)
 
     @classmethod
     def default_monitor(cls, evaluation: DictConfig) -> str:
-        raise NotImplementedError
+        return cls.DEFAULT_MONITOR
 
     @classmethod
     def resolve_monitor(cls, cfg: DictConfig) -> tuple[str, str]:

@@ -89,6 +89,7 @@ class CompletionTask(Task):
     """Full-batch MSE on the observations; reconstruction and spectrum metrics against W*, logged under
     `eval/` at every evaluation: test quantities tracked along the way, never selected on."""
 
+    METRICS, DEFAULT_MONITOR = METRICS, "train_mse"
     LOWER_IS_BETTER = frozenset(METRICS)
     minibatch = False
     solves_models = True
@@ -96,14 +97,6 @@ class CompletionTask(Task):
     def __init__(self, *args, data: CompletionData, **kwargs):
         super().__init__(*args, **kwargs)
         self.data = data
-
-    @classmethod
-    def metric_names(cls, evaluation: DictConfig) -> list[str]:
-        return list(METRICS)
-
-    @classmethod
-    def default_monitor(cls, evaluation: DictConfig) -> str:
-        return "train_mse"
 
     @classmethod
     def build(cls, cfg: DictConfig, dataset, device, regularizer) -> "CompletionTask":

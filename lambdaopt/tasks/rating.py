@@ -76,15 +76,8 @@ class RatingObjective:
 class RatingTask(Task):
     """Rating MSE on the training ratings; RMSE / MAE on validation and test."""
 
+    METRICS, DEFAULT_MONITOR = METRICS, "rmse"
     LOWER_IS_BETTER = frozenset(METRICS) | {"nuclear_norm", "effective_rank"}
-
-    @classmethod
-    def metric_names(cls, evaluation: DictConfig) -> list[str]:
-        return list(METRICS)
-
-    @classmethod
-    def default_monitor(cls, evaluation: DictConfig) -> str:
-        return "rmse"
 
     @classmethod
     def build(cls, cfg: DictConfig, dataset, device, regularizer) -> "RatingTask":
