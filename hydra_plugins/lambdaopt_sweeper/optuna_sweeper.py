@@ -136,15 +136,17 @@ class OptunaSweeper(Sweeper):
                      + [f"++hydra.job.env_set.{k}={override_value(v)}" for k, v in
                         job_environment(self.storage, name, trial.number, self.pruner).items()]
                      for trial in trials]
-            exhausted = False
+            exhausted, told = False, set()
             try:
                 results = self.launcher.launch(batch, initial_job_idx=self.job_idx)
                 for trial, result in zip(trials, results):
                     exhausted = self._tell(study, trial, result) or exhausted
+                    told.add(trial.number)
             finally:  # interrupted (Ctrl-C, a launcher error): the batch's trials must not stay RUNNING
                 for trial in trials:
-                    with contextlib.suppress(RuntimeError):
-                        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                    if trial.number not in told:
+                        with contextlib.suppress(RuntimeError):
+                            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             self.job_idx += len(batch)
             if exhausted:
                 log.info("study '%s': the sampler has tried its whole search space", name)
