@@ -7,8 +7,8 @@ Starts `mlflow ui -w 1` on a free port over the store, then captures through the
 the experiment's run list (as a fresh browser first opens it), one run's Overview (its description with the
 selected epoch's table, metrics, dataset, logged model), its metric charts, system metrics, artifacts, the
 experiment's Models tab, and the newest sweep parent's page. Prints each file and what it should show.
-The chart pages show their sections (best_valid first) but the charts themselves stay loading placeholders
-in headless Chromium, with 15 s and with 60 s of virtual time alike: look at those in a real browser.
+MLflow draws its charts with WebGL: Chromium runs here with software WebGL (SwiftShader, lambdaopt/mlflow_ui.py);
+with --disable-gpu the charts stayed empty placeholders.
 """
 from __future__ import annotations
 

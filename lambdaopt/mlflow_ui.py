@@ -54,9 +54,11 @@ def served(uri: str, timeout_s: float = 90) -> Iterator[str]:
         server.wait(timeout=30)
 
 
-def _chromium_args(browser: str) -> list[str]:
-    return [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1500,1000",
-            f"--virtual-time-budget={VIRTUAL_TIME_MS}"]
+def _chromium_args(browser: str, virtual_ms: int = VIRTUAL_TIME_MS) -> list[str]:
+    # software WebGL (SwiftShader), not --disable-gpu: MLflow draws its charts with WebGL, which headless
+    # Chromium without a GPU otherwise leaves as empty placeholders
+    return [browser, "--headless=new", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+            "--window-size=1500,1000", f"--virtual-time-budget={virtual_ms}"]
 
 
 def dump_dom(browser: str, url: str) -> str:
@@ -67,5 +69,7 @@ def dump_dom(browser: str, url: str) -> str:
 
 
 def screenshot(browser: str, url: str, path: Path, height: int = 1000) -> None:
-    args = [a if not a.startswith("--window-size") else f"--window-size=1500,{height}" for a in _chromium_args(browser)]
+    """A PNG of the page; 30 s of virtual time, which chart pages need to fetch every history and draw."""
+    args = [a if not a.startswith("--window-size") else f"--window-size=1500,{height}"
+            for a in _chromium_args(browser, 2 * VIRTUAL_TIME_MS)]
     subprocess.run([*args, f"--screenshot={path}", url], capture_output=True, timeout=180, check=True)
