@@ -1,13 +1,16 @@
 """`hydra/sweeper=optuna_study`: search spaces, samplers and pruners by name, a stored study that resumes,
-trials through the basic and joblib launchers, the objective on validation (never test), FAIL and PRUNED
-trials, one MLflow parent with the best trial's metrics, and one-line errors."""
+trials through the basic, joblib and submitit launchers, two processes on one study, the objective on
+validation (never test), FAIL and PRUNED trials, one MLflow parent with the best trial's metrics, and
+one-line errors."""
 import json
+import subprocess
+import sys
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import FAST, one_error_line, run_cli, sweep_runs
+from conftest import FAST, ROOT, one_error_line, run_cli, sweep_runs
 from lambdaopt.errors import ConfigError
 from lambdaopt.search import build_plugin, open_storage, search_space
 
@@ -127,6 +130,29 @@ def test_joblib_trials_pruned_failed_and_one_study_per_seed(tmp_path):
         assert run.info.status == "FINISHED" and run.data.tags["optuna_pruned_at_epoch"] == "2"
         assert run.data.params["seed"] == str(seed) and run.data.metrics["best_epoch"] <= 2
     assert len(children) == 2  # the failed trials were refused before their runs opened
+
+
+@pytest.mark.slow
+def test_two_processes_work_on_one_study_through_basic_and_submitit_launchers(tmp_path):
+    """Two sweeps started together on one stored study (Optuna's journal file: no SQLite locking) share its
+    budget — trials running in the other process count — one with the basic launcher, one through submitit."""
+    storage = f"journal:{tmp_path}/study.log"
+    args = [*SEARCH, "hydra.sweeper.n_jobs=1", "hydra.sweeper.n_trials=6", f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.study_name=shared"]
+    launchers = ([], ["hydra/launcher=submitit_local"])
+    processes = [subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *args, *extra], cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for extra in launchers]
+    outcomes = [process.communicate(timeout=600) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], [err[-2000:] for _, err in outcomes]
+    trials = optuna.load_study(study_name="shared", storage=open_storage(storage)).trials
+    # 6 asked in all; two processes counting at the same moment may each ask the last one (one extra)
+    assert 6 <= len(trials) <= 7 and all(t.state == TrialState.COMPLETE for t in trials)
+    _, parents, children = sweep_runs(tmp_path)
+    assert len(parents) == 2 and len(children) == len(trials)
+    per_parent = {p.info.run_id: sum(c.data.tags["mlflow.parentRunId"] == p.info.run_id for c in children)
+                  for p in parents}
+    assert all(n >= 1 for n in per_parent.values()), per_parent  # both processes ran trials of the study
+    assert {c.data.tags["optuna_trial"] for c in children} == {str(t.number) for t in trials}
 
 
 @pytest.mark.slow
