@@ -1,17 +1,6 @@
-"""Entry point: `python run.py [overrides]` or `python run.py -m [sweep overrides]`."""
-import sys
-
-import hydra
-
-from lambdaopt.experiment import hydra_task
-from lambdaopt.launch import check_launch_dir
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg):
-    return hydra_task(cfg)
-
+"""Entry point in a checkout: `python run.py [overrides]` or `python run.py -m [sweep overrides]` (the same as
+the `lambdaopt` command and `python -m lambdaopt`: lambdaopt/cli.py)."""
+from lambdaopt.cli import main
 
 if __name__ == "__main__":
-    check_launch_dir(sys.argv[1:])
     main()

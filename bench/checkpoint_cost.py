@@ -15,18 +15,13 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-
+import lambdaopt
 from lambdaopt import checkpoint
 from lambdaopt.experiment import build_parts, build_trainer
 from lambdaopt.tracking import NullTracker
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
-
-
 def measure(regularizer_name: str, repeats: int, where: str) -> str:
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"regularizer={regularizer_name}", "tracking.enabled=false"])
+    cfg = lambdaopt.compose([f"regularizer={regularizer_name}", "tracking.enabled=false"])
     parts = build_parts(cfg, torch.device("cpu"))
     model, trainer = parts.model, build_trainer(cfg, parts, NullTracker())
     started = time.perf_counter()

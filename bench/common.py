@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from lambdaopt.config.core import SplitConfig
 from lambdaopt.data.synthetic import load_synthetic
-from lambdaopt.objectives import BPRObjective
+from lambdaopt.tasks.ranking import BPRObjective
 
 
 def ml100k_shaped(seed: int = 0):

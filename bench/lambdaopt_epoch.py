@@ -43,7 +43,7 @@ def main():
     for name, make in setups.items():
         torch.manual_seed(0)
         model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=args.dim, item_bias=False)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)  # as conf/optimizer/adam.yaml
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)  # as lambdaopt/conf/optimizer/adam.yaml
         seconds, n_triples = time_epochs(model, make(), optimizer, dataset, epochs=args.epochs)
         base = base or seconds
         rows.append((name, f"{seconds:.3f}", f"{seconds / base:.2f}x", f"{n_triples / seconds:,.0f}"))

@@ -233,19 +233,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the table (Markdown) to this file")
     args = parser.parse_args(argv)
 
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    import lambdaopt.config  # noqa: F401  (registers the schemas)
+    import lambdaopt
     from lambdaopt.config import validate
     from lambdaopt.errors import LambdaoptError
-    from lambdaopt.metrics import RankingEvaluator
+    from lambdaopt.evaluation.ranking import RankingEvaluator
 
     torch.set_num_threads(1)
     grids = {p: {"lr": args.lr or GRIDS[p]["lr"], "reg": args.reg or GRIDS[p]["reg"]} for p in args.peers}
     try:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=args.overrides)
+        cfg = lambdaopt.compose(args.overrides)
         validate(cfg)
         dataset = instantiate(cfg.dataset)
         ks = sorted({int(m.split("@")[1]) for m in [*args.metrics, args.monitor] if "@" in m})

@@ -20,7 +20,7 @@ from common import ml100k_shaped, peak_rss_mb, print_table  # noqa: E402
 
 from lambdaopt.config.core import SplitConfig  # noqa: E402
 from lambdaopt.data.synthetic import load_synthetic  # noqa: E402
-from lambdaopt.metrics import RankingEvaluator  # noqa: E402
+from lambdaopt.evaluation.ranking import RankingEvaluator  # noqa: E402
 from lambdaopt.models.mf import MatrixFactorization  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 

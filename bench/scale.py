@@ -66,9 +66,9 @@ def load(path: Path, size: str) -> SplitDataset:
 
 def child(path: Path, size: str, setup: str, dim: int) -> dict:
     """One epoch + one evaluation in this process; what it measured, as a dict."""
-    from lambdaopt.metrics import RankingEvaluator
+    from lambdaopt.evaluation.ranking import RankingEvaluator
     from lambdaopt.models.mf import MatrixFactorization
-    from lambdaopt.objectives import BPRObjective
+    from lambdaopt.tasks.ranking import BPRObjective
     from lambdaopt.regularizers.fixed import FixedL2
     from lambdaopt.regularizers.lambdaopt import LambdaOpt
     from lambdaopt.trainer import Trainer
@@ -82,7 +82,7 @@ def child(path: Path, size: str, setup: str, dim: int) -> dict:
         model.sparse_grad = True
         optimizer = torch.optim.SparseAdam(model.parameters(), lr=1e-2)
     else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)  # as conf/optimizer/adam.yaml
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)  # as lambdaopt/conf/optimizer/adam.yaml
     if setup == "dui_sparse_lambda":  # regularizer.lambda_optimizer=sparse_adam: λ rows of the batch only
         regularizer = LambdaOpt(granularity="dui", lambda_optimizer="sparse_adam")
     else:

@@ -32,12 +32,11 @@ def main() -> int:
     parser.add_argument("--all-sweeps", action="store_true")
     args = parser.parse_args()
 
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
     from mlflow.tracking import MlflowClient
 
-    import lambdaopt.config  # noqa: F401  (registers the schemas)
-    from lambdaopt.metrics import RankingEvaluator
+    import lambdaopt
+    from lambdaopt.evaluation.ranking import RankingEvaluator
     from lambdaopt.models.popularity import Popularity
     from lambdaopt.tracking import mlflow_key
 
@@ -82,8 +81,7 @@ def main() -> int:
         zip(values.mean(axis=0), spread if spread is not None else values.mean(axis=0))))
     best = next(iter(selected.values()))
     overrides = [o for o in best.data.tags.get("overrides", "").split() if not o.startswith(("tracking.", "hydra."))]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = lambdaopt.compose(overrides)
     dataset = instantiate(cfg.dataset)
     evaluator = RankingEvaluator(dataset.n_users, dataset.n_items, dataset.test, dataset.train.concat(dataset.valid),
                                  ks=ks)

@@ -18,11 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from lambdaopt import checkpoint, naming
 from lambdaopt.config import validate
+from lambdaopt.console import number, result_rows, show, table_columns
 from lambdaopt.errors import ConfigError, LambdaoptError
 from lambdaopt.interrupts import TrainingInterrupted
+from lambdaopt.models.base import SolvedModel
 from lambdaopt.models.rows import check_sparse_grad
+from lambdaopt.search import TrialReporter
 from lambdaopt.store import check_store
-from lambdaopt.tasks import select_task, solve_convex
+from lambdaopt.tasks import task_class
 from lambdaopt.tracking import (PARENT_RUN_ENV, browse_hint, flatten, git_commit, load_run_state_dict, save_state_dict,
                                 tracked_run)
 from lambdaopt.trainer import Trainer
@@ -90,12 +93,11 @@ def _hydra_context() -> tuple[list[str], dict[str, str]]:
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A small fixed-width table: one row per entry of `rows`, one column per metric (blank where a row
     lacks it, e.g. spectrum metrics tracked on validation only); σ_i and the smoothed monitor stay in MLflow."""
-    columns = list(dict.fromkeys(c for values in rows.values() for c in values
-                                 if not c.startswith("sigma_") and not c.endswith("_smoothed")))
+    columns = table_columns(rows)
     width = max(10, *(len(c) + 1 for c in columns))
     lines = [" " * 12 + "".join(f"{c:>{width}}" for c in columns)]
     for label, values in rows.items():
-        lines.append(f"{label:<12}" + "".join(f"{values[c]:>{width}.4g}" if c in values else " " * width
+        lines.append(f"{label:<12}" + "".join(f"{number(values[c]):>{width}}" if c in values else " " * width
                                               for c in columns))
     return "\n".join(lines)
 
@@ -107,6 +109,13 @@ class ExperimentResult:
     best_epoch: int
     run_id: str | None
     monitor: str = ""  # the validation metric the epoch was selected on (trainer.monitor resolved)
+    model: torch.nn.Module | None = None  # the selected model (weights of the best epoch), in eval mode
+    pruned_at: int | None = None  # the epoch an Optuna study's pruner stopped training at
+
+    @property
+    def selection_value(self) -> float:
+        """The validation value the epoch was selected on (smoothed where `trainer.smoothing` > 1)."""
+        return self.valid.get(f"{self.monitor}_smoothed", self.valid[self.monitor])
 
 
 @dataclass
@@ -126,25 +135,42 @@ def build_parts(cfg: DictConfig, device: torch.device, init_from: str | None = N
     dataset = build(cfg.dataset)
     regularizer = build(cfg.regularizer)
     # objective + evaluators for ranking, ratings or completion (with the data λ may learn from)
-    task = select_task(cfg, dataset, device, regularizer)
-    model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items)
+    task = task_class(cfg).build(cfg, dataset, device, regularizer)
+    if task.feedback not in regularizer.feedback:
+        hint = "use an implicit-feedback dataset (dataset.feedback=implicit) or " if regularizer.feedback == ("implicit",) else "use "
+        raise ConfigError(f"regularizer={regularizer.option_name} works with {' or '.join(regularizer.feedback)} feedback, "
+                          f"not {task.feedback}: {hint}regularizer=fixed")
+    # optimizer=sparse_adam steps sparse gradients: factor rows are gathered with them (models/rows.py)
+    sparse = OmegaConf.select(cfg, "optimizer._target_") == "torch.optim.SparseAdam"
+    if sparse and not task.minibatch:
+        raise ConfigError(f"optimizer=sparse_adam updates the rows of a minibatch and {task.feedback} feedback "
+                          "trains on the full matrix: use optimizer=adam or group_rmsprop")
+    model = build(cfg.model, n_users=dataset.n_users, n_items=dataset.n_items, sparse_grad=sparse)
+    if isinstance(model, SolvedModel) and not task.solves_models:
+        raise ConfigError(f"model={model.option_name} completes a matrix from entries: use dataset=lowrank "
+                          f"(got {task.feedback} feedback)")
     if init_from:
         warm_start(model, init_from, cfg.tracking.uri)
     model.to(device)
     regularizer.setup(model, task.objective)
     regularizer.to(device)
     optimizer = build(cfg.optimizer)(model.parameters())
-    if isinstance(optimizer, torch.optim.SparseAdam):
-        check_sparse_grad(model, regularizer, task.objective)
-        model.sparse_grad = True  # factor rows are gathered with sparse gradients (models/rows.py)
+    if sparse:
+        check_sparse_grad(model, regularizer)
     return Parts(dataset, task, model, regularizer, optimizer)
 
 
-def build_trainer(cfg: DictConfig, parts: Parts, tracker, checkpointer=None) -> Trainer:
-    """The one training loop over `parts`, with cfg.trainer's settings and the task's monitored metric."""
+# trainer options read by the objective (batching) and by the experiment (checkpoint files), not the loop
+NOT_LOOP_OPTIONS = {"batch_size", "full_batch", "steps_per_epoch", "checkpoint", "keep_checkpoint"}
+
+
+def build_trainer(cfg: DictConfig, parts: Parts, tracker, checkpointer=None, trial=None) -> Trainer:
+    """The one training loop over `parts`, with cfg.trainer's settings and the task's monitored metric;
+    `trial`: the Optuna trial it reports its evaluations to (lambdaopt/search.py)."""
+    loop = {k: v for k, v in cfg.trainer.items() if k not in NOT_LOOP_OPTIONS}
     return Trainer(parts.model, parts.regularizer, parts.optimizer, parts.task.objective, parts.task.valid_evaluator,
-                   tracker, seed=cfg.seed, checkpointer=checkpointer,
-                   **{**cfg.trainer, "monitor": parts.task.monitor, "mode": parts.task.mode})
+                   tracker, seed=cfg.seed, checkpointer=checkpointer, trial=trial,
+                   **{**loop, "monitor": parts.task.monitor, "mode": parts.task.mode})
 
 
 def run(cfg: DictConfig) -> ExperimentResult:
@@ -169,7 +195,8 @@ def run(cfg: DictConfig) -> ExperimentResult:
     # run's checkpoint holds the weights, so init_from applies to a new run only.
     parts = build_parts(cfg, device, init_from=cfg.init_from if resume_id is None else None)
     dataset, task, model = parts.dataset, parts.task, parts.model
-    tags = {"git_commit": git_commit(), "dataset": dataset.name, "dataset_hash": dataset.fingerprint,
+    trial = TrialReporter.from_environment()  # a trial of an Optuna search (hydra/sweeper=optuna_study)
+    tags = {**(trial.tags() if trial else {}), "git_commit": git_commit(), "dataset": dataset.name, "dataset_hash": dataset.fingerprint,
             "model": OmegaConf.select(cfg, "model._target_").rsplit(".", 1)[-1],
             "regularizer": OmegaConf.select(cfg, "regularizer._target_").rsplit(".", 1)[-1],
             "monitor": task.monitor, **hydra_tags}
@@ -185,50 +212,63 @@ def run(cfg: DictConfig) -> ExperimentResult:
         if resume_id is None:
             tracker.log_dict(resolved, "config.yaml")
             tracker.log_dict({"overrides": overrides}, "overrides.yaml")
-            tracker.log_metrics({f"data/{k}": v for k, v in dataset.statistics().items()})
+            from lambdaopt.mlflow_data import log_dataset  # imports mlflow: only once a run is tracked
+
+            log_dataset(tracker, dataset, cfg.dataset)  # MLflow's Dataset column; statistics in its profile
 
         checkpointer = None
         if cfg.trainer.get("checkpoint", True) and tracker.run_id is not None:
             directory, in_artifacts = checkpoint.checkpoint_dir(tracker.artifact_uri, tracker.run_id)
             checkpointer = checkpoint.Checkpointer(directory, in_artifacts, {"run_id": tracker.run_id,
                                                                               "config": {**resolved, "resume": None}})
-        trainer = build_trainer(cfg, parts, tracker, checkpointer)
+        trainer = build_trainer(cfg, parts, tracker, checkpointer, trial)
         if resume_state is not None:
             trainer.load_state_dict(resume_state)
         # A convex solver (model=nuclear_norm) is solved once; the optimizer built above goes unused.
-        fit = solve_convex(model, task, tracker) if hasattr(model, "solve") else trainer.fit()
+        fit = task.solve(model, tracker) if isinstance(model, SolvedModel) else trainer.fit()
+        if fit.pruned_at:
+            tracker.set_tags({"optuna_pruned_at_epoch": str(fit.pruned_at)})
         model.eval()
         started = time.perf_counter()
         with torch.no_grad():
             test = task.test_evaluator(model)
-        tracker.log_metrics({f"test/{k}": v for k, v in test.items()})
+        # at the selected epoch's step, so a chart marks them there; the per-epoch curves stay valid/*
+        tracker.log_metrics({**{f"test/{k}": v for k, v in test.items()},
+                             **{f"best_valid/{k}": v for k, v in fit.best_valid.items()}}, step=fit.best_epoch)
         tracker.log_metrics({"best_epoch": fit.best_epoch, "train_seconds": fit.train_seconds,
-                             "test_eval_seconds": time.perf_counter() - started,
-                             **{f"best_valid/{k}": v for k, v in fit.best_valid.items()}})
+                             "test_eval_seconds": time.perf_counter() - started})
         tracker.set_tags({"mlflow.note.content": naming.description(
-            run_name, dataset, task.monitor, fit.best_epoch, fit.epochs_run, fit.best_valid, test)})
+            run_name, dataset, task.monitor, fit.best_epoch, fit.epochs_run, fit.best_valid, test,
+            task.valid_evaluator.log_prefix)})
         task.finish(tracker, title=run_name)
         if cfg.tracking.log_model:
-            save_state_dict(tracker, model.state_dict())
+            save_state_dict(tracker, model.state_dict())  # for init_from=
+            from lambdaopt.mlflow_model import log_model
+
+            log_model(tracker, model, resolved["model"], dataset)
         if checkpointer is not None:
             checkpointer.finish(tracker, keep=cfg.trainer.get("keep_checkpoint", False))
 
-    print(f"\nbest epoch {fit.best_epoch} of {fit.epochs_run} (selected on {task.monitor}, {task.mode}), "
-          f"{fit.train_seconds:.1f}s training")
-    print(format_table({getattr(task.valid_evaluator, "log_prefix", "valid"): fit.best_valid, "test": test}))
+    summary = [f"best epoch {fit.best_epoch} of {fit.epochs_run} (selected on {task.monitor}, {task.mode}), "
+               f"{fit.train_seconds:.1f} s training",
+               format_table(result_rows(task.valid_evaluator.log_prefix, fit.best_valid, test))]
     if tracker.run_id is not None:
         in_sweep = bool(os.environ.get(PARENT_RUN_ENV))  # the sweep prints how to serve the UI once, at its end
-        print(f"MLflow run '{run_name}' ({tracker.run_id}) in experiment '{cfg.tracking.experiment}':\n  "
-              + browse_hint(cfg.tracking.uri, tracker.experiment_id, tracker.run_id, serve=not in_sweep))
-    return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id, task.monitor)
+        summary.append(f"MLflow run '{run_name}' ({tracker.run_id}) in experiment '{cfg.tracking.experiment}':\n  "
+                       + browse_hint(cfg.tracking.uri, tracker.experiment_id, tracker.run_id, serve=not in_sweep))
+    show("\n" + "\n".join(summary))  # the console, and the Hydra job log
+    return ExperimentResult(test, fit.best_valid, fit.best_epoch, tracker.run_id, task.monitor, model, fit.pruned_at)
+
+
+OPTIMIZING_SWEEPERS = {"hydra_plugins.lambdaopt_sweeper.optuna_sweeper.OptunaSweeper"}
 
 
 def _sweeper_optimizes() -> bool:
-    """True under a sweeper that optimizes the job's return value (Optuna): it gets one number, the
-    validation value of `trainer.monitor`, so a search never selects on test."""
+    """True under a sweeper that optimizes the job's return value (hydra/sweeper=optuna_study): it gets
+    the validation value of `trainer.monitor` the run was selected on, so a search never selects on test."""
     from hydra.core.hydra_config import HydraConfig
 
-    return HydraConfig.initialized() and "optuna" in str(HydraConfig.get().sweeper.get("_target_", ""))
+    return HydraConfig.initialized() and HydraConfig.get().sweeper.get("_target_") in OPTIMIZING_SWEEPERS
 
 
 def hydra_task(cfg: DictConfig):
@@ -237,16 +277,17 @@ def hydra_task(cfg: DictConfig):
     A single run exits with status 2; inside `-m` the job returns {"status": "FAILED", "error", "run_id"}
     (its MLflow run, None if none was created) and the sweep goes on.
     SIGTERM is handled like Ctrl-C (the MLflow run ends KILLED); both exit with 128 + the signal number
-    and stop a sweep. Returns the test metrics, or under an optimizing sweeper the validation value of
-    `trainer.monitor`.
+    and stop a sweep. Returns the test metrics, or under an optimizing sweeper {"status": "COMPLETE" or
+    "PRUNED", "value": the validation value the run was selected on, "run_id"}.
     """
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         result = run(cfg)
-        if _sweeper_optimizes():
-            return result.valid[result.monitor]  # the resolved metric: trainer.monitor may say `auto`
+        if _sweeper_optimizes():  # the resolved metric (trainer.monitor may say `auto`), as the parent run selects
+            return {"status": "PRUNED" if result.pruned_at else "COMPLETE", "value": result.selection_value,
+                    "run_id": result.run_id}
         return result.test
     except TrainingInterrupted as interrupted:
         print(f"error: {interrupted}", file=sys.stderr)

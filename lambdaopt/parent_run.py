@@ -1,4 +1,4 @@
-"""One MLflow parent run per multirun (a Hydra callback, registered in conf/config.yaml).
+"""One MLflow parent run per multirun (a Hydra callback, registered in lambdaopt/conf/config.yaml).
 
     on_multirun_start  (launcher process) create the tracking DB and experiment once, before any job
                        starts (concurrent first-time creation of a SQLite DB crashes in alembic), and
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def swept_keys(config: DictConfig) -> list[str]:
     """The keys a sweep varies: command-line overrides with several values (`a=1,2`, `range(...)`,
-    `choice(...)`) and the keys of the sweeper's `params` and `grids` (presets)."""
+    `choice(...)`) and the keys of the sweeper's `params` and `grids` (presets, search spaces)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides([str(o) for o in config.hydra.overrides.task])
@@ -46,7 +46,8 @@ def swept_keys(config: DictConfig) -> list[str]:
     sweeper = config.hydra.sweeper
     grids = list(sweeper.get("grids") or [])
     for params in [sweeper.get("params") or {}, *grids]:  # in a union of grids every grid key varies
-        keys += [str(k) for k, v in params.items() if "," in str(v) or len(grids) > 1]
+        # a mapping is an Optuna search space (hydra/sweeper=optuna_study): its key varies too
+        keys += [str(k) for k, v in params.items() if "," in str(v) or len(grids) > 1 or OmegaConf.is_dict(v)]
     return list(dict.fromkeys(keys))
 
 
@@ -173,7 +174,7 @@ class MlflowParentRun(Callback):
         sort by result in the run list: best = the best validation value of the monitored metric. Returns
         the best child's name and id (None if there is none)."""
         try:
-            from lambdaopt.config.monitor import lower_is_better
+            from lambdaopt.tasks import lower_is_better
             from lambdaopt.tracking import mlflow_key
 
             client.log_param(self.parent_run_id, "swept_keys", ",".join(self.swept) or "(none)")

@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+from lambdaopt.console import route_mlflow_logs
 from lambdaopt.errors import ConfigError
 from lambdaopt.tracking import is_server, store_uri
 
@@ -117,6 +118,7 @@ def check_store(uri: str):
     return an MlflowClient on it. Every failure is a one-line ConfigError naming the URI or path."""
     from mlflow.tracking import MlflowClient
 
+    route_mlflow_logs()  # "Creating initial MLflow database tables..." in the job's log format and file
     uri = store_uri(uri)
     if is_server(uri):
         check_server(uri)

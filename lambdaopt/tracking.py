@@ -164,8 +164,10 @@ def tracked_run(tracking_cfg, run_name: str, params: dict[str, Any], tags: dict[
     import mlflow
 
     mlflow.set_tracking_uri(store_uri(tracking_cfg.uri))
+    # CPU, memory (and GPU) every 10 s under system/*, sampled by a thread of MLflow's with psutil
+    system_metrics = bool(tracking_cfg.get("system_metrics", False))
     if run_id is not None:
-        run = mlflow.start_run(run_id=run_id)
+        run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
     else:
         if client is None:
             experiment = ensure_experiment(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_location)
@@ -175,7 +177,7 @@ def tracked_run(tracking_cfg, run_name: str, params: dict[str, Any], tags: dict[
             experiment = open_experiment(client, tracking_cfg.experiment, tracking_cfg.artifact_location)
         if os.environ.get(PARENT_RUN_ENV):  # a job of a sweep: a child of the sweep's parent run
             tags = {**tags, "mlflow.parentRunId": os.environ[PARENT_RUN_ENV]}
-        run = mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=tags)
+        run = mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=tags, log_system_metrics=system_metrics)
     try:
         if run_id is None:
             mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})

@@ -5,14 +5,13 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
-import signal
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from lambdaopt.console import epoch_line, within_epoch
 from lambdaopt.errors import DataError, TrainingDiverged
 from lambdaopt.interrupts import StopRequest, TrainingInterrupted
 from lambdaopt.memory import release_free_heap
@@ -20,9 +19,6 @@ from lambdaopt.memory import release_free_heap
 log = logging.getLogger(__name__)
 
 FINITE_CHECK_EVERY = 32  # steps between checks of the running loss sum (one device sync each)
-# Test hook, read from the environment so it never enters a run's config or params: SIGKILL this
-# process right after the checkpoint of that epoch (tests/test_resume.py kills and resumes with it).
-DEBUG_KILL_ENV = "LAMBDAOPT_DEBUG_KILL_AFTER_EPOCH"
 
 
 @dataclass
@@ -32,6 +28,7 @@ class FitResult:
     epochs_run: int
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
+    pruned_at: int | None = None  # the epoch an Optuna study's pruner stopped training at
 
 
 class Trainer:
@@ -63,7 +60,8 @@ class Trainer:
                  max_epochs: int, eval_every: int = 1, patience: int = 5, monitor: str = "ndcg@10",
                  mode: str = "max", min_delta: float = 0.0, smoothing: int = 1, min_epochs: int = 0,
                  stop_loss: float = 0.0, seed: int = 0,
-                 check_finite_grads: bool = False, release_memory_every: int = 64, checkpointer=None, **_unused):
+                 check_finite_grads: bool = False, release_memory_every: int = 64, checkpointer=None,
+                 trial=None):
         self.model, self.regularizer, self.optimizer = model, regularizer, optimizer
         self.objective, self.valid_evaluator, self.tracker = objective, valid_evaluator, tracker
         self.max_epochs, self.eval_every, self.patience = max_epochs, eval_every, patience
@@ -71,10 +69,13 @@ class Trainer:
         self.min_epochs = min_epochs
         self.check_finite_grads, self.checkpointer = check_finite_grads, checkpointer
         self.release_memory_every = release_memory_every
+        # an Optuna trial (lambdaopt/search.py): gets every evaluation's selection value, may stop training
+        self.trial, self.pruned_at, self.selection_value = trial, None, math.nan
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.sign = 1.0 if mode == "max" else -1.0  # compare sign·value so "larger is better" either way
-        self.prefix = getattr(valid_evaluator, "log_prefix", "valid")
+        # None: a trainer that only trains (benchmarks time `train_epoch`); `fit` evaluates and needs one
+        self.prefix = valid_evaluator.log_prefix if valid_evaluator is not None else "valid"
         self.rng = np.random.default_rng(seed)
         # progress: everything below is in state_dict()
         self.epoch = 0  # last completed epoch
@@ -90,13 +91,14 @@ class Trainer:
         """Mean training loss of the epoch, or None when `stop` was requested before its end."""
         self.model.train()
         if self.step_in_epoch == 0:
-            self.epoch_start = {"rng": self.rng.bit_generator.state, "objective": _objective_state(self.objective)}
+            self.epoch_start = {"rng": self.rng.bit_generator.state, "objective": self.objective.state_dict()}
             self.loss_total = torch.zeros(())
         else:  # resumed inside an epoch: replay its draws from where it began, skip the steps already taken
             self.rng.bit_generator.state = self.epoch_start["rng"]
-            _load_objective_state(self.objective, self.epoch_start["objective"])
+            self.objective.load_state_dict(self.epoch_start["objective"])
         done_before, loss = self.step_in_epoch, None
-        for index, batch in enumerate(self.objective.batches(self.rng)):
+        batches = within_epoch(self.objective.batches(self.rng), self.objective.n_batches(), self.epoch + 1)
+        for index, batch in enumerate(batches):
             if index < done_before:
                 continue
             self.regularizer.update(self.model, self.optimizer, batch, index)
@@ -165,19 +167,21 @@ class Trainer:
                 elif self.patience and self.evaluations_since_best >= self.patience:
                     log.info("early stop: no %s improvement in %d evaluations", self.monitor, self.patience)
                     self.done = True
+                if evaluated and self.trial is not None and self.trial.report(epoch, self.selection_value) \
+                        and not self.done and epoch < self.max_epochs:
+                    log.info("pruned: the Optuna study's pruner stops this trial at epoch %d", epoch)
+                    self.done, self.pruned_at = True, epoch
                 if evaluated:
                     self._save_checkpoint(started)
-                    if os.environ.get(DEBUG_KILL_ENV) == str(epoch):
-                        os.kill(os.getpid(), signal.SIGKILL)
                 if stop.requested:
                     self._interrupt(stop, started, f"after epoch {epoch}")
         self.train_seconds += time.perf_counter() - started
-        self.regularizer.on_train_end(self.tracker)
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         else:  # no candidate yet (a run shorter than min_epochs or the window): the last evaluation's model
             self._select_last_evaluation()
-        return FitResult(self.best_epoch, self.best_valid, self.epoch, self.history, self.train_seconds)
+        self.regularizer.on_train_end(self.tracker, selected_epoch=self.best_epoch)
+        return FitResult(self.best_epoch, self.best_valid, self.epoch, self.history, self.train_seconds, self.pruned_at)
 
     def _smoothed(self, value: float) -> tuple[float, bool]:
         """(mean of `monitor` over the last `smoothing` evaluations ending with `value`, window full?)."""
@@ -194,6 +198,7 @@ class Trainer:
         record.update({f"reg/{name}": value for name, value in self.regularizer.metrics().items()})
         self.regularizer.on_evaluation(epoch, self.tracker)
         smoothed, full = self._smoothed(valid[self.monitor])
+        self.selection_value = smoothed  # what epochs (and a search's trials) are selected on
         if self.smoothing > 1:
             record[f"{self.prefix}/{self.monitor}_smoothed"] = smoothed
         candidate = full and epoch >= self.min_epochs
@@ -206,10 +211,8 @@ class Trainer:
             self.evaluations_since_best = 0
         elif candidate:
             self.evaluations_since_best += 1
-        headline = f"{self.prefix} auc {valid['auc']:.4f} " if "auc" in valid else f"{self.prefix} "
-        mean = f" (mean of last {self.smoothing} {smoothed:.4g})" if self.smoothing > 1 and full else ""
-        log.info("epoch %3d | loss %.4g | %s%s %.4g%s%s | %.2fs", epoch, train_loss, headline,
-                 self.monitor, valid[self.monitor], mean, " *" if improved else "", epoch_seconds)
+        mean = (self.smoothing, smoothed) if self.smoothing > 1 and full else None
+        log.info("%s", epoch_line(epoch, train_loss, self.prefix, valid, self.monitor, mean, improved, record, epoch_seconds))
         return record
 
     def _select_last_evaluation(self) -> None:
@@ -238,7 +241,7 @@ class Trainer:
     def state_dict(self) -> dict:
         """Model, optimizer, regularizer (λ, its optimizer and RNG), objective and evaluator state, and
         the trainer's own progress and RNGs: all a resumed run needs to continue identically."""
-        trajectory = getattr(self.valid_evaluator, "trajectory", None)
+        trajectory = self.valid_evaluator.trajectory
         return {
             "trainer": {
                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "epoch_start": self.epoch_start,
@@ -252,7 +255,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "regularizer": self.regularizer.state_dict(),
-            "objective": _objective_state(self.objective),
+            "objective": self.objective.state_dict(),
             "evaluator_trajectory": vars(trajectory).copy() if trajectory is not None else None,
         }
 
@@ -268,17 +271,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.regularizer.load_state_dict(state["regularizer"])
-        _load_objective_state(self.objective, state["objective"])
-        trajectory = getattr(self.valid_evaluator, "trajectory", None)
+        self.objective.load_state_dict(state["objective"])
+        trajectory = self.valid_evaluator.trajectory
         if trajectory is not None and state["evaluator_trajectory"] is not None:
             vars(trajectory).update(state["evaluator_trajectory"])
 
-
-def _objective_state(objective) -> dict:
-    """The objective's own counters (full-batch objectives count `steps_taken`)."""
-    return {"steps_taken": objective.steps_taken} if hasattr(objective, "steps_taken") else {}
-
-
-def _load_objective_state(objective, state: dict) -> None:
-    for name, value in state.items():
-        setattr(objective, name, value)

@@ -1,18 +1,22 @@
 """Shared helpers: compose the real configs, and run the real entry point on tiny data."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-
-import lambdaopt.config  # noqa: F401  (registers the schemas)
+import lambdaopt
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = str(ROOT / "conf")
+CONF_DIR = str(ROOT / "lambdaopt" / "conf")
 
 # A synthetic set small enough that a whole run takes a couple of seconds.
 TINY = [
@@ -27,15 +31,142 @@ TINY = [
 
 
 def compose_config(overrides: list[str] | None = None):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=overrides or [])
+    return lambdaopt.compose(overrides or [])
 
 
-def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None,
+            script: Path = ROOT / "run.py") -> subprocess.CompletedProcess:
     """`python run.py ARGS` in `cwd` (so mlflow.db and outputs/ land there); `env` adds variables."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=env)
+
+
+def one_error_line(result, needle: str = "", returncode: int | None = 2) -> str:
+    """A user error as the command must report it: exit status `returncode` (any non-zero when None),
+    exactly one `error:` line on stderr, holding `needle`, and no traceback anywhere. `result`: a
+    CompletedProcess or (returncode, stderr). Returns the line."""
+    code, stderr = (result.returncode, result.stderr) if hasattr(result, "stderr") else result
+    assert code == returncode if returncode is not None else code != 0, (code, stderr)
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], stderr
+    return errors[0]
+
+
+def fails_in_one_line(overrides: list[str], needle: str) -> str:
+    """In process: `lambdaopt.run(overrides)` (tracking off) raises a user error holding `needle` whose message
+    is one line — what the command prints after `error: ` (the CLI's formatting: test_bad_inputs.py)."""
+    from lambdaopt.errors import LambdaoptError
+
+    with pytest.raises(LambdaoptError) as error:
+        lambdaopt.run([*overrides, "tracking.enabled=false"])
+    message = str(error.value)
+    assert needle in message and "\n" not in message, message
+    return message
+
+
+def tracked_runs(folder: Path, experiment: str = "lambdaopt", with_parents: bool = False):
+    """(client, runs of `experiment` in folder/mlflow.db; sweep parents left out unless `with_parents`)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id]) if found else []
+    return client, [r for r in runs if with_parents or r.data.tags.get("sweep_role") != "parent"]
+
+
+# A multirun's jobs: tiny, 2 epochs, no model file.
+FAST = [*TINY, "trainer.max_epochs=2", "tracking.log_model=false"]
+
+
+def sweep_runs(where: Path | str, experiment: str = "lambdaopt"):
+    """(client, parent runs, child runs) of `experiment` in `where`: a tracking URI, or a folder holding mlflow.db."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(where if isinstance(where, str) else f"sqlite:///{where}/mlflow.db")
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], max_results=50000) if found else []
+    parents = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
+    return client, parents, [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path, backend_uri: str | None = None):
+    """A real `mlflow server` on 127.0.0.1 (backend: `backend_uri`, default a SQLite file in `folder`;
+    artifacts stored under `folder` and proxied to clients); yields its URL, stops it after."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", backend_uri or f"sqlite:///{folder}/mlflow.db",
+         "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts"],
+        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # bounded wait for /health
+            try:
+                urllib.request.urlopen(base + "/health", timeout=2).read()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server did not start: {process.stderr.read().decode()[-2000:]}")
+                time.sleep(0.5)
+        yield base
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def start_service(script: str) -> str:
+    """Run scripts/SCRIPT (installs and starts a local service, a no-op when it is up); its last stdout line.
+
+    One script at a time across pytest-xdist workers: they install Debian packages, and two apt-get runs
+    at once fail on dpkg's lock."""
+    import fcntl
+
+    with open(os.path.join(tempfile.gettempdir(), "lambdaopt-test-services.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = subprocess.run(["bash", str(ROOT / "scripts" / script)], capture_output=True, text=True,
+                                timeout=900)
+    assert result.returncode == 0, f"scripts/{script} failed:\n{result.stderr[-3000:]}"
+    return (result.stdout.strip().splitlines() or [""])[-1]
+
+
+@pytest.fixture(scope="session")
+def postgres_uri() -> str:
+    """A PostgreSQL server on 127.0.0.1 (scripts/local-postgres.sh); the SQLAlchemy URL of its mlflow database."""
+    return start_service("local-postgres.sh")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """A one-node SLURM cluster on 127.0.0.1 (scripts/local-slurm.sh), its node idle."""
+    start_service("local-slurm.sh")
+
+
+@pytest.fixture(scope="session")
+def dataset():
+    """40 users × 30 items of synthetic implicit feedback: the hypergradient tests' problem (lookahead_setup.py)."""
+    from omegaconf import OmegaConf
+
+    from lambdaopt.config.core import SplitConfig
+    from lambdaopt.data.synthetic import load_synthetic
+
+    return load_synthetic(split=OmegaConf.structured(SplitConfig), n_users=40, n_items=30, rank=3,
+                          mean_interactions=10, min_interactions=5, seed=1)
 
 
 @pytest.fixture
@@ -44,7 +175,10 @@ def tiny_overrides():
 
 
 @pytest.fixture(autouse=True)
-def _isolated_tracking_uri(monkeypatch):
+def _isolated_tracking_uri():
     """`mlflow.set_tracking_uri` (called by in-process runs) also sets MLFLOW_TRACKING_URI; keep one test's
-    tracking database from becoming the next test's default."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracking database from becoming the next test's default, or that of a module fixture's subprocesses
+    (which start before the next test's own fixtures): removed before and after every test."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)

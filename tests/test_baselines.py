@@ -4,15 +4,14 @@ import pytest
 import torch
 
 from lambdaopt.models.neumf import NeuMF
-from lambdaopt.objectives import BPRObjective
-from lambdaopt.regularizers import hypergrad
+from lambdaopt.tasks.ranking import BPRObjective
 from lambdaopt.regularizers.lambdaopt import LambdaOpt
 
-from conftest import compose_config
-from test_hypergrad import check_against_fd, dataset, make_setup  # noqa: F401
+from conftest import compose_config, one_error_line
+from lookahead_setup import check_against_fd, make_setup
 
 
-def test_sgda_lambda_gradient_matches_finite_differences_of_an_sgd_step(dataset):  # noqa: F811
+def test_sgda_lambda_gradient_matches_finite_differences_of_an_sgd_step(dataset):
     """SGDA looks ahead through plain SGD at the model's lr, whatever the model trains with (Adam here)."""
     model, objective, adam, _, train, valid = make_setup(dataset, "adam", "double_d")
     sgda = LambdaOpt(granularity="double_d", lookahead="sgd", lambda_optimizer="sgd", lambda_lr=1.0, grad_clip=None)
@@ -47,7 +46,7 @@ def test_neumf_shapes_and_consistent_scores():
 
 
 @pytest.mark.slow
-def test_neumf_training_lowers_the_bpr_loss(dataset):  # noqa: F811
+def test_neumf_training_lowers_the_bpr_loss(dataset):
     torch.manual_seed(0)
     model = NeuMF(dataset.n_users, dataset.n_items, dim=8, mlp_dim=8, layers=[16, 8], init_std=0.1)
     objective = BPRObjective(dataset, 64, torch.device("cpu"))
@@ -79,7 +78,7 @@ def test_baseline_configs_compose():
     assert compose_config(["model=neumf"]).model.layers == [64, 32, 16]
 
 
-def test_amf_perturbation_respects_eps_and_increases_the_loss(dataset):  # noqa: F811
+def test_amf_perturbation_respects_eps_and_increases_the_loss(dataset):
     from lambdaopt.regularizers.adversarial import Adversarial
 
     model, objective, _, _, train, _ = make_setup(dataset, "adam", "d")
@@ -119,5 +118,4 @@ def test_amf_warm_starts_from_a_trained_mf_run(tmp_path):
     amf_run = [r for r in client.search_runs([experiment]) if r.info.run_id != mf_run][0]
     assert amf_run.info.status == "FINISHED" and amf_run.data.params["init_from"] == mf_run
     bad = run_cli([*TINY, "regularizer=amf", "init_from=0123456789abcdef"], tmp_path)
-    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
-    assert bad.returncode == 2 and len(errors) == 1 and "init_from=0123456789abcdef" in errors[0]
+    one_error_line(bad, "init_from=0123456789abcdef")

@@ -22,11 +22,6 @@ def test_groups_exist():
 @pytest.mark.parametrize("group,option", OPTIONS)
 def test_every_option_composes_and_validates(group, option):
     if group == "experiment":  # presets are appended (+experiment=...), not a default group
-        preset = (Path(CONF_DIR) / group / f"{option}.yaml").read_text()
-        missing = [name for name in ("ml-100k",) if f"/dataset: {name}" in preset
-                   and not (Path(CONF_DIR) / "dataset" / f"{name}.yaml").exists()]
-        if missing:
-            pytest.skip(f"preset needs dataset {missing[0]}, not in this checkout")
         validate(compose_config([f"+experiment={option}"]))
         return
     cfg = compose_config([f"{group}={option}"])
@@ -100,7 +95,7 @@ def test_constructors_default_to_the_schema_defaults():
                 found = tuple(parameters[key].default) if isinstance(parameters[key].default, list) else parameters[key].default
                 assert found == expected, f"{group}/{name}: {target}({key}={found!r}) but the schema says {expected!r}"
                 checked += 1
-    assert checked > 40
+    assert checked > 12  # datasets, optimizers, trainer (models and regularizers: schemas from their constructors)
 
 
 @pytest.mark.parametrize("metric,lower", [
@@ -109,7 +104,7 @@ def test_constructors_default_to_the_schema_defaults():
     ("best_valid/ndcg_at_10_smoothed", False), ("hr@10", False),
 ])
 def test_one_table_says_which_way_every_metric_improves(metric, lower):
-    from lambdaopt.config.monitor import lower_is_better
+    from lambdaopt.tasks import lower_is_better
     from lambdaopt.report import table
 
     assert lower_is_better(metric) is lower

@@ -9,20 +9,7 @@ from lambdaopt.data.splits import split_per_user
 from lambdaopt.data.synthetic import generate_implicit
 from lambdaopt.errors import DataError
 
-
-def random_log(seed=0, n_users=60, n_items=80, min_per_user=5):
-    rng = np.random.default_rng(seed)
-    users, items = [], []
-    for user in range(n_users):
-        chosen = rng.choice(n_items, size=rng.integers(min_per_user, 40), replace=False)
-        users += [user] * len(chosen)
-        items += chosen.tolist()
-    timestamps = rng.integers(0, 50, len(users))  # coarse: many equal timestamps
-    return Interactions.from_arrays(users, items, timestamps)
-
-
-def pairs(part):
-    return set(zip(part.users.tolist(), part.items.tolist()))
+from builders import pairs, random_log
 
 
 @pytest.mark.parametrize("method", ["temporal", "random", "leave_one_out"])

@@ -11,7 +11,7 @@ from lambdaopt.data import cache, fetch as fetch_module
 from lambdaopt.data.real import load_dataset
 from lambdaopt.errors import DataError
 
-from test_datasets import SPLIT, nothing_cached, one_line_error, ratings_rows, write_u_data
+from builders import SPLIT, nothing_cached, one_line_error, ratings_rows, write_u_data
 
 
 # ----------------------------------------------------------------------------- cache

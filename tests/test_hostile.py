@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY, compose_config
+from conftest import ROOT, TINY, compose_config, one_error_line
 from lambdaopt.data import cache, fetch
 from lambdaopt.data.interactions import Interactions
 from lambdaopt.data.real import load_dataset
 from lambdaopt.data.scratch import owner_tag, remove_stale
 from lambdaopt.errors import DataError
-from lambdaopt.metrics import RankingEvaluator
+from lambdaopt.evaluation.ranking import RankingEvaluator
 
 U_DATA = "".join(f"{u}\t{i}\t4\t{880000000 + 100 * u + i}\n" for u in range(1, 31) for i in range(1, 21))
 
@@ -41,14 +41,6 @@ def unprivileged(command: list[str]) -> list[str]:
 def run_py(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
     return subprocess.run(unprivileged([sys.executable, str(ROOT / "run.py"), *args]), cwd=cwd, capture_output=True,
                           text=True, timeout=180, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
-
-
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 # ----------------------------------------------------------------------------- concurrency
@@ -239,7 +231,14 @@ def test_training_refuses_to_select_on_a_metric_validation_cannot_define():
 
     cfg = compose_config([*TINY, "tracking.enabled=false"])
     parts = build_parts(cfg, torch.device("cpu"))
-    parts.task.valid_evaluator = lambda model: {"hr@10": 0.5}  # ndcg@10 undefined on this validation data
+
+    class WithoutNdcg:  # an evaluator whose validation data cannot define ndcg@10
+        log_prefix, trajectory = "valid", None
+
+        def __call__(self, model):
+            return {"hr@10": 0.5}
+
+    parts.task.valid_evaluator = WithoutNdcg()
     with pytest.raises(DataError, match="trainer.monitor=ndcg@10 is undefined on this validation data"):
         build_trainer(cfg, parts, NullTracker()).fit()
 

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from lambdaopt.config.core import SplitConfig
 from lambdaopt.data.synthetic import load_synthetic
 from lambdaopt.models.mf import MatrixFactorization
-from lambdaopt.objectives import BPRObjective
+from lambdaopt.tasks.ranking import BPRObjective
 from lambdaopt.regularizers import hypergrad
 from lambdaopt.regularizers.lambdaopt import LambdaOpt
 

@@ -11,7 +11,7 @@ from lambdaopt.data.splits import carve_holdout, lambda_data_split, split_per_us
 from lambdaopt.experiment import build_parts
 
 from conftest import TINY, compose_config
-from test_data import pairs, random_log
+from builders import pairs, random_log
 
 METHODS = ["temporal", "random", "leave_one_out"]
 

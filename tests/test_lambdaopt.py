@@ -7,13 +7,14 @@ from mlflow.tracking import MlflowClient
 
 from lambdaopt.config import validate
 from lambdaopt.errors import ConfigError, TrainingDiverged
+from lambdaopt.models.nuclear_norm import NuclearNormCompletion
 from lambdaopt.regularizers import hypergrad
 from lambdaopt.regularizers.lambdaopt import LambdaOpt
 from lambdaopt.regularizers.lambdas import LambdaTables
 from lambdaopt.regularizers.lookahead import optimizer_kind
 
 from conftest import TINY, compose_config, run_cli
-from test_hypergrad import dataset, make_setup  # noqa: F401  (fixture reuse)
+from lookahead_setup import make_setup
 
 U, I, D = 7, 5, 3
 EXPECTED_SHAPES = {
@@ -35,7 +36,7 @@ def test_lambda_shapes_per_granularity(granularity, shapes):
 
 
 @pytest.mark.parametrize("nonneg", ["clamp", "softplus", "exp"])
-def test_lambda_stays_non_negative(dataset, nonneg):  # noqa: F811
+def test_lambda_stays_non_negative(dataset, nonneg):
     model, objective, optimizer, _, train, _ = make_setup(dataset, "adam", "dui")
     reg = LambdaOpt(granularity="dui", init=0.0 if nonneg == "clamp" else 1e-3, nonneg=nonneg, lambda_lr=0.5,
                     grad_clip=None)
@@ -53,7 +54,7 @@ def test_lambda_stays_non_negative(dataset, nonneg):  # noqa: F811
     assert any((v > 0).any() for v in reg.lam.values().values())  # and it did move
 
 
-def test_lambda_does_not_move_when_validation_cannot_see_it(dataset):  # noqa: F811
+def test_lambda_does_not_move_when_validation_cannot_see_it(dataset):
     model, objective, optimizer, reg, train, _ = make_setup(dataset, "adam", "dui")
     before = {k: p.detach().clone() for k, p in reg.lam.raw.items()}
     users, positives, negatives = train
@@ -69,7 +70,7 @@ def test_lambda_does_not_move_when_validation_cannot_see_it(dataset):  # noqa: F
         assert torch.equal(p.detach(), before[k])
 
 
-def test_update_every_skips_steps(dataset):  # noqa: F811
+def test_update_every_skips_steps(dataset):
     model, objective, optimizer, _, train, _ = make_setup(dataset, "sgd", "d")
     reg = LambdaOpt(granularity="d", update_every=3, lambda_lr=0.1)
     reg.setup(model, objective)
@@ -80,7 +81,7 @@ def test_update_every_skips_steps(dataset):  # noqa: F811
     assert all(p.grad is not None for p in reg.lam.parameters())
 
 
-def test_lookahead_valid_loss_is_the_mean_over_steps_and_survives_a_checkpoint(dataset):  # noqa: F811
+def test_lookahead_valid_loss_is_the_mean_over_steps_and_survives_a_checkpoint(dataset):
     model, objective, optimizer, _, train, _ = make_setup(dataset, "adam", "dui")
     reg = LambdaOpt(granularity="dui", lambda_lr=0.1)
     reg.setup(model, objective)
@@ -100,7 +101,7 @@ def test_lookahead_valid_loss_is_the_mean_over_steps_and_survives_a_checkpoint(d
     assert reg.metrics()["lookahead_valid_loss"] == pytest.approx(np.mean(per_step), rel=1e-12)
 
 
-def test_nan_hypergradient_stops_with_a_reason(dataset):  # noqa: F811
+def test_nan_hypergradient_stops_with_a_reason(dataset):
     model, objective, optimizer, reg, train, _ = make_setup(dataset, "adam", "dui")
     with torch.no_grad():
         model.user_embedding[train[0][0]] = float("nan")
@@ -120,10 +121,10 @@ def test_bad_lambdaopt_values_name_the_key(override, key):
         validate(cfg)
 
 
-def test_model_without_factor_tables_is_rejected(dataset):  # noqa: F811
+def test_model_without_factor_tables_is_rejected(dataset):
     model, objective, *_ = make_setup(dataset, "sgd", "d")
     with pytest.raises(ConfigError, match="factor tables"):
-        LambdaOpt().setup(torch.nn.Linear(2, 2), objective)
+        LambdaOpt().setup(NuclearNormCompletion(2, 2), objective)  # a model with no per-user/item tables
 
 
 @pytest.mark.slow
@@ -145,11 +146,12 @@ def test_lambdaopt_run_logs_trajectories_metrics_and_figures(tmp_path):
     frame = pd.read_parquet(local)
     assert list(frame.columns) == ["entity"] + [f"l{k}" for k in range(8)] and (frame.iloc[:, 1:] >= 0).all().all()
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
-    assert figures == {"figures/lambda_trajectories.png", "figures/lambda_vs_frequency.png"}
+    assert figures == {f"figures/{name}.{kind}" for name in ("lambda_trajectories", "lambda_vs_frequency")
+                       for kind in ("png", "pdf")}
 
 
 @pytest.mark.parametrize("granularity", ["dui", "user_item"])
-def test_sparse_lambda_rows_give_the_dense_hypergradient_and_update_only_touched_rows(dataset, granularity):  # noqa: F811
+def test_sparse_lambda_rows_give_the_dense_hypergradient_and_update_only_touched_rows(dataset, granularity):
     model, objective, optimizer, _, train, valid = make_setup(dataset, "adam", granularity)
     kind, hp = optimizer_kind(optimizer), optimizer.param_groups[0]
     dense, sparse = (LambdaOpt(granularity=granularity, lambda_optimizer=name) for name in ("adam", "sparse_adam"))
@@ -183,7 +185,7 @@ def test_sparse_lambda_rows_give_the_dense_hypergradient_and_update_only_touched
 @pytest.mark.parametrize("options,needle", [({"granularity": "du"}, "per-user and per-item"),
                                             ({"hypergrad": "unrolled"}, "one-step"),
                                             ({"nonneg": "softplus", "init": 1e-3}, "nonneg=clamp")])
-def test_sparse_lambda_optimizer_rejects_what_it_cannot_do(dataset, options, needle):  # noqa: F811
+def test_sparse_lambda_optimizer_rejects_what_it_cannot_do(dataset, options, needle):
     model, objective, *_ = make_setup(dataset, "adam", "dui")
     with pytest.raises(ConfigError, match=needle):
         LambdaOpt(lambda_optimizer="sparse_adam", **{"granularity": "dui", **options}).setup(model, objective)

@@ -7,13 +7,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import lambdaopt.metrics as metrics_module
+import lambdaopt.evaluation.ranking as metrics_module
 import lambdaopt.trainer as trainer_module
 from lambdaopt.config.core import SplitConfig
 from lambdaopt.data.synthetic import load_synthetic
 from lambdaopt.memory import _malloc_trim, release_free_heap
 from lambdaopt.models.mf import MatrixFactorization
-from lambdaopt.objectives import BPRObjective
+from lambdaopt.tasks.ranking import BPRObjective
 from lambdaopt.regularizers.fixed import FixedL2
 from lambdaopt.tracking import NullTracker
 from lambdaopt.trainer import Trainer

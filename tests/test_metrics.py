@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lambdaopt.data.interactions import Interactions
-from lambdaopt.metrics import RankingEvaluator
+from lambdaopt.evaluation.ranking import RankingEvaluator
 
 
 class FixedScores:

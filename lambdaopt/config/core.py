@@ -39,26 +39,6 @@ class SyntheticDataConfig:
 
 
 @dataclass
-class MFConfig:
-    _target_: str = "lambdaopt.models.mf.MatrixFactorization"
-    dim: int = field_with(64, positive())
-    init_std: float = field_with(0.01, positive())
-    user_bias: bool = False
-    item_bias: bool = True
-
-
-@dataclass
-class NoRegularizerConfig:
-    _target_: str = "lambdaopt.regularizers.fixed.NoRegularizer"
-
-
-@dataclass
-class FixedRegularizerConfig:
-    _target_: str = "lambdaopt.regularizers.fixed.FixedL2"
-    lam: float = field_with(5e-3, non_negative())
-
-
-@dataclass
 class SGDConfig:
     _target_: str = "torch.optim.SGD"
     _partial_: bool = True
@@ -174,13 +154,14 @@ class TrackingConfig:
     # Where a newly created experiment keeps its artifacts (relative paths are made absolute).
     artifact_location: str = field_with("mlartifacts", non_empty())
     run_name: Optional[str] = None
+    # The selected weights as model.pt (for init_from=) and as an MLflow pyfunc model (lambdaopt/mlflow_model.py).
     log_model: bool = True
+    # CPU/memory/GPU use under system/* in MLflow, sampled every 10 s (psutil; off: a thread per run).
+    system_metrics: bool = False
 
 
 SCHEMAS = {
     "dataset": {"synthetic": SyntheticDataConfig},
-    "model": {"mf": MFConfig},
-    "regularizer": {"none": NoRegularizerConfig, "fixed": FixedRegularizerConfig},
     "optimizer": {"sgd": SGDConfig, "adam": AdamConfig, "adagrad": AdagradConfig, "rmsprop": RMSpropConfig,
                   "sparse_adam": SparseAdamConfig},
     "trainer": {"default": TrainerConfig},

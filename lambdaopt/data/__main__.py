@@ -3,7 +3,7 @@
     python -m lambdaopt.data fetch ml-100k [--cache-dir DIR]
     python -m lambdaopt.data info ml-100k [--cache-dir DIR] [--path FILE]
 
-`info` builds the default splits of the dataset (the conf/dataset/NAME.yaml options) and prints
+`info` builds the default splits of the dataset (the lambdaopt/conf/dataset/NAME.yaml options) and prints
 their statistics; a user error prints one line `error: ...` and exits 2.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from lambdaopt.errors import LambdaoptError
 
 
 def _default_options(name: str) -> dict:
-    """The dataset's options as composed from conf/dataset/NAME.yaml (its schema's defaults)."""
+    """The dataset's options as composed from lambdaopt/conf/dataset/NAME.yaml (its schema's defaults)."""
     from omegaconf import OmegaConf
 
     from lambdaopt.config.datasets import SCHEMAS

@@ -1,1 +1,8 @@
-"""Recommender models. Each scores (user, item) pairs and full rows of the user × item matrix."""
+"""Recommender models. Each scores (user, item) pairs and full rows of the user × item matrix, and
+registers under its option name (`model=<name>`, lambdaopt/registry.py)."""
+import importlib
+import pkgutil
+
+# Every module here is imported, so a class registered in a new file is found with no edit elsewhere.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

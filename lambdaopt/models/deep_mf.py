@@ -1,12 +1,15 @@
 """Deep (linear) matrix factorization: the end-to-end matrix W = W_N ⋯ W_2 W_1 (Arora et al. 2019)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Annotated, List, Optional
 
 import torch
 from torch import nn
 
+from lambdaopt.config.checks import one_of, optional_positive_list, positive
 from lambdaopt.errors import ConfigError
+from lambdaopt.models.base import Recommender
+from lambdaopt.registry import MODELS
 
 INITS = ("gaussian", "identity", "orthogonal")
 
@@ -29,7 +32,8 @@ def _factor_init(shape: tuple[int, int], init: str, scale: float, depth: int) ->
     return nn.init.orthogonal_(torch.empty(d_out, d_in)) * per_factor
 
 
-class DeepMatrixFactorization(nn.Module):
+@MODELS.register("deep_mf")
+class DeepMatrixFactorization(Recommender):
     """W = W_N ⋯ W_1 ∈ R^{n_users × n_items}, no biases, no nonlinearity.
 
     Shapes: W_1 = item_factorᵀ (d_1 × m), W_k = hidden[k−2] (d_k × d_{k−1}) for 2 ≤ k ≤ N−1,
@@ -42,17 +46,17 @@ class DeepMatrixFactorization(nn.Module):
     wide enough that depth alone, not width, limits the rank.
     """
 
-    def __init__(self, n_users: int, n_items: int, depth: int = 3, hidden_sizes: Optional[Sequence[int]] = None,
-                 init: str = "gaussian", init_scale: float = 1e-3):
-        super().__init__()
-        if depth < 1:
-            raise ConfigError(f"model.depth={depth} is not allowed: use an integer >= 1")
-        if init not in INITS:
-            raise ConfigError(f"model.init={init!r} is not allowed: use one of {', '.join(INITS)}")
+    display_name = "deep MF"
+
+    def __init__(self, n_users: int, n_items: int, depth: Annotated[int, positive()] = 3,
+                 hidden_sizes: Annotated[Optional[List[int]], optional_positive_list()] = None,  # None: min(n, m) each
+                 init: Annotated[str, one_of(*INITS)] = "gaussian", init_scale: Annotated[float, positive()] = 1e-3,
+                 sparse_grad: bool = False):
+        super().__init__(n_users, n_items, sparse_grad)
         widths = list(hidden_sizes) if hidden_sizes else [min(n_users, n_items)] * (depth - 1)
         if len(widths) != depth - 1:
             raise ConfigError(f"model.hidden_sizes has {len(widths)} entries but depth {depth} needs {depth - 1}")
-        self.n_users, self.n_items, self.depth = n_users, n_items, depth
+        self.depth = depth
         dims = [n_items, *widths, n_users]  # d_0 = m, ..., d_N = n
         factors = [_factor_init((dims[k + 1], dims[k]), init, init_scale, depth) for k in range(depth)]
         if depth == 1:
@@ -96,8 +100,6 @@ class DeepMatrixFactorization(nn.Module):
         if self.item_factor is None:
             return self.user_factor[users, items]
         return (self._user_rows(users) * self.item_factor[items]).sum(-1)
-
-    forward = score
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         """W[u, :], shape (len(users), n_items)."""

@@ -1,11 +1,18 @@
 """Dot-product matrix factorization: s(u, i) = ⟨p_u, q_i⟩ (+ b_u + b_i when enabled)."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
+from lambdaopt.config.checks import positive
+from lambdaopt.models.base import Recommender
+from lambdaopt.registry import MODELS
 
-class MatrixFactorization(nn.Module):
+
+@MODELS.register("mf")
+class MatrixFactorization(Recommender):
     """User table P (n_users × dim) and item table Q (n_items × dim), both N(0, init_std²).
 
     A small init_std (default 0.01) matters: the λOpt reference's N(0, 1) init made training crawl.
@@ -13,10 +20,13 @@ class MatrixFactorization(nn.Module):
     rating regression), and biases are not penalized by the regularizers.
     """
 
-    def __init__(self, n_users: int, n_items: int, dim: int = 64, init_std: float = 0.01,
-                 user_bias: bool = False, item_bias: bool = True):
-        super().__init__()
-        self.n_users, self.n_items, self.dim = n_users, n_items, dim
+    display_name = "MF"
+
+    def __init__(self, n_users: int, n_items: int, dim: Annotated[int, positive()] = 64,
+                 init_std: Annotated[float, positive()] = 0.01, user_bias: bool = False, item_bias: bool = True,
+                 sparse_grad: bool = False):
+        super().__init__(n_users, n_items, sparse_grad)
+        self.dim = dim
         self.user_embedding = nn.Parameter(torch.randn(n_users, dim) * init_std)
         self.item_embedding = nn.Parameter(torch.randn(n_items, dim) * init_std)
         self.user_bias = nn.Parameter(torch.zeros(n_users)) if user_bias else None
@@ -57,8 +67,6 @@ class MatrixFactorization(nn.Module):
         if self.item_bias is not None:
             scores = scores + self.item_bias[items]
         return scores
-
-    forward = score  # so torch.func.functional_call(model, params, (users, items)) scores pairs
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         """s(u, ·) for every item, shape (len(users), n_items)."""

@@ -7,18 +7,24 @@ full-ranking evaluation apply; the paper's pointwise BCE with sampled negatives 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Annotated, List
 
 import torch
 from torch import nn
 
+from lambdaopt.config.checks import non_negative, positive, positive_list
+from lambdaopt.models.base import Recommender
+from lambdaopt.registry import MODELS
 
-class NeuMF(nn.Module):
-    def __init__(self, n_users: int, n_items: int, dim: int = 32, mlp_dim: int = 32,
-                 layers: Sequence[int] = (64, 32, 16), dropout: float = 0.0, init_std: float = 0.01,
-                 max_pairs: int = 2 ** 18):
-        super().__init__()
-        self.n_users, self.n_items, self.dim = n_users, n_items, dim
+
+@MODELS.register("neumf")
+class NeuMF(Recommender):
+    def __init__(self, n_users: int, n_items: int, dim: Annotated[int, positive()] = 32,
+                 mlp_dim: Annotated[int, positive()] = 32, layers: Annotated[List[int], positive_list()] = (64, 32, 16),
+                 dropout: Annotated[float, non_negative()] = 0.0, init_std: Annotated[float, positive()] = 0.01,
+                 max_pairs: Annotated[int, positive()] = 2 ** 18, sparse_grad: bool = False):
+        super().__init__(n_users, n_items, sparse_grad)
+        self.dim = dim
         self.user_embedding = nn.Parameter(torch.randn(n_users, dim) * init_std)  # GMF tower
         self.item_embedding = nn.Parameter(torch.randn(n_items, dim) * init_std)
         self.user_mlp_embedding = nn.Parameter(torch.randn(n_users, mlp_dim) * init_std)
@@ -47,8 +53,6 @@ class NeuMF(nn.Module):
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         gmf = self.user_embedding[users] * self.item_embedding[items]
         return self._fuse(gmf, self.user_mlp_embedding[users], self.item_mlp_embedding[items])
-
-    forward = score
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         """(len(users), n_items), built from item chunks so the MLP input stays bounded in memory."""

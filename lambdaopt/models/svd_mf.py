@@ -1,13 +1,16 @@
 """SVD-parametrized factorization: W = U · diag(σ)^k · Vᵀ with U, V orthogonal by construction."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import orthogonal
 
+from lambdaopt.config.checks import optional_positive, positive
 from lambdaopt.errors import ConfigError
+from lambdaopt.models.base import Recommender
+from lambdaopt.registry import MODELS
 
 
 def _orthonormal_columns(n_rows: int, n_cols: int) -> nn.Module:
@@ -20,11 +23,12 @@ def _orthonormal_columns(n_rows: int, n_cols: int) -> nn.Module:
     return orthogonal(layer, orthogonal_map="cayley")
 
 
-class SVDMatrixFactorization(nn.Module):
+@MODELS.register("svd_mf")
+class SVDMatrixFactorization(Recommender):
     """W = U diag(σ)^k Vᵀ ∈ R^{n_users × n_items}: U (n × r), V (m × r) with orthonormal columns,
     σ ∈ R^r shared, and depth k the power on σ.
 
-    This is the SVD fork of deep MF (seed 004): a depth-k product of n × n factors drives the
+    This is the SVD-parametrized fork of the deep-MF reference code: a depth-k product of n × n factors drives the
     singular values as σ_i^k-like dynamics (d σ_i/dt ∝ σ_i^{2 − 2/k} under gradient flow), which
     the power keeps while the singular vectors live on U and V directly. The fork multiplied by a
     random matrix instead of Vᵀ; here Vᵀ is the transpose of the orthogonal V.
@@ -33,18 +37,20 @@ class SVDMatrixFactorization(nn.Module):
     `rank` r defaults to min(n, m); r > min(n, m) cannot have orthonormal U and V and is refused.
     """
 
-    def __init__(self, n_users: int, n_items: int, depth: int = 3, init_scale: float = 1e-3,
-                 rank: Optional[int] = None):
-        super().__init__()
+    display_name = "SVD MF"
+
+    def __init__(self, n_users: int, n_items: int, depth: Annotated[int, positive()] = 3,
+                 init_scale: Annotated[float, positive()] = 1e-3,
+                 rank: Annotated[Optional[int], optional_positive()] = None,  # None: min(n, m)
+                 sparse_grad: bool = False):
+        super().__init__(n_users, n_items, sparse_grad)
         rank = min(n_users, n_items) if rank is None else rank
-        if depth < 1:
-            raise ConfigError(f"model.depth={depth} is not allowed: use an integer >= 1")
         if not 1 <= rank <= min(n_users, n_items):
             raise ConfigError(
                 f"model.rank={rank} does not fit a {n_users} × {n_items} matrix: svd_mf needs U ({n_users} × r) "
                 f"and V ({n_items} × r) with orthonormal columns, so 1 <= r <= {min(n_users, n_items)}"
             )
-        self.n_users, self.n_items, self.depth, self.rank = n_users, n_items, depth, rank
+        self.depth, self.rank = depth, rank
         self.left = _orthonormal_columns(n_users, rank)
         self.right = _orthonormal_columns(n_items, rank)
         self.sigma = nn.Parameter(torch.full((rank,), init_scale ** (1.0 / depth)))
@@ -71,8 +77,6 @@ class SVDMatrixFactorization(nn.Module):
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return (self.U[users] * self.sigma.pow(self.depth) * self.V[items]).sum(-1)
-
-    forward = score
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         return (self.U[users] * self.sigma.pow(self.depth)) @ self.V.T

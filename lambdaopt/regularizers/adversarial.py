@@ -9,22 +9,37 @@ penalty λ · Σ‖θ_r‖² / B. APR is normally started from a pre-trained MF 
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from lambdaopt.config.checks import non_negative, positive
 from lambdaopt.errors import ConfigError
-from lambdaopt.objectives import bpr_loss
+from lambdaopt.registry import REGULARIZERS
 from lambdaopt.regularizers.fixed import FixedL2
+from lambdaopt.tasks.ranking import bpr_loss
 
 
+@REGULARIZERS.register("amf")
 class Adversarial(FixedL2):
-    def __init__(self, lam: float = 1e-2, eps: float = 0.05, reg_adv: float = 1.0):
+    supports_sparse_rows = False  # the adversarial term perturbs whole tables
+    feedback = ("implicit",)  # the adversarial term is a BPR loss on the batch's triples
+    tuned_keys = ()
+    label = "AMF"
+
+    @classmethod
+    def run_label(cls, params):
+        return cls.label  # not FixedL2's "fixed λ=…"
+
+    def __init__(self, lam: Annotated[float, non_negative()] = 1e-2, eps: Annotated[float, positive()] = 0.05,
+                 reg_adv: Annotated[float, non_negative()] = 1.0):
         super().__init__(lam)
         self.eps, self.reg_adv = eps, reg_adv
 
     def setup(self, model, objective) -> None:
-        if not hasattr(model, "factor_rows"):
+        if not model.entity_tables():
             raise ConfigError(f"regularizer=amf perturbs factor tables and {type(model).__name__} has none: use model=mf")
 
     def perturbation(self, model, batch) -> dict[str, torch.Tensor]:

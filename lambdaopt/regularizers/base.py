@@ -1,5 +1,12 @@
-"""The small interface the trainer talks to. A new regularizer = one subclass + one YAML."""
+"""The small interface the trainer talks to. A new regularizer = one subclass + one YAML.
+
+Register the subclass under its option name (`@REGULARIZERS.register("l1")`): its constructor's
+annotated parameters become the option's schema (lambdaopt/registry.py), and the class attributes and
+class methods below tell the rest of the framework what it needs to know — nothing else to edit.
+"""
 from __future__ import annotations
+
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -23,6 +30,26 @@ class Regularizer(nn.Module):
     lambda_data: str | None = None
     holdout_ratio: float = 0.1
     validation_share: float | None = None
+    # the tasks (`dataset.feedback`) it works with: learned λ and AMF need BPR triples (tasks/ranking.py)
+    feedback: tuple[str, ...] = ("implicit", "explicit", "completion")
+    # the penalty reads only the rows the batch gathered (optimizer=sparse_adam updates just those rows)
+    supports_sparse_rows: bool = False
+    # its options a report tunes per seed on validation: runs differing only there (and in the optimizer,
+    # batch size, epochs — report/runs.py TUNED_PREFIXES) are grid points of one row, e.g. ("lam",)
+    tuned_keys: tuple[str, ...] = ()
+
+    label: str = ""  # its name in report rows and figure legends ("λFix"); the class name when empty
+
+    @classmethod
+    def display_name(cls, params: Mapping) -> str:
+        """Its name in report rows and figure legends, from its options (`params`: values, or the
+        strings MLflow stores, e.g. "True"): `label` unless a subclass says more."""
+        return cls.label or cls.__name__
+
+    @classmethod
+    def run_label(cls, params: Mapping) -> str:
+        """The method part of a run's name (naming.py): the display name, plus the tuned values."""
+        return cls.display_name(params)
 
     def setup(self, model: nn.Module, objective) -> None:
         """Called once the model and the training objective exist: learned λ sizes its tables from the
@@ -44,5 +71,5 @@ class Regularizer(nn.Module):
     def on_evaluation(self, epoch: int, tracker) -> None:
         """After each validation evaluation (learned λ snapshots its trajectory here)."""
 
-    def on_train_end(self, tracker) -> None:
-        """Once training stops (learned λ logs its figures here)."""
+    def on_train_end(self, tracker, selected_epoch: int | None = None) -> None:
+        """Once training stops and an epoch is selected (learned λ logs its figures of that epoch here)."""

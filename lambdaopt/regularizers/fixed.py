@@ -1,17 +1,30 @@
 """No penalty, and one global λ on the rows in the batch (MF-BPR with fixed λ)."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
+from lambdaopt.config.checks import non_negative
+from lambdaopt.registry import REGULARIZERS
 from lambdaopt.regularizers.base import Regularizer
 from lambdaopt.regularizers.norms import sum_of_squares
 
 
+@REGULARIZERS.register("none")
 class NoRegularizer(Regularizer):
+    supports_sparse_rows = True
+    label = "noReg"
+
+    @classmethod
+    def run_label(cls, params):
+        return "no penalty"
+
     def penalty(self, model, rows, batch_size, batch=None):
         return torch.zeros((), device=next(model.parameters()).device)
 
 
+@REGULARIZERS.register("fixed")
 class FixedL2(Regularizer):
     """Ω = λ · Σ_{rows r touched by the batch} ‖θ_r‖² / B — the λOpt reference's penalty.
 
@@ -21,9 +34,17 @@ class FixedL2(Regularizer):
     (sampled or not) and, inside Adam, is rescaled by the adaptive step size.
     """
 
-    def __init__(self, lam: float = 5e-3):
+    supports_sparse_rows = True
+    tuned_keys = ("lam",)
+    label = "λFix"
+
+    def __init__(self, lam: Annotated[float, non_negative()] = 5e-3):
         super().__init__()
         self.lam = lam
+
+    @classmethod
+    def run_label(cls, params):
+        return f"fixed λ={float(params['lam']):g}"
 
     def penalty(self, model, rows, batch_size, batch=None):
         total = sum(sum_of_squares(values) for _, _, values in rows.values())

@@ -37,7 +37,7 @@ class FunctionalModel:
 
     def __init__(self, model, params: dict[str, torch.Tensor]):
         self.model, self.params = model, params
-        self.scores_item_blocks = getattr(model, "scores_item_blocks", False)
+        self.scores_item_blocks = model.scores_item_blocks
 
     def score(self, users, items):
         return functional_call(self.model, self.params, (users, items))

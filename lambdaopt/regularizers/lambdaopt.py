@@ -12,15 +12,18 @@ then the trainer takes the real model step with the new λ (`penalty`).
 from __future__ import annotations
 
 import math
+from typing import Annotated, Optional
 
 import numpy as np
 import torch
 
+from lambdaopt.config.checks import non_negative, one_of, open_unit, optional_positive, positive, seed_range, share
+from lambdaopt.contracts import LambdaSource
 from lambdaopt.errors import ConfigError, TrainingDiverged
-from lambdaopt.objectives import BPRObjective
+from lambdaopt.registry import REGULARIZERS
 from lambdaopt.regularizers import hypergrad
 from lambdaopt.regularizers.base import Regularizer
-from lambdaopt.regularizers.lambdas import LambdaTables
+from lambdaopt.regularizers.lambdas import GRANULARITIES, LambdaTables
 from lambdaopt.regularizers.lookahead import optimizer_kind
 from lambdaopt.regularizers.trajectory import LambdaTrajectory
 
@@ -34,26 +37,40 @@ class _NoState:
 _NO_STATE = _NoState()
 
 
+@REGULARIZERS.register("lambdaopt")
 class LambdaOpt(Regularizer):
-    def __init__(self, granularity: str = "dui", init: float = 0.0, nonneg: str = "clamp",
-                 lambda_optimizer: str = "adam", lambda_lr: float = 1e-4, amsgrad: bool = True,
-                 grad_clip: float | None = 1.0, update_every: int = 1, hypergrad: str = "truncated",
-                 unroll_steps: int = 1, full_graph: bool = False, neumann_steps: int = 10,
-                 ift_alpha: float = 1.0, valid_batch_size: int | None = None, snapshot_every: int = 1,
-                 lambda_data: str = "split", holdout_ratio: float = 0.1, validation_share: float = 0.5,
-                 lookahead: str = "model", seed: int = 0):
+    """Options (the `regularizer=lambdaopt_*` YAMLs set granularity and the λ step):
+    granularity: λ's shape (lambdas.py); nonneg: λ ≥ 0 by projection after each λ step (clamp), or
+    λ = softplus(ρ) / exp(ρ) (need init > 0); lambda_optimizer: sparse_adam is a lazy Adam on the λ rows
+    of the batch only (per-user/item λ, clamp, truncated K=1) — for large tables; hypergrad: truncated
+    (one-step look-ahead, the paper's), unrolled (exact K-step, torch.func) or ift (implicit function
+    theorem); full_graph: every model parameter enters the look-ahead (generic, dense) instead of the
+    rows the batches touch; lambda_data / holdout_ratio / validation_share: where λ's validation signal
+    comes from (base.py); lookahead: through the model's own optimizer (λOpt) or through plain SGD at its
+    lr (SGDA, Rendle 2012)."""
+
+    feedback = ("implicit",)  # λ looks ahead on validation triples (contracts.LambdaSource)
+
+    def __init__(self, granularity: Annotated[str, one_of(*GRANULARITIES)] = "dui",
+                 init: Annotated[float, non_negative()] = 0.0,
+                 nonneg: Annotated[str, one_of("clamp", "softplus", "exp")] = "clamp",
+                 lambda_optimizer: Annotated[str, one_of("adam", "sgd", "sparse_adam")] = "adam",
+                 lambda_lr: Annotated[float, positive()] = 1e-4, amsgrad: bool = True,
+                 grad_clip: Annotated[Optional[float], optional_positive()] = 1.0,
+                 update_every: Annotated[int, positive()] = 1,
+                 hypergrad: Annotated[str, one_of("truncated", "unrolled", "ift")] = "truncated",
+                 unroll_steps: Annotated[int, positive()] = 1, full_graph: bool = False,
+                 neumann_steps: Annotated[int, non_negative()] = 10, ift_alpha: Annotated[float, positive()] = 1.0,
+                 valid_batch_size: Annotated[Optional[int], optional_positive()] = None,
+                 snapshot_every: Annotated[int, positive()] = 1,
+                 lambda_data: Annotated[str, one_of("split", "holdout", "validation")] = "split",
+                 holdout_ratio: Annotated[float, open_unit()] = 0.1,
+                 validation_share: Annotated[float, share()] = 0.5,
+                 lookahead: Annotated[str, one_of("model", "sgd")] = "model",
+                 seed: Annotated[int, seed_range()] = 0):
         super().__init__()
-        if lookahead not in ("model", "sgd"):
-            raise ConfigError(f"regularizer.lookahead={lookahead!r} is unknown: use model or sgd")
-        # "sgd": simulate a plain SGD step at the model's lr whatever the model trains with (SGDA, Rendle 2012)
         self.lookahead = lookahead
-        if lambda_data not in ("split", "holdout", "validation"):
-            raise ConfigError(f"regularizer.lambda_data={lambda_data!r} is unknown: use split, holdout or validation")
         self.lambda_data, self.holdout_ratio, self.validation_share = lambda_data, holdout_ratio, validation_share
-        if hypergrad not in ("truncated", "unrolled", "ift"):
-            raise ConfigError(f"regularizer.hypergrad={hypergrad!r} is unknown: use truncated, unrolled or ift")
-        if lambda_optimizer not in ("adam", "sgd", "sparse_adam"):
-            raise ConfigError(f"regularizer.lambda_optimizer={lambda_optimizer!r} is unknown: use adam, sgd or sparse_adam")
         self.options = dict(granularity=granularity, init=init, nonneg=nonneg)
         self.lambda_optimizer_name, self.lambda_lr, self.amsgrad = lambda_optimizer, lambda_lr, amsgrad
         self.grad_clip, self.update_every, self.hypergrad = grad_clip, update_every, hypergrad
@@ -67,12 +84,27 @@ class LambdaOpt(Regularizer):
         self._reset_valid_loss()
         self.kind: str | None = None
 
+    @classmethod
+    def display_name(cls, params) -> str:
+        """SGDA, or λOpt-<granularity> with the hypergradient's variant when not the default."""
+        if params.get("lookahead") == "sgd":
+            return "SGDA"
+        notes = [str(params["hypergrad"])] if params.get("hypergrad", "truncated") not in ("truncated", None) else []
+        if str(params.get("full_graph")) == "True":
+            notes.append("full graph")
+        label = f"λOpt-{str(params.get('granularity', '')).upper()}"
+        return label + (f" ({', '.join(notes)})" if notes else "")
+
+    @classmethod
+    def run_label(cls, params) -> str:
+        return "SGDA" if params.get("lookahead") == "sgd" else f"λOpt-{str(params.get('granularity', '')).upper()}"
+
     # ------------------------------------------------------------------ setup
     def setup(self, model, objective) -> None:
-        if not hasattr(model, "entity_tables") or not hasattr(model, "factor_rows"):
+        if not model.entity_tables():
             raise ConfigError(f"λOpt regularizes user/item factor tables and model {type(model).__name__} has none: "
                               "use model=mf, deep_mf or neumf")
-        if not isinstance(objective, BPRObjective):
+        if not isinstance(objective, LambdaSource):
             raise ConfigError("λOpt learns λ from validation triples of a ranking task: use an implicit-feedback "
                               "dataset (dataset.feedback=implicit)")
         if len(objective.lambda_valid) == 0:
@@ -179,8 +211,8 @@ class LambdaOpt(Regularizer):
     def on_evaluation(self, epoch: int, tracker) -> None:
         self.trajectory.snapshot(epoch, tracker)
 
-    def on_train_end(self, tracker) -> None:
-        for name, value in self.trajectory.finish(tracker).items():
+    def on_train_end(self, tracker, selected_epoch: int | None = None) -> None:
+        for name, value in self.trajectory.finish(tracker, selected_epoch).items():
             tracker.log_metrics({name: value})
 
     # ------------------------------------------------------------------ checkpoints

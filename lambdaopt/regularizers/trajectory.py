@@ -14,7 +14,6 @@ import tempfile
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import spearmanr
 
 
 def lambda_summary(values: torch.Tensor) -> dict[str, float]:
@@ -82,21 +81,26 @@ class LambdaTrajectory:
                 frame.to_parquet(path, index=False)
                 tracker.log_file(path, "lambda_trajectory")
 
-    def finish(self, tracker) -> dict[str, float]:
-        """Spearman ρ of final mean λ vs interaction count per role; figures logged as PNG."""
+    def finish(self, tracker, selected_epoch: int | None = None) -> dict[str, float]:
+        """Spearman ρ of mean λ vs interaction count per role at the selected epoch (the reported model's
+        λ; the last snapshot when none was selected); the figures as PNG and PDF under figures/."""
+        from scipy.stats import spearmanr  # here, not at import: scipy.stats alone adds ~1 s to every start
+
+        from lambdaopt.figures import lambdas as figures
+
         results = {}
+        at = figures.selected_snapshot(self.epochs, selected_epoch)
         for role in ("user", "item"):
             if self.lam.per_entity[role] and self.entity_means[role]:
-                rho = spearmanr(self.counts[role], self.entity_means[role][-1]).statistic
+                rho = spearmanr(self.counts[role], self.entity_means[role][at]).statistic
                 results[f"{role}/lambda_count_spearman"] = float(rho) if np.isfinite(rho) else 0.0
         if tracker.run_id is None or not self.epochs:
             return results
-        from lambdaopt.regularizers import figures
-
         with tempfile.TemporaryDirectory() as tmp:
             for filename, draw in (("lambda_trajectories.png", figures.plot_trajectories),
                                    ("lambda_vs_frequency.png", figures.plot_lambda_vs_frequency)):
-                path = os.path.join(tmp, filename)
-                draw(self.epochs, self.entity_means, self.counts, self.lam.per_entity, path)
+                path = draw(self.epochs, self.entity_means, self.counts, self.lam.per_entity,
+                            os.path.join(tmp, filename), selected_epoch)
                 tracker.log_file(path, "figures")
+                tracker.log_file(path.with_suffix(".pdf"), "figures")
         return results

@@ -5,6 +5,7 @@
     paper_table      mean ± std over seeds, compute per row, best per column     (table.py)
     figures          λ sensitivity, λ trajectories, deep-MF depth                (figures.py)
     write_report     all of it into a folder (CSV, Markdown, PNG), logged to the parent run
+    search_report    per seed: grid vs Optuna vs λOpt, quality against compute  (search.py)
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from lambdaopt.report.runs import label_runs, load_runs
 from lambdaopt.tracking import store_uri
 from lambdaopt.report.table import figure_metrics, metric_columns, paper_table, to_markdown
 
-__all__ = ["load_runs", "label_runs", "paper_table", "to_markdown", "write_report"]
+__all__ = ["load_runs", "label_runs", "paper_table", "to_markdown", "write_report", "search_report"]
 
 TRAJECTORY_KEYS = ("reg/user/lambda_mean", "reg/item/lambda_mean")
 
@@ -118,3 +119,17 @@ def write_report(uri: str, experiment: str, parent: str | None = None, tags: Ite
         print(f"\n{len(runs)} runs → {sum(len(t) for t in tables)} rows; written to {out}/: "
               + ", ".join(p.name for p in written.values()))
     return written
+
+
+def search_report(uri: str, experiment: str, parent: str | None = None, tags: Iterable[tuple[str, str]] = (),
+                  out: str | Path | None = None, metrics: list[str] | None = None) -> Path:
+    """search.csv and search.md (lambdaopt/report/search.py) into `out`, the table printed; its path."""
+    from lambdaopt.report.search import write_search_report
+
+    tags = list(tags)
+    runs = label_runs(load_runs(uri, experiment, parent, tags))
+    path, markdown = write_search_report(runs, metric_columns(runs, metrics), Path(out) if out else
+                                         default_out(experiment, parent, tags))
+    print(markdown)
+    print(f"\n{len(runs)} runs; written to {path} and {path.with_suffix('.csv').name}")
+    return path

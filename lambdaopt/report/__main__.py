@@ -1,4 +1,4 @@
-"""`python -m lambdaopt.report --experiment NAME [--parent RUN_ID] [--tag KEY=VALUE] [--out DIR]`."""
+"""`python -m lambdaopt.report --experiment NAME [--parent RUN_ID] [--tag KEY=VALUE] [--out DIR] [--search]`."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     parser.add_argument("--out", help="output folder (default: reports/<experiment>/<parent or tags, or all>/)")
     parser.add_argument("--metrics", help="comma-separated test metrics, e.g. auc,hr@10,ndcg@10 (default: all)")
+    parser.add_argument("--search", action="store_true", help=(
+        "per seed: the best λ of a grid and of an Optuna search against λOpt, with their compute "
+        "(runs of lambdaopt/conf/sweep/search_vs_lambdaopt*.yaml); search.md and search.csv"))
     args = parser.parse_args(argv)
     try:
         tags = []
@@ -26,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
             if not sep:
                 raise LambdaoptError(f"--tag {item!r}: use KEY=VALUE")
             tags.append((key, value))
-        from lambdaopt.report import write_report
+        from lambdaopt.report import search_report, write_report
 
-        write_report(args.uri, args.experiment, args.parent, tags, args.out,
-                     args.metrics.split(",") if args.metrics else None)
+        write = search_report if args.search else write_report
+        write(args.uri, args.experiment, args.parent, tags, args.out, args.metrics.split(",") if args.metrics else None)
     except LambdaoptError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

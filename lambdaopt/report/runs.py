@@ -7,16 +7,17 @@ from typing import Iterable
 import pandas as pd
 
 from lambdaopt.errors import ReportError
+from lambdaopt.naming import model_name
+from lambdaopt.registry import REGULARIZERS
 from lambdaopt.tracking import store_uri
 
 # Keys that name a repetition, not a configuration: runs differing only here are seeds of one row.
 SEED_KEYS = {"params.seed", "params.regularizer.seed"}
 IGNORED_PREFIXES = ("params.tracking.",)
-MODEL_NAMES = {"MatrixFactorization": "MF"}
-REGULARIZER_NAMES = {"FixedL2": "λFix", "NoRegularizer": "noReg", "Adversarial": "AMF"}
-# What a fixed-λ baseline is tuned over (sweeps/mf_baseline.yaml): fixed-λ runs that differ only in these
-# are grid points of one row, and the report selects one per seed on validation (table.select_grid_points).
-TUNED_PREFIXES = ("params.regularizer.lam", "params.optimizer.", "params.model.item_bias", "params.model.init_std",
+# What a tuned baseline is tuned over besides its regularizer's own `tuned_keys` (lambdaopt/conf/sweep/mf_baseline.yaml):
+# runs of a regularizer with tuned keys that differ only in these are grid points of one row, and the report
+# selects one per seed on validation (table.select_grid_points).
+TUNED_PREFIXES = ("params.optimizer.", "params.model.item_bias", "params.model.init_std",
                   "params.trainer.batch_size", "params.trainer.patience", "params.trainer.max_epochs")
 
 
@@ -54,20 +55,24 @@ def load_runs(uri: str, experiment: str, parent: str | None = None,
     return finished.reset_index(drop=True)
 
 
+def _regularizer_params(run: pd.Series) -> dict[str, str]:
+    prefix = "params.regularizer."
+    return {k[len(prefix):]: v for k, v in run.items() if k.startswith(prefix) and isinstance(v, str)}
+
+
 def _base_label(run: pd.Series) -> str:
-    model = MODEL_NAMES.get(run.get("tags.model"), run.get("tags.model") or "?")
-    regularizer = run.get("tags.regularizer") or "?"
-    if regularizer == "LambdaOpt" and run.get("params.regularizer.lookahead") == "sgd":
-        regularizer = "SGDA"  # λ per dimension and group through an SGD look-ahead (Rendle 2012)
-    elif regularizer == "LambdaOpt":
-        label = f"λOpt-{str(run.get('params.regularizer.granularity', '')).upper()}"
-        notes = []
-        if run.get("params.regularizer.hypergrad", "truncated") not in ("truncated", None):
-            notes.append(str(run["params.regularizer.hypergrad"]))
-        if str(run.get("params.regularizer.full_graph")) == "True":
-            notes.append("full graph")
-        regularizer = label + (f" ({', '.join(notes)})" if notes else "")
-    return f"{model}-{REGULARIZER_NAMES.get(regularizer, regularizer)}"
+    """`MF-λFix`, `MF-λOpt-DUI`: the registered model's and regularizer's display names."""
+    model = model_name(run.get("tags.model") or "?")
+    name = run.get("tags.regularizer") or "?"
+    regularizer = REGULARIZERS.by_class.get(name)
+    return f"{model}-{regularizer.display_name(_regularizer_params(run)) if regularizer is not None else name}"
+
+
+def tuned_prefixes(run: pd.Series) -> tuple[str, ...]:
+    """The parameters a grid row of this run's regularizer is tuned over (empty: not a grid)."""
+    regularizer = REGULARIZERS.by_class.get(run.get("tags.regularizer") or "")
+    keys = regularizer.tuned_keys if regularizer is not None else ()
+    return tuple(f"params.regularizer.{k}" for k in keys) + TUNED_PREFIXES if keys else ()
 
 
 def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -78,7 +83,8 @@ def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs.assign(_order=order.fillna(-1), _start=runs.get("start_time", 0))
     runs = runs.sort_values(["_order", "_start"]).drop(columns=["_order", "_start"])  # rows in sweep order
     runs["base"] = runs.apply(_base_label, axis=1)
-    runs["is_grid"] = runs["tags.regularizer"] == "FixedL2"
+    tuned = runs.apply(tuned_prefixes, axis=1)
+    runs["is_grid"] = tuned.map(bool)
     runs["lam"] = pd.to_numeric(runs.get("params.regularizer.lam"), errors="coerce")
     runs["seed"] = runs.get("params.seed", pd.Series("0", index=runs.index)).fillna("0")
     # the preset a run came from (`+sweep=NAME` in its overrides): tells an Optuna search from a grid
@@ -91,7 +97,7 @@ def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     rows = pd.Series("", index=runs.index)
     for (dataset, base), group in runs.groupby(["dataset", "base"], sort=False):
         varying = [c for c in params if group[c].astype(str).nunique() > 1
-                   and not (c.startswith(TUNED_PREFIXES) and group["is_grid"].all())]
+                   and not (group["is_grid"].all() and c.startswith(tuned[group.index[0]]))]
         for index, run in group.iterrows():
             extras = ", ".join(f"{c.rsplit('.', 1)[-1]}={run[c]}" for c in varying)
             label = base + (f" [{extras}]" if extras else "")

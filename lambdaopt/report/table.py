@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from lambdaopt.config.monitor import lower_is_better
+from lambdaopt.tasks import lower_is_better
 from lambdaopt.errors import ReportError
 from lambdaopt.tracking import mlflow_key
 
@@ -107,10 +107,10 @@ def paper_table(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
 def tuned_point(run: pd.Series, runs: pd.DataFrame) -> str:
     """The selected grid point of a tuned row: λ, and any other tuned key that varies in its grid."""
-    from lambdaopt.report.runs import TUNED_PREFIXES
+    from lambdaopt.report.runs import tuned_prefixes
 
     grid = runs[runs["row"] == run["row"]]
-    keys = [c for c in grid.columns if c.startswith(TUNED_PREFIXES) and c != "params.regularizer.lam"
+    keys = [c for c in grid.columns if c.startswith(tuned_prefixes(run)) and c != "params.regularizer.lam"
             and grid[c].astype(str).nunique() > 1]
     parts = [f"{run['lam']:g}"]
     for c in sorted(keys, key=lambda c: not c.endswith("._target_")):  # the optimizer's name before its lr

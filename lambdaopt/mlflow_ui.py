@@ -1,0 +1,75 @@
+"""The MLflow UI as a person sees it: `mlflow ui` served over a store on a free port, pages rendered by
+headless Chromium (its DOM after the single-page app has run, or a screenshot). Used by
+tests/test_mlflow_ui.py and bench/mlflow_screenshots.py; Chromium comes from scripts/install-chromium.sh."""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+from lambdaopt.tracking import store_uri
+
+# Virtual time Chromium gives the app to fetch runs and render before the DOM or the picture is taken:
+# with less, the page is still MLflow's "loading" shell.
+VIRTUAL_TIME_MS = 15000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@contextlib.contextmanager
+def served(uri: str, timeout_s: float = 90) -> Iterator[str]:
+    """`mlflow ui -w 1` over the store at `uri` on a free port; yields its base URL once /health answers
+    and stops the server after. Raises RuntimeError when it does not come up in `timeout_s`."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store_uri(uri), "-w", "1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                urllib.request.urlopen(base + "/health", timeout=1)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow ui did not start on {base}: {server.stderr.read()[-500:]}") from None
+                time.sleep(0.5)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _chromium_args(browser: str, virtual_ms: int = VIRTUAL_TIME_MS) -> list[str]:
+    # software WebGL (SwiftShader), not --disable-gpu: MLflow draws its charts with WebGL, which headless
+    # Chromium without a GPU otherwise leaves as empty placeholders
+    return [browser, "--headless=new", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+            "--window-size=1500,1000", f"--virtual-time-budget={virtual_ms}"]
+
+
+def dump_dom(browser: str, url: str) -> str:
+    """The page's DOM after the app has rendered it."""
+    done = subprocess.run([*_chromium_args(browser), "--dump-dom", url], capture_output=True, text=True,
+                          timeout=180, check=True)
+    return done.stdout
+
+
+def screenshot(browser: str, url: str, path: Path, height: int = 1000) -> None:
+    """A PNG of the page; 30 s of virtual time, which chart pages need to fetch every history and draw."""
+    args = [a if not a.startswith("--window-size") else f"--window-size=1500,{height}"
+            for a in _chromium_args(browser, 2 * VIRTUAL_TIME_MS)]
+    subprocess.run([*args, f"--screenshot={path}", url], capture_output=True, timeout=180, check=True)

@@ -1,0 +1,102 @@
+"""What a task is: a learning problem with its objective, its evaluators and its metric table.
+
+A task owns everything that differs between ranking, rating regression and matrix completion, so
+the experiment, the trainer, learned λ, config validation and the report ask it instead of switching
+on `dataset.feedback`:
+
+    metric_names(evaluation)   the validation metrics its evaluator reports (config validation)
+    default_monitor(evaluation) what `trainer.monitor: auto` selects on
+    LOWER_IS_BETTER            which of its metrics improve downward (trainer `mode: auto`, the report)
+    build(cfg, dataset, ...)   objective + validation/test evaluators for one run
+
+Subclasses register under the `dataset.feedback` value that selects them (`@register_task`).
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from omegaconf import DictConfig
+
+from lambdaopt.errors import ConfigError
+
+TASKS: dict[str, type["Task"]] = {}
+
+
+def register_task(feedback: str):
+    def register(cls: type[Task]) -> type[Task]:
+        cls.feedback = feedback
+        TASKS[feedback] = cls
+        return cls
+    return register
+
+
+def task_class(cfg: DictConfig) -> type["Task"]:
+    """The task `dataset.feedback` names (implicit when the dataset has no such field)."""
+    feedback = str(cfg.dataset.get("feedback", "implicit"))
+    if feedback not in TASKS:
+        raise ConfigError(f"dataset.feedback={feedback!r} is unknown: use one of {', '.join(TASKS)}")
+    return TASKS[feedback]
+
+
+class Task:
+    """One run's objective and evaluators (`build`), plus the class-level metric table."""
+
+    feedback: ClassVar[str] = ""
+    # the metric table: what the validation evaluator reports, what `monitor: auto` selects on, and which
+    # of them improve downward (the trainer's `mode: auto`, the report's selection and bold)
+    METRICS: ClassVar[tuple[str, ...]] = ()
+    DEFAULT_MONITOR: ClassVar[str] = ""
+    LOWER_IS_BETTER: ClassVar[frozenset[str]] = frozenset()
+    # optimizer=sparse_adam updates the rows of a minibatch: a full-batch task refuses it
+    minibatch: ClassVar[bool] = True
+    # models computed once from the data (`models.base.SolvedModel`) complete a matrix: `solve` runs them
+    solves_models: ClassVar[bool] = False
+
+    def __init__(self, objective, valid_evaluator, test_evaluator, monitor: str, mode: str, description: str):
+        self.objective, self.valid_evaluator, self.test_evaluator = objective, valid_evaluator, test_evaluator
+        self.monitor, self.mode, self.description = monitor, mode, description
+
+    # ------------------------------------------------------------------ the metric table
+    @classmethod
+    def metric_names(cls, evaluation: DictConfig) -> list[str]:
+        return list(cls.METRICS)
+
+    @classmethod
+    def default_monitor(cls, evaluation: DictConfig) -> str:
+        return cls.DEFAULT_MONITOR
+
+    @classmethod
+    def resolve_monitor(cls, cfg: DictConfig) -> tuple[str, str]:
+        """(monitor, mode) with `auto` replaced by this task's default and the metric's direction."""
+        monitor = cfg.trainer.monitor
+        if monitor == "auto":
+            monitor = cls.default_monitor(cfg.evaluation)
+        mode = cfg.trainer.get("mode", "auto")
+        if mode == "auto":
+            mode = "min" if lower_is_better(monitor) else "max"
+        return monitor, mode
+
+    # ------------------------------------------------------------------ one run
+    @classmethod
+    def build(cls, cfg: DictConfig, dataset, device, regularizer) -> "Task":
+        raise NotImplementedError
+
+    def solve(self, model, tracker):
+        """Models computed once (`models.base.SolvedModel`) are solved here instead of trained."""
+        raise NotImplementedError
+
+    def finish(self, tracker, title: str = "") -> None:
+        """Artifacts written once at the end (the validation spectrum's trajectory, when tracked)."""
+        if self.valid_evaluator.trajectory is not None:
+            self.valid_evaluator.trajectory.log_to(tracker, title)
+
+
+# Losses the trainer logs for every task, whichever task is running.
+TRAINING_LOSSES = frozenset({"train_loss", "loss"})
+
+
+def lower_is_better(metric: str) -> bool:
+    """For a metric name as logged anywhere (`rmse`, `test/rmse`, `best_valid/ndcg@10_smoothed`): whether
+    smaller is better, by the tables of the registered tasks (larger-better when no task lists it)."""
+    name = metric.rsplit("/", 1)[-1].removesuffix("_smoothed")
+    return name in TRAINING_LOSSES or any(name in task.LOWER_IS_BETTER for task in TASKS.values())

@@ -1,0 +1,136 @@
+"""Ranking from implicit feedback (`dataset.feedback=implicit`, the default): BPR on (u, i, j) triples,
+full-ranking AUC / HR@K / NDCG@K on held-out interactions (evaluation/ranking.py)."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from lambdaopt.contracts import Rows
+from lambdaopt.data.interactions import SplitDataset
+from lambdaopt.data.sampling import NegativeSampler, bpr_triples
+from lambdaopt.data.splits import carve_holdout, lambda_data_split, split_validation
+from lambdaopt.errors import ConfigError
+from lambdaopt.evaluation.ranking import RankingEvaluator, metric_names
+from lambdaopt.models.rows import score_and_rows, score_blocks
+from lambdaopt.tasks.base import Task, register_task
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def bpr_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor) -> torch.Tensor:
+    """mean −log σ(s_ui − s_uj). `logsigmoid` keeps it finite for large margins."""
+    return -F.logsigmoid(positive_scores - negative_scores).mean()
+
+
+class BPRObjective:
+    """BPR on (u, i, j) triples: every positive of `fit` (default: the whole training split) once per
+    epoch with a fresh uniform negative that the user never interacted with in training. λ's
+    validation triples (for learned λ) pair positives of `lambda_valid` (default: the validation
+    split; RankingTask passes λ's own share, see `Regularizer.lambda_data`) with negatives outside the user's
+    training items and `lambda_valid` items — never excluding the data epoch selection is judged on,
+    whose items would otherwise be told apart from every other non-training item by λ's signal."""
+
+    def __init__(self, dataset: SplitDataset, batch_size: int, device: torch.device, lambda_valid=None, fit=None):
+        self.dataset, self.batch_size, self.device = dataset, batch_size, device
+        self.fit = dataset.train if fit is None else fit  # what the model trains on
+        self.lambda_valid = dataset.valid if lambda_valid is None else lambda_valid
+        self.train_sampler = NegativeSampler(dataset.n_users, dataset.n_items, dataset.train)
+        self.valid_sampler = NegativeSampler(dataset.n_users, dataset.n_items, dataset.train.concat(self.lambda_valid))
+
+    def _to_device(self, arrays) -> Batch:
+        return tuple(torch.as_tensor(a, device=self.device) for a in arrays)
+
+    def batches(self, rng: np.random.Generator) -> Iterator[Batch]:
+        """One epoch of shuffled training triples, moved to the device once and sliced into batches."""
+        users, positives, negatives = self._to_device(bpr_triples(self.fit, self.train_sampler, rng))
+        for start in range(0, len(users), self.batch_size):
+            stop = start + self.batch_size
+            yield users[start:stop], positives[start:stop], negatives[start:stop]
+
+    def n_batches(self) -> int:
+        return -(-len(self.fit) // self.batch_size)
+
+    def state_dict(self) -> dict:
+        return {}  # every draw comes from the trainer's RNG: nothing of its own to restore
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def valid_batch(self, rng: np.random.Generator, size: int) -> Batch:
+        """`size` validation triples drawn with replacement (the look-ahead target of learned λ)."""
+        index = rng.integers(0, len(self.lambda_valid), size)
+        users, items = self.lambda_valid.users[index], self.lambda_valid.items[index]
+        return self._to_device((users, items, self.valid_sampler.sample(users, rng)))
+
+    @staticmethod
+    def loss(model, batch: Batch) -> torch.Tensor:
+        users, positives, negatives = batch
+        positive_scores, negative_scores = score_blocks(model, users, torch.cat([positives, negatives])).view(2, -1)
+        return bpr_loss(positive_scores, negative_scores)
+
+    @staticmethod
+    def loss_and_rows(model, batch: Batch) -> tuple[torch.Tensor, Rows]:
+        """The same loss, and the factor rows it read (p_u once per triple, q_i and q_j) for the penalty."""
+        users, positives, negatives = batch
+        scores, rows = score_and_rows(model, users, torch.cat([positives, negatives]))
+        positive_scores, negative_scores = scores.view(2, -1)
+        return bpr_loss(positive_scores, negative_scores), rows
+
+
+@register_task("implicit")
+class RankingTask(Task):
+    """BPR on the training interactions; validation and test by full ranking."""
+
+    @classmethod
+    def metric_names(cls, evaluation: DictConfig) -> list[str]:
+        return metric_names(evaluation.ks)
+
+    @classmethod
+    def default_monitor(cls, evaluation: DictConfig) -> str:
+        ks = list(evaluation.ks)
+        return f"ndcg@{10 if 10 in ks else ks[0]}"
+
+    @classmethod
+    def build(cls, cfg: DictConfig, dataset, device, regularizer) -> "RankingTask":
+        """A regularizer that learns λ from held-out data (`regularizer.lambda_data`) gets it as
+        `objective.valid_batch` (data/splits.py): with "split", per user a share of the validation
+        interactions, or the latest training interaction of a user with one (carved out of the training
+        triples); with "holdout", a share of each user's training interactions carved out of the training
+        triples (sized per split method), and model selection uses the whole validation split; with
+        "validation", a random share of the validation interactions. Selection uses the validation
+        interactions λ does not see, with λ's share excluded like training items (known to the user)."""
+        if not isinstance(dataset, SplitDataset):
+            raise ConfigError(f"dataset '{dataset.name}' is a completion dataset: dataset.feedback must be completion")
+        if max(cfg.evaluation.ks) > dataset.n_items:
+            raise ConfigError(
+                f"evaluation.ks={list(cfg.evaluation.ks)} asks for K > {dataset.n_items} items in "
+                f"dataset '{dataset.name}': use values ≤ {dataset.n_items}"
+            )
+        description = (f"{dataset.n_users} users, {dataset.n_items} items, "
+                       f"{len(dataset.train)}/{len(dataset.valid)}/{len(dataset.test)} train/valid/test")
+        source = regularizer.lambda_data
+        fit, learn, select_valid, select_excluded = dataset.train, None, dataset.valid, dataset.train
+        method = OmegaConf.select(cfg, "dataset.split.method", default="temporal")
+        data_seed = OmegaConf.select(cfg, "dataset.seed", default=0)
+        if source == "split":
+            fit, learn_valid, holdout, select_valid = lambda_data_split(
+                dataset.train, dataset.valid, dataset.n_users, method, regularizer.validation_share, data_seed)
+            learn, select_excluded = learn_valid.concat(holdout), dataset.train.concat(learn_valid)
+            description += (f", λ learns from {len(learn_valid)} validation + {len(holdout)} held-out training "
+                            f"interactions, {len(select_valid)} select the epoch")
+        elif source == "holdout":
+            fit, learn = carve_holdout(dataset.train, dataset.n_users, method, regularizer.holdout_ratio, data_seed)
+            description += f", λ learns from {len(learn)} held-out training interactions"
+        elif source == "validation":
+            learn, select_valid = split_validation(dataset.valid, regularizer.validation_share, cfg.seed)
+            select_excluded = dataset.train if select_valid is learn else dataset.train.concat(learn)
+        objective = BPRObjective(dataset, cfg.trainer.batch_size, device, lambda_valid=learn, fit=fit)
+        evaluation = dict(ks=cfg.evaluation.ks, chunk_users=cfg.evaluation.chunk_users, device=device)
+        valid = RankingEvaluator(dataset.n_users, dataset.n_items, select_valid, select_excluded, **evaluation)
+        test = RankingEvaluator(dataset.n_users, dataset.n_items, dataset.test, dataset.train.concat(dataset.valid),
+                                **evaluation)
+        return cls(objective, valid, test, *cls.resolve_monitor(cfg), description)

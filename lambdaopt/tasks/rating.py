@@ -1,0 +1,95 @@
+"""Rating regression (`dataset.feedback=explicit`): MSE on (user, item, rating), RMSE/MAE on held-out.
+
+Predictions are r̂(u, i) = μ + s(u, i), with μ the mean training rating and s the model's score
+(⟨p_u, q_i⟩ + b_u + b_i for MF with biases): centering by μ means no model needs a global bias.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from lambdaopt.contracts import Rows
+from lambdaopt.data.interactions import Interactions, SplitDataset
+from lambdaopt.errors import ConfigError
+from lambdaopt.evaluation.rating import METRICS, RatingEvaluator
+from lambdaopt.models.rows import score_and_rows
+from lambdaopt.tasks.base import Task, register_task
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class RatingObjective:
+    """mean over the batch of (μ + s(u, i) − r_ui)²: shuffled minibatches of `batch_size`, or, with
+    `full_batch`, every training rating in each of `steps_per_epoch` steps per epoch."""
+
+    def __init__(self, dataset: SplitDataset, batch_size: int, device: torch.device,
+                 full_batch: bool = False, steps_per_epoch: int = 1):
+        self.dataset, self.batch_size, self.device = dataset, batch_size, torch.device(device)
+        self.full_batch, self.steps_per_epoch = full_batch, steps_per_epoch
+        self.mean = float(dataset.train.ratings.mean()) if len(dataset.train) else 0.0
+        self.train = self._to_device(dataset.train)
+        self.steps_taken = 0
+        self.trajectory = None  # the evaluator's SpectrumTrajectory with evaluation.track_spectrum (RatingTask)
+
+    def _to_device(self, part: Interactions) -> Batch:
+        return (torch.as_tensor(part.users, device=self.device), torch.as_tensor(part.items, device=self.device),
+                torch.as_tensor(part.ratings, dtype=torch.float32, device=self.device))
+
+    def batches(self, rng: np.random.Generator) -> Iterator[Batch]:
+        if self.full_batch:
+            for _ in range(self.steps_per_epoch):
+                self.steps_taken += 1
+                yield self.train
+            return
+        order = torch.as_tensor(rng.permutation(len(self.dataset.train)), device=self.device)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start:start + self.batch_size]
+            self.steps_taken += 1
+            yield tuple(t[index] for t in self.train)
+
+    def n_batches(self) -> int:
+        return self.steps_per_epoch if self.full_batch else -(-len(self.dataset.train) // self.batch_size)
+
+    def state_dict(self) -> dict:
+        return {"steps_taken": self.steps_taken}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps_taken = state["steps_taken"]
+
+    def loss(self, model, batch: Batch) -> torch.Tensor:
+        users, items, ratings = batch
+        return (model.score(users, items) + self.mean - ratings).square().mean()
+
+    def loss_and_rows(self, model, batch: Batch) -> tuple[torch.Tensor, Rows]:
+        """The same loss, and the factor rows it read, for the penalty."""
+        if self.trajectory is not None:  # the model after steps_taken − 1 steps (this one is not taken yet)
+            self.trajectory.observe(model, self.steps_taken - 1)
+        users, items, ratings = batch
+        scores, rows = score_and_rows(model, users, items)
+        return (scores + self.mean - ratings).square().mean(), rows
+
+
+@register_task("explicit")
+class RatingTask(Task):
+    """Rating MSE on the training ratings; RMSE / MAE on validation and test."""
+
+    METRICS, DEFAULT_MONITOR = METRICS, "rmse"
+    LOWER_IS_BETTER = frozenset(METRICS) | {"nuclear_norm", "effective_rank"}
+
+    @classmethod
+    def build(cls, cfg: DictConfig, dataset, device, regularizer) -> "RatingTask":
+        if not isinstance(dataset, SplitDataset):
+            raise ConfigError(f"dataset '{dataset.name}' is a completion dataset: dataset.feedback must be completion")
+        trainer = cfg.trainer
+        objective = RatingObjective(dataset, trainer.batch_size, device, full_batch=trainer.full_batch,
+                                    steps_per_epoch=trainer.steps_per_epoch)
+        top_k = cfg.evaluation.spectrum_top_k if cfg.evaluation.track_spectrum else 0
+        valid = RatingEvaluator(dataset.valid, objective, spectrum_top_k=top_k, steps_per_epoch=objective.n_batches())
+        test = RatingEvaluator(dataset.test, objective)
+        objective.trajectory = valid.trajectory  # σ snapshots between evaluations, from step 0 (log-spaced)
+        description = (f"{dataset.n_users} users, {dataset.n_items} items, "
+                       f"{len(dataset.train)}/{len(dataset.valid)}/{len(dataset.test)} train/valid/test, ratings")
+        return cls(objective, valid, test, *cls.resolve_monitor(cfg), description)
