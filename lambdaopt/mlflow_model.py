@@ -23,6 +23,8 @@ import pandas as pd
 import torch
 import yaml
 
+from lambdaopt.evaluation.ranking import gather_rows
+
 NAME = "model"  # the model's folder in the run's artifacts: runs:/<run id>/model
 DEFAULT_K = 10
 
@@ -39,7 +41,7 @@ class TopKRecommender(mlflow.pyfunc.PythonModel):
         self.model.load_state_dict(torch.load(context.artifacts["state_dict"], map_location="cpu", weights_only=True))
         self.model.eval()
         known = np.load(context.artifacts["known_items"])
-        self.known_indptr, self.known_items = known["indptr"], known["items"]
+        self.known_indptr, self.known_items = torch.as_tensor(known["indptr"]), torch.as_tensor(known["items"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         k = min(int((params or {}).get("k", DEFAULT_K)), self.n_items)
@@ -49,9 +51,9 @@ class TopKRecommender(mlflow.pyfunc.PythonModel):
             raise ValueError(f"user_id {outside[0]} is not a user of this model: use ids in [0, {self.n_users - 1}]")
         with torch.no_grad():
             scores = self.model.score_all(torch.as_tensor(users)).float()
-        for row, user in enumerate(users):  # seen items never come back as recommendations
-            seen = self.known_items[self.known_indptr[user]:self.known_indptr[user + 1]]
-            scores[row, torch.as_tensor(seen)] = -torch.inf
+        # seen items never come back as recommendations: every (row, item) of the users' CSR rows at once
+        rows, _, seen = gather_rows(self.known_indptr, self.known_items, torch.as_tensor(users))
+        scores[rows, seen] = -torch.inf
         top = torch.topk(scores, k, dim=1)
         return pd.DataFrame({"user_id": np.repeat(users, k), "rank": np.tile(np.arange(1, k + 1), len(users)),
                              "item_id": top.indices.numpy().ravel().astype(np.int64),

@@ -1,10 +1,12 @@
-"""The MLflow UI as a person sees it: `mlflow ui` served over a store on a free port, pages rendered by
+"""The MLflow UI as a person sees it: an MLflow server over a store on a free port, pages rendered by
 headless Chromium (its DOM after the single-page app has run, or a screenshot). Used by
 tests/test_mlflow_ui.py and bench/mlflow_screenshots.py; Chromium comes from scripts/install-chromium.sh."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,27 +33,37 @@ def chromium() -> str | None:
 
 
 @contextlib.contextmanager
-def served(uri: str, timeout_s: float = 90) -> Iterator[str]:
-    """`mlflow ui -w 1` over the store at `uri` on a free port; yields its base URL once /health answers
-    and stops the server after. Raises RuntimeError when it does not come up in `timeout_s`."""
+def served(uri: str, artifacts: Path | None = None, cwd: Path | None = None, timeout_s: float = 90) -> Iterator[str]:
+    """`mlflow server -w 1` on 127.0.0.1 over the store at `uri` on a free port (with `artifacts`: stored
+    there and proxied to clients); yields its base URL once /health answers and stops it, with the worker
+    processes it started (its process group), after. RuntimeError when it does not come up in `timeout_s`."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store_uri(uri), "-w", "1",
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--backend-store-uri", store_uri(uri)]
+    if artifacts is not None:
+        command += ["--artifacts-destination", str(artifacts), "--serve-artifacts"]
+    server = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                urllib.request.urlopen(base + "/health", timeout=1)
+                urllib.request.urlopen(base + "/health", timeout=2).read()
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow ui did not start on {base}: {server.stderr.read()[-500:]}") from None
+                    raise RuntimeError(f"mlflow server did not start on {base}: {server.stderr.read()[-2000:]}") from None
                 time.sleep(0.5)
         yield base
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 
 def _chromium_args(browser: str, virtual_ms: int = VIRTUAL_TIME_MS) -> list[str]:

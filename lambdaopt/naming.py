@@ -61,11 +61,9 @@ def description(name: str, dataset, monitor: str, best_epoch: int, epochs_run: i
     def shown(value):
         return number(value) if isinstance(value, float) else "–"
 
-    size = ""
-    if hasattr(dataset, "n_users") and hasattr(dataset, "n_items"):
-        size = f" ({dataset.n_users:,} users × {dataset.n_items:,} items"
-        size += f", {len(dataset.train):,} training interactions)" if hasattr(dataset, "train") else ")"
-    sentence = (f"{name}: trained on {getattr(dataset, 'name', 'the data')}{size}; epoch {best_epoch} of {epochs_run} "
+    size = f" ({dataset.n_users:,} users × {dataset.n_items:,} items"
+    size += f", {len(dataset.train):,} training interactions)" if hasattr(dataset, "train") else ")"
+    sentence = (f"{name}: trained on {dataset.name}{size}; epoch {best_epoch} of {epochs_run} "
                 f"selected on validation {monitor} = {shown(valid.get(monitor))}, where test {monitor} = "
                 f"{shown(test.get(monitor))}.")
     rows = result_rows(prefix, valid, test)

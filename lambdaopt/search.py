@@ -43,19 +43,14 @@ def open_storage(url: str):
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     url = storage_url(url)
+    prefix = next((p for p in (JOURNAL_PREFIX, "sqlite:///") if url.startswith(p)), None)
+    if prefix is not None and not (folder := Path(url[len(prefix):]).parent).is_dir():  # a file storage's
+        raise ConfigError(f"hydra.sweeper.storage={url}: the folder {folder} does not exist; "
+                          "create it or give another path")
     try:
-        if url.startswith(JOURNAL_PREFIX):
-            path = Path(url[len(JOURNAL_PREFIX):])
-            if not path.parent.is_dir():
-                raise ConfigError(f"hydra.sweeper.storage={url}: the folder {path.parent} does not exist; "
-                                  "create it or give another path")
-            return JournalStorage(JournalFileBackend(str(path)))
-        if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).parent.is_dir():
-            raise ConfigError(f"hydra.sweeper.storage={url}: the folder {Path(url[10:]).parent} does not exist; "
-                              "create it or give another path")
+        if prefix == JOURNAL_PREFIX:
+            return JournalStorage(JournalFileBackend(url[len(JOURNAL_PREFIX):]))
         return optuna.storages.RDBStorage(url)
-    except ConfigError:
-        raise
     except Exception as error:  # SQLAlchemy's errors (no server, no driver, bad URL) span several classes
         first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise ConfigError(f"hydra.sweeper.storage={url}: cannot open the Optuna storage ({first}); use a "
@@ -151,7 +146,6 @@ class TrialReporter:
         loaded = optuna.load_study(study_name=study, storage=storage, pruner=build_plugin("pruner", pruner))
         trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study), trial_number)
         self.trial = optuna.trial.Trial(loaded, trial_id)
-        self.pruned_at: int | None = None
 
     @classmethod
     def from_environment(cls) -> "TrialReporter | None":
@@ -162,10 +156,7 @@ class TrialReporter:
 
     def report(self, epoch: int, value: float) -> bool:
         self.trial.report(value, step=epoch)
-        if self.trial.should_prune():
-            self.pruned_at = epoch
-            return True
-        return False
+        return self.trial.should_prune()
 
     def tags(self) -> dict[str, str]:
         """Tags of the job's MLflow run: a study's runs are found by tag across sweeps that resumed it."""

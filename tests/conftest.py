@@ -1,15 +1,10 @@
 """Shared helpers: compose the real configs, and run the real entry point on tiny data."""
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -91,43 +86,13 @@ def sweep_runs(where: Path | str, experiment: str = "lambdaopt"):
     return client, parents, [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
 def mlflow_server(folder: Path, backend_uri: str | None = None):
     """A real `mlflow server` on 127.0.0.1 (backend: `backend_uri`, default a SQLite file in `folder`;
-    artifacts stored under `folder` and proxied to clients); yields its URL, stops it after."""
+    artifacts stored under `folder` and proxied to clients); a context yielding its URL, stopped after."""
+    from lambdaopt.mlflow_ui import served
+
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", backend_uri or f"sqlite:///{folder}/mlflow.db",
-         "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts"],
-        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:  # bounded wait for /health
-            try:
-                urllib.request.urlopen(base + "/health", timeout=2).read()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow server did not start: {process.stderr.read().decode()[-2000:]}")
-                time.sleep(0.5)
-        yield base
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    return served(backend_uri or f"sqlite:///{folder}/mlflow.db", artifacts=folder / "artifacts", cwd=folder)
 
 
 def start_service(script: str) -> str:
