@@ -12,6 +12,9 @@ class Recommender(nn.Module):
     to the constructor by the experiment, never set afterwards."""
 
     scores_item_blocks = False
+    # s(u, i) = ⟨user_embedding[u], item_embedding[i]⟩ (+ item_bias[i], + user_bias[u]; either may be None)
+    # and those are all its parameters: BPR's gradient then has a closed form (tasks/bpr_step.py)
+    dot_scores = False
     display_name = ""  # in run names and report rows ("MF"); the class name when empty
 
     def __init__(self, n_users: int, n_items: int, sparse_grad: bool = False):

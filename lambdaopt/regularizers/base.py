@@ -37,6 +37,8 @@ class Regularizer(nn.Module):
     # its options a report tunes per seed on validation: runs differing only there (and in the optimizer,
     # batch size, epochs — report/runs.py TUNED_PREFIXES) are grid points of one row, e.g. ("lam",)
     tuned_keys: tuple[str, ...] = ()
+    # `add_rows_gradient` is implemented and `update` does nothing: MF-BPR steps skip autograd (tasks/bpr_step.py)
+    closed_form_gradient: bool = False
 
     label: str = ""  # its name in report rows and figure legends ("λFix"); the class name when empty
 
@@ -61,6 +63,18 @@ class Regularizer(nn.Module):
         gathered)} — the tensors the fit loss read (models/rows.py), so a row penalty costs no second
         gather; `batch`: the batch itself, for penalties that need more than rows."""
         raise NotImplementedError
+
+    def add_rows_gradient(self, grad: torch.Tensor, role: str, ids: torch.Tensor, values: torch.Tensor,
+                          batch_size: int, scale: float) -> None:
+        """Add `scale` · ∂penalty/∂`values` to `grad` in place, for rows `values` (ids `ids`) of a table of
+        `role` gathered by the batch (one per occurrence): the closed-form step's share of the penalty
+        (tasks/bpr_step.py), checked against autograd of `penalty` in tests/test_bpr_step.py."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form row gradient")
+
+    def l2_coefficient(self) -> float | None:
+        """c when the penalty is c · Σ_rows ‖θ_r‖² / B over the batch's rows (fixed λ: λ; none: 0) — then
+        plain SGD steps run as one compiled loop on CPU (tasks/bpr_kernel.py); None otherwise."""
+        return None
 
     def update(self, model: nn.Module, optimizer: torch.optim.Optimizer, train_batch, batch_index: int) -> None:
         """Adjust λ before the model step on `train_batch`. Fixed penalties do nothing."""

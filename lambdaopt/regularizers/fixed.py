@@ -14,6 +14,7 @@ from lambdaopt.regularizers.norms import sum_of_squares
 @REGULARIZERS.register("none")
 class NoRegularizer(Regularizer):
     supports_sparse_rows = True
+    closed_form_gradient = True
     label = "noReg"
 
     @classmethod
@@ -22,6 +23,12 @@ class NoRegularizer(Regularizer):
 
     def penalty(self, model, rows, batch_size, batch=None):
         return torch.zeros((), device=next(model.parameters()).device)
+
+    def add_rows_gradient(self, grad, role, ids, values, batch_size, scale):
+        pass
+
+    def l2_coefficient(self):
+        return 0.0
 
 
 @REGULARIZERS.register("fixed")
@@ -35,6 +42,7 @@ class FixedL2(Regularizer):
     """
 
     supports_sparse_rows = True
+    closed_form_gradient = True
     tuned_keys = ("lam",)
     label = "λFix"
 
@@ -49,6 +57,12 @@ class FixedL2(Regularizer):
     def penalty(self, model, rows, batch_size, batch=None):
         total = sum(sum_of_squares(values) for _, _, values in rows.values())
         return self.lam * total / batch_size
+
+    def add_rows_gradient(self, grad, role, ids, values, batch_size, scale):
+        grad.add_(values, alpha=scale * 2 * self.lam / batch_size)  # ∂/∂θ_r of λ‖θ_r‖²/B, per occurrence
+
+    def l2_coefficient(self):
+        return float(self.lam)
 
     def metrics(self):
         return {"lambda": self.lam}
