@@ -7,7 +7,8 @@ optional ones their defaults (a model without factor tables returns `{}` from `f
 
     Model          score(users, items), score_all(users)                 every recommender
     FactorModel    + entity_tables(), factor_rows(), score_rows(), matrix(), sparse_grad, scores_item_blocks, dot_scores
-    Objective      batches(rng), n_batches(), loss(), loss_and_rows(), closed_form_step(), state_dict(), load_state_dict()
+    Objective      batches(rng), n_batches(), loss(), loss_and_rows(), closed_form_step(), closed_form_grads(),
+                   state_dict(), load_state_dict()
     LambdaSource   + lambda_valid, valid_batch(rng, size): where learned λ draws its validation triples
     Evaluator      __call__(model) -> {metric: value}, log_prefix, trajectory
 
@@ -84,6 +85,10 @@ class Objective(Protocol):
         """A callable that takes one whole training step on a batch and returns its loss, computed without
         autograd, when this objective knows the gradient of `model` under `regularizer` in closed form
         (tasks/bpr_step.py); None: the trainer's autograd step."""
+
+    def closed_form_grads(self, model: Model, params: dict, batch: Batch) -> Optional[tuple[torch.Tensor, dict]]:
+        """(loss, {name: ∂loss/∂params[name]}) of `model` with its parameters replaced by `params`, without
+        autograd, where the objective knows them in closed form; None: autograd (regularizers/hypergrad.py)."""
 
     def state_dict(self) -> dict:
         """Counters a resumed run needs (e.g. steps taken); {} if none."""

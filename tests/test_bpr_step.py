@@ -57,8 +57,8 @@ def test_closed_form_step_matches_autograd(optimizer, regularizer, user_bias, it
     step = ClosedFormBPRStep(model, penalty, OPTIMIZERS[optimizer](model.parameters()))
     reference_optimizer = OPTIMIZERS[optimizer](reference.parameters())
     assert step.lazy_sgd == ("lazy" in optimizer)
-    # plain SGD under an L2 penalty runs as the compiled loop (bpr_kernel.py), the rest as tensor ops
-    assert (step.compiled is not None) == ("lazy" in optimizer and regularizer in ("fixed", "none"))
+    # a weighted L2 penalty runs as compiled loops (bpr_kernel.py), L1 as tensor ops
+    assert (step.compiled is not None) == (regularizer in ("fixed", "none"))
     for batch in batches():
         loss = step(batch)
         expected = autograd_step(reference, penalty, reference_optimizer, batch)
@@ -156,16 +156,17 @@ def test_training_epochs_agree_with_autograd(dataset, optimizer, regularizer):
             torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
 
 
-def test_without_numba_the_tensor_path_takes_the_step(monkeypatch):
+@pytest.mark.parametrize("optimizer", ["sgd (lazy rows)", "adam (dense grad)"])
+def test_without_numba_the_tensor_path_takes_the_step(optimizer, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "lambdaopt.tasks.bpr_kernel", None)  # as on a platform without numba
     torch.manual_seed(0)
     model = MatrixFactorization(N_USERS, N_ITEMS, dim=6, init_std=0.3)
     reference = copy.deepcopy(model)
-    step = ClosedFormBPRStep(model, FixedL2(0.05), torch.optim.SGD(model.parameters(), lr=5.0))
-    assert step.lazy_sgd and step.compiled is None
-    reference_optimizer = torch.optim.SGD(reference.parameters(), lr=5.0)
+    step = ClosedFormBPRStep(model, FixedL2(0.05), OPTIMIZERS[optimizer](model.parameters()))
+    assert step.compiled is None
+    reference_optimizer = OPTIMIZERS[optimizer](reference.parameters())
     for batch in batches():
         step(batch)
         autograd_step(reference, FixedL2(0.05), reference_optimizer, batch)
@@ -187,3 +188,55 @@ def test_a_non_finite_parameter_gives_a_non_finite_loss(compiled, monkeypatch):
     with torch.no_grad():
         model.user_embedding[batch[0][0], 0] = float("nan")
     assert not torch.isfinite(step(batch))
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("user_bias,item_bias", [(False, True), (False, False), (True, True)])
+def test_closed_form_loss_and_grads_match_autograd(user_bias, item_bias, compiled, monkeypatch):
+    """What λOpt's look-ahead takes twice per step (hypergrad.loss_grads), against autograd through
+    the model at the same parameters; by the compiled loop and by tensor ops."""
+    import sys
+
+    from torch.func import functional_call
+
+    if not compiled:
+        monkeypatch.setitem(sys.modules, "lambdaopt.tasks.bpr_kernel", None)
+
+    from lambdaopt.tasks.bpr_step import dot_bpr_loss_and_grads
+    from lambdaopt.tasks.ranking import bpr_loss
+
+    torch.manual_seed(0)
+    model = MatrixFactorization(N_USERS, N_ITEMS, dim=6, init_std=0.3, user_bias=user_bias, item_bias=item_bias)
+    params = {name: p.detach().clone().requires_grad_(True) for name, p in model.named_parameters()}
+    for batch in batches(n=3):
+        users, positives, negatives = batch
+        scores = functional_call(model, params, (users.repeat(2), torch.cat([positives, negatives])))
+        expected = bpr_loss(*scores.view(2, -1))
+        wanted = torch.autograd.grad(expected, list(params.values()), allow_unused=True)
+        loss, grads = dot_bpr_loss_and_grads({k: v.detach() for k, v in params.items()}, batch)
+        torch.testing.assert_close(loss, expected.detach())
+        assert sorted(grads) == sorted(params)
+        for name, want in zip(params, wanted):
+            torch.testing.assert_close(grads[name], torch.zeros_like(params[name]) if want is None else want, msg=name)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd (lazy rows)", "adam (dense grad)"])
+@pytest.mark.parametrize("granularity", ["global", "d", "user", "item", "du", "dui"])
+def test_learned_lambda_model_steps_match_autograd(granularity, optimizer, dataset):
+    """λOpt's model step (after its λ step) in compiled loops, with λ per entry, per row, per
+    dimension or one value, against autograd of its penalty; and its l2_weights are its penalty."""
+    torch.manual_seed(0)
+    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=6, init_std=0.3)
+    regularizer = LambdaOpt(granularity=granularity)
+    regularizer.setup(model, BPRObjective(dataset, 16, torch.device("cpu")))
+    with torch.no_grad():
+        for table in regularizer.parameters():
+            table.uniform_(0.0, 0.2)
+    reference = copy.deepcopy(model)
+    step = ClosedFormBPRStep(model, regularizer, OPTIMIZERS[optimizer](model.parameters()))
+    assert step.compiled is not None
+    reference_optimizer = OPTIMIZERS[optimizer](reference.parameters())
+    for batch in batches():
+        torch.testing.assert_close(step(batch), autograd_step(reference, regularizer, reference_optimizer, batch))
+    for mine, theirs in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)

@@ -34,7 +34,7 @@ class Adversarial(FixedL2):
     def run_label(cls, params):
         return cls.label  # not FixedL2's "fixed λ=…"
 
-    def l2_coefficient(self):
+    def l2_weights(self):
         return None  # not FixedL2's: the adversarial term is part of the penalty
 
     def __init__(self, lam: Annotated[float, non_negative()] = 1e-2, eps: Annotated[float, positive()] = 0.05,

@@ -71,9 +71,10 @@ class Regularizer(nn.Module):
         (tasks/bpr_step.py), checked against autograd of `penalty` in tests/test_bpr_step.py."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form row gradient")
 
-    def l2_coefficient(self) -> float | None:
-        """c when the penalty is c · Σ_rows ‖θ_r‖² / B over the batch's rows (fixed λ: λ; none: 0) — then
-        plain SGD steps run as one compiled loop on CPU (tasks/bpr_kernel.py); None otherwise."""
+    def l2_weights(self) -> dict[str, torch.Tensor] | None:
+        """{"user": w_u, "item": w_i} when the penalty is Σ_rows Σ_k w_rk · θ_rk² / B over the batch's rows of
+        the user / item table, each w broadcastable to its table (fixed λ: λ; learned λ: its tables; none:
+        0) — then MF-BPR steps run as compiled loops on CPU (tasks/bpr_kernel.py); None otherwise."""
         return None
 
     def update(self, model: nn.Module, optimizer: torch.optim.Optimizer, train_batch, batch_index: int) -> None:

@@ -27,8 +27,8 @@ class NoRegularizer(Regularizer):
     def add_rows_gradient(self, grad, role, ids, values, batch_size, scale):
         pass
 
-    def l2_coefficient(self):
-        return 0.0
+    def l2_weights(self):
+        return {"user": torch.zeros(()), "item": torch.zeros(())}
 
 
 @REGULARIZERS.register("fixed")
@@ -61,8 +61,9 @@ class FixedL2(Regularizer):
     def add_rows_gradient(self, grad, role, ids, values, batch_size, scale):
         grad.add_(values, alpha=scale * 2 * self.lam / batch_size)  # ∂/∂θ_r of λ‖θ_r‖²/B, per occurrence
 
-    def l2_coefficient(self):
-        return float(self.lam)
+    def l2_weights(self):
+        lam = torch.tensor(float(self.lam))
+        return {"user": lam, "item": lam}
 
     def metrics(self):
         return {"lambda": self.lam}

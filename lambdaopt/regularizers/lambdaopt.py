@@ -158,6 +158,10 @@ class LambdaOpt(Regularizer):
         lam = self.lam.for_rows(role, ids, {name: v.detach() for name, v in self.lam.values().items()})
         grad.addcmul_(lam, values, value=2.0 * scale / batch_size)
 
+    def l2_weights(self):
+        values = self.lam.values()
+        return {role: values[name].detach() for role, name in self.lam.param_of_role.items()}
+
     def update(self, model, optimizer, train_batch, batch_index):
         if batch_index % self.update_every:
             return

@@ -37,6 +37,43 @@ def lazy_sgd_lr(optimizer: torch.optim.Optimizer) -> bool:
     return group["momentum"] == 0 and group["weight_decay"] == 0 and not group["maximize"]
 
 
+def dot_bpr_loss_and_grads(params: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, dict]:
+    """The mean BPR loss of a dot-product model whose parameters are `params` (user_embedding,
+    item_embedding, and item_bias / user_bias when it has them; the batch's ids index their rows) and its
+    gradient for every entry of `params` (zero where the batch does not reach), by the formulas above —
+    what λOpt's look-ahead needs twice per step (regularizers/hypergrad.py `loss_grads`)."""
+    users, positives, negatives = batch
+    table = params["user_embedding"]
+    if table.device.type == "cpu" and all(p.dtype == torch.float32 and p.is_contiguous() for p in params.values()):
+        try:  # the compiled loop (bpr_kernel.py), as in ClosedFormBPRStep
+            from lambdaopt.tasks.bpr_kernel import loss_and_grads
+        except ImportError:
+            pass
+        else:
+            return loss_and_grads({k: v.detach() for k, v in params.items()}, users, positives, negatives)
+    size, items = len(users), torch.cat([positives, negatives])
+    with torch.no_grad():
+        user_rows = params["user_embedding"].index_select(0, users)
+        item_rows = params["item_embedding"].index_select(0, items)
+        difference = item_rows[:size] - item_rows[size:]
+        x = torch.linalg.vecdot(user_rows, difference)
+        bias = params.get("item_bias")
+        if bias is not None:
+            x += bias.index_select(0, positives) - bias.index_select(0, negatives)
+        loss = torch.nn.functional.softplus(-x).mean()
+        g = torch.sigmoid(-x).div_(-size).unsqueeze(1)
+        item_grad = torch.empty_like(item_rows)
+        torch.mul(user_rows, g, out=item_grad[:size])
+        torch.neg(item_grad[:size], out=item_grad[size:])
+        grads = {"user_embedding": torch.zeros_like(params["user_embedding"]).index_add_(0, users, difference.mul_(g)),
+                 "item_embedding": torch.zeros_like(params["item_embedding"]).index_add_(0, items, item_grad)}
+        if bias is not None:
+            grads["item_bias"] = torch.zeros_like(bias).index_add_(0, items, torch.cat([g[:, 0], -g[:, 0]]))
+        if "user_bias" in params:
+            grads["user_bias"] = torch.zeros_like(params["user_bias"])  # cancels out of every x
+    return loss, grads
+
+
 class ClosedFormBPRStep:
     """One training step (the loss as a 0-dim tensor, parameters updated) of a dot-product model
     (`model.dot_scores`) under a penalty with a closed-form row gradient
@@ -49,12 +86,12 @@ class ClosedFormBPRStep:
         self.compiled = self._compiled_loop()
 
     def _compiled_loop(self):
-        """The same step as one compiled loop (bpr_kernel.py) where it applies: plain SGD, an L2 penalty
-        with one coefficient, float32 tables on the CPU, and numba importable (a dependency; a platform
-        without its wheels takes the tensor path)."""
+        """The same step as compiled loops (bpr_kernel.py) where they apply: a weighted L2 penalty
+        (`Regularizer.l2_weights`: fixed λ, learned λ, none), float32 tables on the CPU, dense gradients (not SparseAdam's rows), and numba
+        importable (a dependency; a platform without its wheels takes the tensor path)."""
         table = self.model.user_embedding
-        if not (self.lazy_sgd and self.regularizer.l2_coefficient() is not None and table.device.type == "cpu"
-                and table.dtype == torch.float32):
+        if (self.regularizer.l2_weights() is None or table.device.type != "cpu" or table.dtype != torch.float32
+                or self.model.sparse_grad):
             return None
         try:
             from lambdaopt.tasks.bpr_kernel import CompiledBPRStep
@@ -66,9 +103,16 @@ class ClosedFormBPRStep:
         users, positives, negatives = batch
         model, size = self.model, len(users)
         if self.compiled is not None:
-            lam, lr = self.regularizer.l2_coefficient(), float(self.optimizer.param_groups[0]["lr"])
-            fit, squares = self.compiled(users, positives, negatives, lam, lr)
-            return torch.tensor((fit + lam * squares) / size, dtype=torch.float32)
+            weights = self.regularizer.l2_weights()
+            if self.lazy_sgd:
+                lr = float(self.optimizer.param_groups[0]["lr"])
+                fit, penalty = self.compiled.sgd_step(users, positives, negatives, weights, lr)
+            else:
+                fit, penalty = self.compiled.gradient(users, positives, negatives, weights)
+                if model.user_bias is not None:
+                    model.user_bias.grad = torch.zeros_like(model.user_bias)  # what autograd gives it
+                self.optimizer.step()
+            return torch.tensor((fit + penalty) / size, dtype=torch.float32)
         items = torch.cat([positives, negatives])
         with torch.no_grad():
             user_rows = model.user_embedding.index_select(0, users)

@@ -17,7 +17,7 @@ from lambdaopt.errors import ConfigError
 from lambdaopt.evaluation.ranking import RankingEvaluator, metric_names
 from lambdaopt.models.rows import score_and_rows, score_blocks
 from lambdaopt.tasks.base import Task, register_task
-from lambdaopt.tasks.bpr_step import ClosedFormBPRStep
+from lambdaopt.tasks.bpr_step import ClosedFormBPRStep, dot_bpr_loss_and_grads
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -62,6 +62,12 @@ class BPRObjective:
         if model.dot_scores and regularizer.closed_form_gradient:
             return ClosedFormBPRStep(model, regularizer, optimizer)
         return None
+
+    @staticmethod
+    def closed_form_grads(model, params, batch: Batch):
+        """(loss, {name: gradient}) of `model` at `params` on `batch` without autograd, for dot-product
+        models (tasks/bpr_step.py); None for every other model."""
+        return dot_bpr_loss_and_grads(params, batch) if model.dot_scores else None
 
     def state_dict(self) -> dict:
         return {}  # every draw comes from the trainer's RNG: nothing of its own to restore
