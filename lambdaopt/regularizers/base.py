@@ -34,6 +34,8 @@ class Regularizer(nn.Module):
     feedback: tuple[str, ...] = ("implicit", "explicit", "completion")
     # the penalty reads only the rows the batch gathered (optimizer=sparse_adam updates just those rows)
     supports_sparse_rows: bool = False
+    # the penalty reads the gathered rows at all: False (no penalty) spares full-batch objectives the gather
+    reads_rows: bool = True
     # its options a report tunes per seed on validation: runs differing only there (and in the optimizer,
     # batch size, epochs — report/runs.py TUNED_PREFIXES) are grid points of one row, e.g. ("lam",)
     tuned_keys: tuple[str, ...] = ()

@@ -15,6 +15,7 @@ from lambdaopt.regularizers.norms import sum_of_squares
 class NoRegularizer(Regularizer):
     supports_sparse_rows = True
     closed_form_gradient = True
+    reads_rows = False
     label = "noReg"
 
     @classmethod
