@@ -42,15 +42,25 @@ def bpr_l2_gradient(P, Q, bias, has_bias, users, positives, negatives, lam_P, la
         fit += max(-x, 0.0) + math.log1p(math.exp(-abs(x)))  # −log σ(x), stable for any x
         g = np.float32(-1.0 / (1.0 + math.exp(x)) / size)  # ∂(mean loss)/∂x = −σ(−x)/B
         row_squares = np.float32(0.0)
-        for k in range(dim):
-            p, qi, qj = P[u, k], Q[i, k], Q[j, k]
-            wp = lam_P[u, k] if user_entries else lam_P[0, 0]
-            wi = lam_Q[i, k] if item_entries else lam_Q[0, 0]
-            wj = lam_Q[j, k] if item_entries else lam_Q[0, 0]
-            row_squares += wp * p * p + wi * qi * qi + wj * qj * qj
-            grad_P[u, k] += g * (qi - qj) + two_over_size * wp * p
-            grad_Q[i, k] += g * p + two_over_size * wi * qi
-            grad_Q[j, k] += two_over_size * wj * qj - g * p
+        if user_entries or item_entries:
+            for k in range(dim):
+                p, qi, qj = P[u, k], Q[i, k], Q[j, k]
+                wp = lam_P[u, k] if user_entries else lam_P[0, 0]
+                wi = lam_Q[i, k] if item_entries else lam_Q[0, 0]
+                wj = lam_Q[j, k] if item_entries else lam_Q[0, 0]
+                row_squares += wp * p * p + wi * qi * qi + wj * qj * qj
+                grad_P[u, k] += g * (qi - qj) + two_over_size * wp * p
+                grad_Q[i, k] += g * p + two_over_size * wi * qi
+                grad_Q[j, k] += two_over_size * wj * qj - g * p
+        else:  # one λ per table (fixed λ): the same loop without per-entry loads, which vectorizes
+            wp, wq = lam_P[0, 0], lam_Q[0, 0]
+            cp, cq = two_over_size * wp, two_over_size * wq
+            for k in range(dim):
+                p, qi, qj = P[u, k], Q[i, k], Q[j, k]
+                row_squares += wp * p * p + wq * (qi * qi + qj * qj)
+                grad_P[u, k] += g * (qi - qj) + cp * p
+                grad_Q[i, k] += g * p + cq * qi
+                grad_Q[j, k] += cq * qj - g * p
         squares += row_squares
         if has_bias:
             grad_bias[i] += g
