@@ -95,22 +95,27 @@ def train_cornac(dataset, dim: int, lr: float, reg: float, seed: int, max_iter: 
     train_set = cornac.data.Dataset.build(data, fmt="UIR", seed=seed)
     model = cornac.models.BPR(k=dim, max_iter=eval_every, learning_rate=lr, lambda_reg=reg, seed=seed,
                               num_threads=1, verbose=False)
-    user_index = np.array([train_set.uid_map.get(u, -1) for u in range(dataset.n_users)])
-    item_index = np.array([train_set.iid_map.get(i, -1) for i in range(dataset.n_items)])
-    cold = item_index < 0
     seconds = 0.0
     for epochs in range(eval_every, max_iter + 1, eval_every):
         started = time.process_time()
         model.fit(train_set)
         seconds += time.process_time() - started
-        users = np.zeros((dataset.n_users, dim), np.float32)
-        users[user_index >= 0] = model.u_factors[user_index[user_index >= 0]]
-        items = np.zeros((dataset.n_items, dim), np.float32)
-        items[~cold] = model.i_factors[item_index[~cold]]
-        bias = np.zeros(dataset.n_items, np.float32)
-        bias[~cold] = model.i_biases[item_index[~cold]]
-        on_eval(epochs, FactorScorer(users, items, bias, cold))
+        on_eval(epochs, cornac_scorer(model, train_set, dataset))
     return seconds
+
+
+def cornac_scorer(model, train_set, dataset) -> FactorScorer:
+    """A cornac BPR's factors in lambdaopt's id space (items it never saw are `cold`: ranked last)."""
+    user_index = np.array([train_set.uid_map.get(u, -1) for u in range(dataset.n_users)])
+    item_index = np.array([train_set.iid_map.get(i, -1) for i in range(dataset.n_items)])
+    cold = item_index < 0
+    users = np.zeros((dataset.n_users, model.k), np.float32)
+    users[user_index >= 0] = model.u_factors[user_index[user_index >= 0]]
+    items = np.zeros((dataset.n_items, model.k), np.float32)
+    items[~cold] = model.i_factors[item_index[~cold]]
+    bias = np.zeros(dataset.n_items, np.float32)
+    bias[~cold] = model.i_biases[item_index[~cold]]
+    return FactorScorer(users, items, bias, cold)
 
 
 def train_implicit(dataset, dim: int, lr: float, reg: float, seed: int, max_iter: int, eval_every: int, on_eval):

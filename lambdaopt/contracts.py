@@ -6,8 +6,9 @@ Nothing here is probed with `hasattr`: every method is part of the contract, and
 optional ones their defaults (a model without factor tables returns `{}` from `factor_rows`).
 
     Model          score(users, items), score_all(users)                 every recommender
-    FactorModel    + entity_tables(), factor_rows(), score_rows(), matrix(), sparse_grad, scores_item_blocks
-    Objective      batches(rng), n_batches(), loss(), loss_and_rows(), state_dict(), load_state_dict()
+    FactorModel    + entity_tables(), factor_rows(), score_rows(), matrix(), sparse_grad, scores_item_blocks, dot_scores
+    Objective      batches(rng), n_batches(), loss(), loss_and_rows(), closed_form_step(), closed_form_grads(),
+                   state_dict(), load_state_dict()
     LambdaSource   + lambda_valid, valid_batch(rng, size): where learned λ draws its validation triples
     Evaluator      __call__(model) -> {metric: value}, log_prefix, trajectory
 
@@ -16,7 +17,7 @@ A regularizer's contract is its base class (`regularizers.base.Regularizer`); a 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -48,6 +49,8 @@ class FactorModel(Model, Protocol):
 
     # gather factor rows with sparse gradients (optimizer=sparse_adam), a constructor argument
     sparse_grad: bool
+    # s(u, i) = ⟨user_embedding[u], item_embedding[i]⟩ + optional item_bias / user_bias, nothing else
+    dot_scores: bool
     # score(users, items) takes k items per user (len(items) = k·len(users), block j = j-th item of each)
     scores_item_blocks: bool
 
@@ -77,6 +80,15 @@ class Objective(Protocol):
 
     def loss_and_rows(self, model: Model, batch: Batch) -> tuple[torch.Tensor, Rows]:
         """The loss and the factor rows it read, shared with the penalty."""
+
+    def closed_form_step(self, model: Model, regularizer, optimizer) -> Optional[Callable[[Batch], torch.Tensor]]:
+        """A callable that takes one whole training step on a batch and returns its loss, computed without
+        autograd, when this objective knows the gradient of `model` under `regularizer` in closed form
+        (tasks/bpr_step.py); None: the trainer's autograd step."""
+
+    def closed_form_grads(self, model: Model, params: dict, batch: Batch) -> Optional[tuple[torch.Tensor, dict]]:
+        """(loss, {name: ∂loss/∂params[name]}) of `model` with its parameters replaced by `params`, without
+        autograd, where the objective knows them in closed form; None: autograd (regularizers/hypergrad.py)."""
 
     def state_dict(self) -> dict:
         """Counters a resumed run needs (e.g. steps taken); {} if none."""

@@ -60,7 +60,7 @@ class Trainer:
                  max_epochs: int, eval_every: int = 1, patience: int = 5, monitor: str = "ndcg@10",
                  mode: str = "max", min_delta: float = 0.0, smoothing: int = 1, min_epochs: int = 0,
                  stop_loss: float = 0.0, seed: int = 0,
-                 check_finite_grads: bool = False, release_memory_every: int = 64, checkpointer=None,
+                 check_finite_grads: bool = False, closed_form_step: bool = True, release_memory_every: int = 64, checkpointer=None,
                  trial=None):
         self.model, self.regularizer, self.optimizer = model, regularizer, optimizer
         self.objective, self.valid_evaluator, self.tracker = objective, valid_evaluator, tracker
@@ -69,6 +69,9 @@ class Trainer:
         self.min_epochs = min_epochs
         self.check_finite_grads, self.checkpointer = check_finite_grads, checkpointer
         self.release_memory_every = release_memory_every
+        # the objective's step without autograd, where it has one (tasks/bpr_step.py); None: `_autograd_step`
+        self.closed_form = (objective.closed_form_step(model, regularizer, optimizer)
+                            if closed_form_step and not check_finite_grads else None)
         # an Optuna trial (lambdaopt/search.py): gets every evaluation's selection value, may stop training
         self.trial, self.pruned_at, self.selection_value = trial, None, math.nan
         if mode not in ("max", "min"):
@@ -102,14 +105,7 @@ class Trainer:
             if index < done_before:
                 continue
             self.regularizer.update(self.model, self.optimizer, batch, index)
-            fit, rows = self.objective.loss_and_rows(self.model, batch)  # rows gathered once, shared
-            penalty = self.regularizer.penalty(self.model, rows, len(batch[0]), batch)
-            loss = fit + penalty
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.check_finite_grads:
-                self._check_finite_grads()
-            self.optimizer.step()
+            loss = self.closed_form(batch) if self.closed_form is not None else self._autograd_step(batch)
             self.loss_total = self.loss_total + loss.detach().cpu()  # summed lazily: no device sync per step
             self.step_in_epoch = index + 1
             if self.step_in_epoch % FINITE_CHECK_EVERY == 0:
@@ -126,6 +122,16 @@ class Trainer:
         mean_loss = float(self.loss_total) / max(self.step_in_epoch, 1)
         self.step_in_epoch = 0  # a whole epoch: the next call starts a new one (callers outside fit() too)
         return mean_loss
+
+    def _autograd_step(self, batch) -> torch.Tensor:
+        fit, rows = self.objective.loss_and_rows(self.model, batch)  # rows gathered once, shared
+        loss = fit + self.regularizer.penalty(self.model, rows, len(batch[0]), batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.check_finite_grads:
+            self._check_finite_grads()
+        self.optimizer.step()
+        return loss
 
     def _check_finite_loss(self) -> None:
         if not torch.isfinite(self.loss_total):

@@ -28,3 +28,21 @@ def test_scale_bench_runs_each_setup_in_its_own_process(tmp_path):
     rows = [line.split() for line in out.splitlines() if line.startswith("ml-100k ")]
     assert [row[3] for row in rows[-4:]] == ["fixed", "fixed_sparse", "dui", "dui_sparse_lambda"]
     assert all(float(row[-1].replace(",", "")) > 0 for row in rows[-4:])  # peak RSS of each child
+
+
+def test_peers_speed_bench_times_every_contender_against_cornac():
+    out = bench("peers_speed.py", "dataset=synthetic", "dataset.n_users=80", "dataset.n_items=60",
+                "dataset.mean_interactions=15", "model.dim=8", "evaluation.ks=[5,10]", "--rounds", "2")
+    table = out[out.index("contender"):].splitlines()[1:]
+    names = [line.split("  ")[0] for line in table if line.strip()]
+    assert names[-2:] == ["cornac 3.0.1 BPR", "implicit 0.7.3 BPR"] and len(names) == 7
+    ratios = {line.split("  ")[0]: line.split()[-1] for line in table if line.strip()}
+    assert ratios["cornac 3.0.1 BPR"] == "1.00x"
+    assert all(float(ratio.rstrip("x")) > 0 for ratio in ratios.values())
+
+
+def test_deep_mf_bench_reaches_a_loose_target():
+    out = bench("deep_mf_convergence.py", "--target", "0.5", "--check-every", "20")
+    assert "error" in out.splitlines()[0] and float(out.splitlines()[0].rsplit("error ", 1)[1]) <= 0.5
+    steps = [line for line in out.splitlines() if line.startswith("lambdaopt ")]
+    assert steps and float(steps[0].split("median ")[1].split(" s")[0]) > 0

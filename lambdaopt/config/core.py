@@ -127,8 +127,12 @@ class TrainerConfig:
     checkpoint: bool = True
     # Keep the checkpoint once the run FINISHED (model.pt already holds the selected weights).
     keep_checkpoint: bool = False
-    # Also check every gradient for NaN/Inf after each backward pass (the loss is always checked).
+    # Also check every gradient for NaN/Inf after each backward pass (the loss is always checked); the
+    # steps then all run through autograd.
     check_finite_grads: bool = False
+    # MF-BPR under fixed λ / L1 / no penalty: steps with the gradient in closed form instead of autograd
+    # (tasks/bpr_step.py; the same results to float rounding, several times faster). false: autograd always.
+    closed_form_step: bool = True
     # Steps between returning the C heap's free pages to the OS (glibc malloc_trim; lambdaopt/memory.py);
     # without it freed per-step buffers of varying sizes stay resident as heap holes. 0 = never.
     release_memory_every: int = field_with(64, non_negative())

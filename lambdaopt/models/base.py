@@ -12,6 +12,12 @@ class Recommender(nn.Module):
     to the constructor by the experiment, never set afterwards."""
 
     scores_item_blocks = False
+    # s(u, i) = ⟨user_embedding[u], item_embedding[i]⟩ (+ item_bias[i], + user_bias[u]; either may be None)
+    # and those are all its parameters: BPR's gradient then has a closed form (tasks/bpr_step.py)
+    dot_scores = False
+    # W = ∏ factors() (matrix products, no nonlinearity), with set_factor_grads: full-batch completion
+    # steps take the gradient in closed form (tasks/completion_step.py)
+    product_of_factors = False
     display_name = ""  # in run names and report rows ("MF"); the class name when empty
 
     def __init__(self, n_users: int, n_items: int, sparse_grad: bool = False):

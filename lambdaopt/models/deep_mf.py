@@ -47,6 +47,7 @@ class DeepMatrixFactorization(Recommender):
     """
 
     display_name = "deep MF"
+    product_of_factors = True  # completion steps take the closed-form gradient (tasks/completion_step.py)
 
     def __init__(self, n_users: int, n_items: int, depth: Annotated[int, positive()] = 3,
                  hidden_sizes: Annotated[Optional[List[int]], optional_positive_list()] = None,  # None: min(n, m) each
@@ -72,6 +73,15 @@ class DeepMatrixFactorization(Recommender):
         if self.item_factor is None:
             return [self.user_factor]
         return [self.user_factor, *reversed(list(self.hidden)), self.item_factor.T]
+
+    def set_factor_grads(self, grads: list[torch.Tensor]) -> None:
+        """Set each parameter's `.grad` from the gradients of `factors()`, in that order."""
+        if self.item_factor is None:
+            self.user_factor.grad = grads[0]
+            return
+        self.user_factor.grad, self.item_factor.grad = grads[0], grads[-1].T.contiguous()
+        for layer, grad in zip(reversed(list(self.hidden)), grads[1:-1]):
+            layer.grad = grad
 
     def matrix(self) -> torch.Tensor:
         """The end-to-end matrix W, (n_users × n_items). multi_dot picks the cheapest bracketing."""

@@ -21,6 +21,7 @@ class MatrixFactorization(Recommender):
     """
 
     display_name = "MF"
+    dot_scores = True  # BPR steps take the closed-form gradient (tasks/bpr_step.py)
 
     def __init__(self, n_users: int, n_items: int, dim: Annotated[int, positive()] = 64,
                  init_std: Annotated[float, positive()] = 0.01, user_bias: bool = False, item_bias: bool = True,

@@ -25,6 +25,7 @@ from lambdaopt.tasks.ranking import bpr_loss
 @REGULARIZERS.register("amf")
 class Adversarial(FixedL2):
     supports_sparse_rows = False  # the adversarial term perturbs whole tables
+    closed_form_gradient = False  # its penalty is a second BPR loss, through autograd
     feedback = ("implicit",)  # the adversarial term is a BPR loss on the batch's triples
     tuned_keys = ()
     label = "AMF"
@@ -32,6 +33,9 @@ class Adversarial(FixedL2):
     @classmethod
     def run_label(cls, params):
         return cls.label  # not FixedL2's "fixed λ=…"
+
+    def l2_weights(self):
+        return None  # not FixedL2's: the adversarial term is part of the penalty
 
     def __init__(self, lam: Annotated[float, non_negative()] = 1e-2, eps: Annotated[float, positive()] = 0.05,
                  reg_adv: Annotated[float, non_negative()] = 1.0):

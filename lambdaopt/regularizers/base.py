@@ -34,9 +34,13 @@ class Regularizer(nn.Module):
     feedback: tuple[str, ...] = ("implicit", "explicit", "completion")
     # the penalty reads only the rows the batch gathered (optimizer=sparse_adam updates just those rows)
     supports_sparse_rows: bool = False
+    # the penalty reads the gathered rows at all: False (no penalty) spares full-batch objectives the gather
+    reads_rows: bool = True
     # its options a report tunes per seed on validation: runs differing only there (and in the optimizer,
     # batch size, epochs — report/runs.py TUNED_PREFIXES) are grid points of one row, e.g. ("lam",)
     tuned_keys: tuple[str, ...] = ()
+    # `add_rows_gradient` is implemented and `update` does nothing: MF-BPR steps skip autograd (tasks/bpr_step.py)
+    closed_form_gradient: bool = False
 
     label: str = ""  # its name in report rows and figure legends ("λFix"); the class name when empty
 
@@ -61,6 +65,19 @@ class Regularizer(nn.Module):
         gathered)} — the tensors the fit loss read (models/rows.py), so a row penalty costs no second
         gather; `batch`: the batch itself, for penalties that need more than rows."""
         raise NotImplementedError
+
+    def add_rows_gradient(self, grad: torch.Tensor, role: str, ids: torch.Tensor, values: torch.Tensor,
+                          batch_size: int, scale: float) -> None:
+        """Add `scale` · ∂penalty/∂`values` to `grad` in place, for rows `values` (ids `ids`) of a table of
+        `role` gathered by the batch (one per occurrence): the closed-form step's share of the penalty
+        (tasks/bpr_step.py), checked against autograd of `penalty` in tests/test_bpr_step.py."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form row gradient")
+
+    def l2_weights(self) -> dict[str, torch.Tensor] | None:
+        """{"user": w_u, "item": w_i} when the penalty is Σ_rows Σ_k w_rk · θ_rk² / B over the batch's rows of
+        the user / item table, each w broadcastable to its table (fixed λ: λ; learned λ: its tables; none:
+        0) — then MF-BPR steps run as compiled loops on CPU (tasks/bpr_kernel.py); None otherwise."""
+        return None
 
     def update(self, model: nn.Module, optimizer: torch.optim.Optimizer, train_batch, batch_index: int) -> None:
         """Adjust λ before the model step on `train_batch`. Fixed penalties do nothing."""

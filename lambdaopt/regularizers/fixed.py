@@ -14,6 +14,8 @@ from lambdaopt.regularizers.norms import sum_of_squares
 @REGULARIZERS.register("none")
 class NoRegularizer(Regularizer):
     supports_sparse_rows = True
+    closed_form_gradient = True
+    reads_rows = False
     label = "noReg"
 
     @classmethod
@@ -22,6 +24,12 @@ class NoRegularizer(Regularizer):
 
     def penalty(self, model, rows, batch_size, batch=None):
         return torch.zeros((), device=next(model.parameters()).device)
+
+    def add_rows_gradient(self, grad, role, ids, values, batch_size, scale):
+        pass
+
+    def l2_weights(self):
+        return {"user": torch.zeros(()), "item": torch.zeros(())}
 
 
 @REGULARIZERS.register("fixed")
@@ -35,6 +43,7 @@ class FixedL2(Regularizer):
     """
 
     supports_sparse_rows = True
+    closed_form_gradient = True
     tuned_keys = ("lam",)
     label = "λFix"
 
@@ -49,6 +58,13 @@ class FixedL2(Regularizer):
     def penalty(self, model, rows, batch_size, batch=None):
         total = sum(sum_of_squares(values) for _, _, values in rows.values())
         return self.lam * total / batch_size
+
+    def add_rows_gradient(self, grad, role, ids, values, batch_size, scale):
+        grad.add_(values, alpha=scale * 2 * self.lam / batch_size)  # ∂/∂θ_r of λ‖θ_r‖²/B, per occurrence
+
+    def l2_weights(self):
+        lam = torch.tensor(float(self.lam))
+        return {"user": lam, "item": lam}
 
     def metrics(self):
         return {"lambda": self.lam}

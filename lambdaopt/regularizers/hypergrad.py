@@ -117,7 +117,11 @@ def penalty_grad(problem: LookaheadProblem, params, lam: LambdaTables, values) -
 
 def loss_grads(model, objective, params: dict[str, torch.Tensor], batch) -> tuple[torch.Tensor, dict]:
     """The objective's loss on `batch` at `params` (detached) and its gradient for every entry of
-    `params` — zeros where the loss does not reach — from one backward."""
+    `params` — zeros where the loss does not reach — from one backward, or in closed form where the
+    objective has one for this model (MF-BPR: tasks/bpr_step.py)."""
+    closed = objective.closed_form_grads(model, params, batch)
+    if closed is not None:
+        return closed
     theta = {name: t.detach().requires_grad_(True) for name, t in params.items()}
     with torch.enable_grad():
         loss = objective.loss(FunctionalModel(model, theta), batch)

@@ -17,6 +17,7 @@ class L1(Regularizer):
     """
 
     supports_sparse_rows = True  # reads only the gathered rows
+    closed_form_gradient = True  # add_rows_gradient below: MF-BPR steps skip autograd (tasks/bpr_step.py)
     tuned_keys = ("lam",)  # a report selects λ per seed on validation, like fixed λ
     label = "λL1"  # report rows and legends: "MF-λL1"
 
@@ -30,6 +31,9 @@ class L1(Regularizer):
 
     def penalty(self, model, rows, batch_size, batch=None):
         return self.lam * sum(values.abs().sum() for _, _, values in rows.values()) / batch_size
+
+    def add_rows_gradient(self, grad, role, ids, values, batch_size, scale):
+        grad.add_(values.sign(), alpha=scale * self.lam / batch_size)  # autograd's subgradient too: 0 at 0
 
     def metrics(self):
         return {"lambda": self.lam}

@@ -50,6 +50,7 @@ class LambdaOpt(Regularizer):
     lr (SGDA, Rendle 2012)."""
 
     feedback = ("implicit",)  # λ looks ahead on validation triples (contracts.LambdaSource)
+    closed_form_gradient = True  # the model step (after `update`) under the current λ: add_rows_gradient
 
     def __init__(self, granularity: Annotated[str, one_of(*GRANULARITIES)] = "dui",
                  init: Annotated[float, non_negative()] = 0.0,
@@ -151,6 +152,15 @@ class LambdaOpt(Regularizer):
         values = {name: v.detach() for name, v in self.lam.values().items()}
         terms = [(gathered, role, index, None) for role, index, gathered in rows.values()]
         return self.lam.penalty(terms, values, batch_size)
+
+    def add_rows_gradient(self, grad, role, ids, values, batch_size, scale):
+        """∂Ω/∂θ_r = 2·λ_r ⊙ θ_r / B per occurrence, λ fixed at its current value (`penalty` detaches it too)."""
+        lam = self.lam.for_rows(role, ids, {name: v.detach() for name, v in self.lam.values().items()})
+        grad.addcmul_(lam, values, value=2.0 * scale / batch_size)
+
+    def l2_weights(self):
+        values = self.lam.values()
+        return {role: values[name].detach() for role, name in self.lam.param_of_role.items()}
 
     def update(self, model, optimizer, train_batch, batch_index):
         if batch_index % self.update_every:

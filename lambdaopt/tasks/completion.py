@@ -22,6 +22,7 @@ from lambdaopt.errors import ConfigError
 from lambdaopt.evaluation.completion import METRICS, CompletionEvaluator
 from lambdaopt.models.rows import gather_rows
 from lambdaopt.tasks.base import Task, register_task
+from lambdaopt.tasks.completion_step import ClosedFormProductStep
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -34,8 +35,9 @@ class FullBatchMSE:
     `steps_taken` counts the gradient steps, the x-axis of the singular-value trajectory.
     """
 
-    def __init__(self, data: CompletionData, device: torch.device, steps_per_epoch: int = 1):
+    def __init__(self, data: CompletionData, device: torch.device, steps_per_epoch: int = 1, gather_rows: bool = True):
         self.data, self.device, self.steps_per_epoch = data, torch.device(device), steps_per_epoch
+        self.gather_rows = gather_rows  # False when the penalty reads no rows (regularizer=none): ~⅓ of a deep-MF step
         self.n_items = data.n_items
         self.values = torch.as_tensor(data.values, dtype=torch.float32, device=self.device)
         self.sensing = data.measurements is not None
@@ -60,6 +62,17 @@ class FullBatchMSE:
     def n_batches(self) -> int:
         return self.steps_per_epoch
 
+    def closed_form_step(self, model, regularizer, optimizer) -> ClosedFormProductStep | None:
+        """The step without autograd (completion_step.py) for a product of factors (deep MF) on observed
+        entries with no row penalty; None for everything else (sensing, penalties, other models)."""
+        if model.product_of_factors and not self.sensing and not regularizer.reads_rows:
+            return ClosedFormProductStep(model, self, optimizer)
+        return None
+
+    @staticmethod
+    def closed_form_grads(model, params, batch) -> None:
+        return None
+
     def state_dict(self) -> dict:
         return {"steps_taken": self.steps_taken}
 
@@ -81,7 +94,8 @@ class FullBatchMSE:
         singled out."""
         if self.trajectory is not None:  # the model after steps_taken − 1 steps (this one is not taken yet)
             self.trajectory.observe(model, self.steps_taken - 1)
-        return self.loss(model, batch), {} if self.sensing else gather_rows(model, batch[0], batch[1])
+        rows = gather_rows(model, batch[0], batch[1]) if self.gather_rows and not self.sensing else {}
+        return self.loss(model, batch), rows
 
 
 @register_task("completion")
@@ -103,7 +117,8 @@ class CompletionTask(Task):
         if not isinstance(dataset, CompletionData):
             raise ConfigError(f"dataset.feedback=completion needs a completion dataset (dataset=lowrank), "
                               f"got {type(dataset).__name__}")
-        objective = FullBatchMSE(dataset, device, steps_per_epoch=cfg.trainer.steps_per_epoch)
+        objective = FullBatchMSE(dataset, device, steps_per_epoch=cfg.trainer.steps_per_epoch,
+                                 gather_rows=regularizer.reads_rows)
         evaluator = CompletionEvaluator(dataset, objective, top_k=cfg.evaluation.spectrum_top_k)
         evaluator.log_prefix = "eval"  # test quantities vs W*, tracked along the way, never selected on
         objective.trajectory = evaluator.trajectory  # σ snapshots between evaluations, from step 0 (log-spaced)

@@ -17,6 +17,7 @@ from lambdaopt.errors import ConfigError
 from lambdaopt.evaluation.ranking import RankingEvaluator, metric_names
 from lambdaopt.models.rows import score_and_rows, score_blocks
 from lambdaopt.tasks.base import Task, register_task
+from lambdaopt.tasks.bpr_step import ClosedFormBPRStep, dot_bpr_loss_and_grads
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -53,6 +54,20 @@ class BPRObjective:
 
     def n_batches(self) -> int:
         return -(-len(self.fit) // self.batch_size)
+
+    @staticmethod
+    def closed_form_step(model, regularizer, optimizer) -> ClosedFormBPRStep | None:
+        """The step without autograd (tasks/bpr_step.py) for a dot-product model under a penalty whose row
+        gradient is known in closed form (fixed λ, L1, none); None for everything else."""
+        if model.dot_scores and regularizer.closed_form_gradient:
+            return ClosedFormBPRStep(model, regularizer, optimizer)
+        return None
+
+    @staticmethod
+    def closed_form_grads(model, params, batch: Batch):
+        """(loss, {name: gradient}) of `model` at `params` on `batch` without autograd, for dot-product
+        models (tasks/bpr_step.py); None for every other model."""
+        return dot_bpr_loss_and_grads(params, batch) if model.dot_scores else None
 
     def state_dict(self) -> dict:
         return {}  # every draw comes from the trainer's RNG: nothing of its own to restore

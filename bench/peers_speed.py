@@ -1,0 +1,179 @@
+"""Epoch time of lambdaopt's MF-BPR beside cornac's and implicit's BPR, on lambdaopt's own split, and the
+time each takes to reach a validation quality.
+
+    pip install -e ".[peers]"
+    python bench/peers_speed.py                      # ML-100K, d = 128, 7 interleaved rounds
+    python bench/peers_speed.py --quality             # + wall seconds to validation NDCG@10 targets
+    python bench/peers_speed.py dataset=synthetic     # positional arguments: lambdaopt overrides
+
+Epochs: every contender trains one epoch per round, in turn (interleaved, so a slow patch of the machine
+hits all of them), one thread each, in this process; the table shows the median seconds per epoch over
+the rounds and its ratio to cornac's, measured in this run. An epoch is every training interaction once
+(lambdaopt: a permutation, batch 1024; cornac and implicit: as many triples drawn with replacement).
+lambdaopt's contenders are built exactly as `run.py` builds them (`lambdaopt.compose` + `build_parts`),
+and each is timed through `Trainer.train_epoch`, the loop a run uses: negative sampling, batching and
+the loss bookkeeping are inside the time, evaluation is not. `closed-form` rows are the default step
+(tasks/bpr_step.py), `autograd` rows the same configuration with `trainer.closed_form_step=false`.
+
+Quality (`--quality`): wall seconds of training (evaluation excluded) until the validation NDCG@10 of
+each run first reaches (a) its own best and (b) the best of the other; one run each of lambdaopt's strong
+fixed-λ baseline (the README's selected grid point on ML-100K temporal: SGD lr 10, λ 3e-3, ≤ 400 epochs)
+and of cornac BPR at its tuned point (lr .05, reg .01, 400 epochs), both evaluated after every epoch by
+lambdaopt's `RankingEvaluator` on the same validation split. Seed 0; `--quality-seeds` for more.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import print_table  # noqa: E402
+from peers import cornac_scorer  # noqa: E402
+
+# our contenders: (row name, lambdaopt overrides on top of the command line's)
+OURS = {
+    "lambdaopt fixed λ, SGD (closed-form)": [],
+    "lambdaopt fixed λ, SGD (autograd)": ["trainer.closed_form_step=false"],
+    "lambdaopt fixed λ, Adam (closed-form)": ["optimizer=adam"],
+    "lambdaopt fixed λ, Adam (autograd)": ["optimizer=adam", "trainer.closed_form_step=false"],
+    "lambdaopt λOpt-DUI, SGD": ["regularizer=lambdaopt_dui"],
+}
+
+
+def build_ours(overrides: list[str]):
+    """A trainer over the parts `run.py` would build for these overrides (no tracking, no checkpoints)."""
+    import lambdaopt
+    from lambdaopt.experiment import build_parts, build_trainer
+    from lambdaopt.tracking import NullTracker
+
+    cfg = lambdaopt.compose([*overrides, "tracking.enabled=false", "trainer.checkpoint=false"])
+    parts = build_parts(cfg, torch.device("cpu"))
+    return parts, build_trainer(cfg, parts, NullTracker())
+
+
+class Cornac:
+    """cornac BPR; `fit` again continues from the current factors (one epoch per call with max_iter=1)."""
+
+    def __init__(self, dataset, dim: int, lr: float = 0.05, reg: float = 0.01, seed: int = 0):
+        import cornac
+
+        warnings.filterwarnings("ignore", "Model is already fitted")
+        train = dataset.train
+        data = list(zip(train.users.tolist(), train.items.tolist(), [1.0] * len(train)))
+        self.train_set = cornac.data.Dataset.build(data, fmt="UIR", seed=seed)
+        self.model = cornac.models.BPR(k=dim, max_iter=1, learning_rate=lr, lambda_reg=reg, seed=seed,
+                                       num_threads=1, verbose=False)
+        self.dataset = dataset
+
+    def epoch(self) -> None:
+        self.model.fit(self.train_set)
+
+    def scorer(self):
+        return cornac_scorer(self.model, self.train_set, self.dataset)
+
+
+class Implicit:
+    """implicit BPR; `fit` again continues from the current factors (one epoch per call)."""
+
+    def __init__(self, dataset, dim: int, seed: int = 0):
+        import scipy.sparse as sp
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+        train = dataset.train
+        self.matrix = sp.csr_matrix((np.ones(len(train), np.float32), (train.users, train.items)),
+                                    shape=(dataset.n_users, dataset.n_items))
+        self.model = BayesianPersonalizedRanking(factors=dim, iterations=1, num_threads=1, random_state=seed)
+
+    def epoch(self) -> None:
+        self.model.fit(self.matrix, show_progress=False)
+
+
+def time_epochs(args, dataset_overrides: list[str]) -> None:
+    contenders, n_triples = {}, None
+    for name, extra in OURS.items():
+        parts, trainer = build_ours([*dataset_overrides, *extra])
+        contenders[name] = trainer.train_epoch
+        n_triples = len(parts.task.objective.fit)
+        dataset = parts.dataset
+    dim = int(parts.model.dim)
+    contenders["cornac 3.0.1 BPR"] = Cornac(dataset, dim).epoch
+    contenders["implicit 0.7.3 BPR"] = Implicit(dataset, dim).epoch
+    for run in contenders.values():  # warm-up: first-call allocations, lazy imports
+        run()
+    seconds = {name: [] for name in contenders}
+    for _ in range(args.rounds):
+        for name, run in contenders.items():
+            started = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - started)
+    base = statistics.median(seconds["cornac 3.0.1 BPR"])
+    rows = []
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        rows.append((name, f"{median:.4f}", f"{min(values):.4f}", f"{len(dataset.train) / median:,.0f}",
+                     f"{median / base:.2f}x"))
+    print(f"\n{dataset.name}: {dataset.n_users} users x {dataset.n_items} items, {len(dataset.train):,} training "
+          f"interactions (lambdaopt trains {n_triples:,} triples/epoch: λOpt holds some out), d = {dim}, batch "
+          f"1024, 1 thread, median of {args.rounds} interleaved rounds\n")
+    print_table(rows, ["contender", "s/epoch", "min s", "interactions/s", "vs cornac"])
+
+
+def time_to_quality(args, dataset_overrides: list[str]) -> None:
+    """Training seconds until validation NDCG@10 first reaches each run's own best and the other's."""
+    ours_overrides = [*dataset_overrides, "optimizer.lr=10", "regularizer.lam=3e-3", "trainer.max_epochs=400",
+                      "trainer.patience=0"]
+    for seed in range(args.quality_seeds):
+        parts, trainer = build_ours([*ours_overrides, f"seed={seed}"])
+        valid = parts.task.valid_evaluator
+        curves = {"lambdaopt fixed λ (SGD lr 10, λ 3e-3)": [], "cornac BPR (lr .05, reg .01)": []}
+        spent = 0.0
+        for _ in range(400):
+            started = time.perf_counter()
+            trainer.train_epoch()
+            spent += time.perf_counter() - started
+            curves["lambdaopt fixed λ (SGD lr 10, λ 3e-3)"].append((spent, trainer.evaluate()["ndcg@10"]))
+        peer, spent = Cornac(parts.dataset, int(parts.model.dim), seed=seed), 0.0
+        for _ in range(400):
+            started = time.perf_counter()
+            peer.epoch()
+            spent += time.perf_counter() - started
+            curves["cornac BPR (lr .05, reg .01)"].append((spent, valid(peer.scorer())["ndcg@10"]))
+        best = {name: max(v for _, v in curve) for name, curve in curves.items()}
+        rows = []
+        for name, curve in curves.items():
+            row = [name, f"{best[name]:.4f}"]
+            for target in best.values():
+                reached = next(((t, e) for e, (t, v) in enumerate(curve, 1) if v >= target), None)
+                row.append(f"{reached[0]:.1f} s (epoch {reached[1]})" if reached else "never")
+            rows.append(row)
+        print(f"\nseed {seed}: validation NDCG@10 after every epoch, 400 epochs each; training seconds to reach")
+        print_table(rows, ["run", "best valid", *(f"{v:.4f} ({n.split(' (')[0]})" for n, v in best.items())])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="lambdaopt overrides (default: dataset=ml-100k model.dim=128)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--quality", action="store_true", help="also time each run to validation NDCG@10 targets")
+    parser.add_argument("--quality-seeds", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    overrides = args.overrides or ["dataset=ml-100k", "model.dim=128"]
+    time_epochs(args, overrides)
+    if args.quality:
+        time_to_quality(args, overrides)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""The MF-BPR training step with its gradient in closed form instead of through autograd.
+
+For a batch of B triples (u, i, j) of a dot-product model (`Recommender.dot_scores`), with
+x = ⟨p_u, q_i − q_j⟩ + b_i − b_j and the batch-mean loss L = (1/B) Σ −log σ(x) (tasks/ranking.py):
+
+    g := ∂L/∂x = −σ(−x) / B
+    ∂L/∂p_u = g·(q_i − q_j)      ∂L/∂q_i = g·p_u      ∂L/∂q_j = −g·p_u      ∂L/∂b_i = g      ∂L/∂b_j = −g
+
+and a user bias cancels out of x (its gradient is exactly zero). The penalty adds its own gradient on the
+same rows (`Regularizer.add_rows_gradient`; fixed λ: 2λ/B·θ_r). A row that occurs several times in the
+batch gets the sum over its occurrences (`index_add_`), as autograd's backward of a gather does.
+
+Why: autograd runs this step as ~25 kernels — broadcast products and their reductions, the penalty's own
+backward, a zero-filled table per gather, a dense optimizer pass over both tables — where the closed form
+takes ~10 passes over the batch's rows. Measured side by side in bench/peers_speed.py.
+
+The update. With `torch.optim.SGD` without momentum, weight decay or `maximize`, a step changes only the
+rows in the batch, by −lr·grad: −lr is folded into g and the penalty's coefficient and the rows are added
+in place (a lazy row-wise update; the same step as dense SGD on a gradient that is zero outside the
+batch, up to float rounding where a row occurs twice). Any other optimizer gets the gradient as `.grad`
+— dense, or the rows as a sparse COO tensor when the model gathers with `sparse_grad` (SparseAdam) — and
+takes its own `step()`, so its state and schedule are the optimizer's as usual.
+"""
+from __future__ import annotations
+
+import torch
+
+from lambdaopt.contracts import Batch
+
+
+def lazy_sgd_lr(optimizer: torch.optim.Optimizer) -> bool:
+    """True when `optimizer` is plain SGD (one group, no momentum, weight decay or maximize): then a step
+    moves only the rows with a non-zero gradient, and can be applied to those rows alone."""
+    if type(optimizer) is not torch.optim.SGD or len(optimizer.param_groups) != 1:
+        return False
+    group = optimizer.param_groups[0]
+    return group["momentum"] == 0 and group["weight_decay"] == 0 and not group["maximize"]
+
+
+def dot_bpr_loss_and_grads(params: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, dict]:
+    """The mean BPR loss of a dot-product model whose parameters are `params` (user_embedding,
+    item_embedding, and item_bias / user_bias when it has them; the batch's ids index their rows) and its
+    gradient for every entry of `params` (zero where the batch does not reach), by the formulas above —
+    what λOpt's look-ahead needs twice per step (regularizers/hypergrad.py `loss_grads`)."""
+    users, positives, negatives = batch
+    table = params["user_embedding"]
+    if table.device.type == "cpu" and all(p.dtype == torch.float32 and p.is_contiguous() for p in params.values()):
+        try:  # the compiled loop (bpr_kernel.py), as in ClosedFormBPRStep
+            from lambdaopt.tasks.bpr_kernel import loss_and_grads
+        except ImportError:
+            pass
+        else:
+            return loss_and_grads({k: v.detach() for k, v in params.items()}, users, positives, negatives)
+    size, items = len(users), torch.cat([positives, negatives])
+    with torch.no_grad():
+        user_rows = params["user_embedding"].index_select(0, users)
+        item_rows = params["item_embedding"].index_select(0, items)
+        difference = item_rows[:size] - item_rows[size:]
+        x = torch.linalg.vecdot(user_rows, difference)
+        bias = params.get("item_bias")
+        if bias is not None:
+            x += bias.index_select(0, positives) - bias.index_select(0, negatives)
+        loss = torch.nn.functional.softplus(-x).mean()
+        g = torch.sigmoid(-x).div_(-size).unsqueeze(1)
+        item_grad = torch.empty_like(item_rows)
+        torch.mul(user_rows, g, out=item_grad[:size])
+        torch.neg(item_grad[:size], out=item_grad[size:])
+        grads = {"user_embedding": torch.zeros_like(params["user_embedding"]).index_add_(0, users, difference.mul_(g)),
+                 "item_embedding": torch.zeros_like(params["item_embedding"]).index_add_(0, items, item_grad)}
+        if bias is not None:
+            grads["item_bias"] = torch.zeros_like(bias).index_add_(0, items, torch.cat([g[:, 0], -g[:, 0]]))
+        if "user_bias" in params:
+            grads["user_bias"] = torch.zeros_like(params["user_bias"])  # cancels out of every x
+    return loss, grads
+
+
+class ClosedFormBPRStep:
+    """One training step (the loss as a 0-dim tensor, parameters updated) of a dot-product model
+    (`model.dot_scores`) under a penalty with a closed-form row gradient
+    (`regularizer.closed_form_gradient`), for any torch optimizer. `BPRObjective.closed_form_step`
+    builds it when those hold; the trainer runs it in place of its autograd step."""
+
+    def __init__(self, model, regularizer, optimizer: torch.optim.Optimizer):
+        self.model, self.regularizer, self.optimizer = model, regularizer, optimizer
+        self.lazy_sgd = lazy_sgd_lr(optimizer)
+        self.compiled = self._compiled_loop()
+
+    def _compiled_loop(self):
+        """The same step as compiled loops (bpr_kernel.py) where they apply: a weighted L2 penalty
+        (`Regularizer.l2_weights`: fixed λ, learned λ, none), float32 tables on the CPU, dense gradients (not SparseAdam's rows), and numba
+        importable (a dependency; a platform without its wheels takes the tensor path)."""
+        table = self.model.user_embedding
+        if (self.regularizer.l2_weights() is None or table.device.type != "cpu" or table.dtype != torch.float32
+                or self.model.sparse_grad):
+            return None
+        try:
+            from lambdaopt.tasks.bpr_kernel import CompiledBPRStep
+        except ImportError:
+            return None
+        return CompiledBPRStep(self.model)
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        users, positives, negatives = batch
+        model, size = self.model, len(users)
+        if self.compiled is not None:
+            weights = self.regularizer.l2_weights()
+            if self.lazy_sgd:
+                lr = float(self.optimizer.param_groups[0]["lr"])
+                fit, penalty = self.compiled.sgd_step(users, positives, negatives, weights, lr)
+            else:
+                fit, penalty = self.compiled.gradient(users, positives, negatives, weights)
+                if model.user_bias is not None:
+                    model.user_bias.grad = torch.zeros_like(model.user_bias)  # what autograd gives it
+                self.optimizer.step()
+            return torch.tensor((fit + penalty) / size, dtype=torch.float32)
+        items = torch.cat([positives, negatives])
+        with torch.no_grad():
+            user_rows = model.user_embedding.index_select(0, users)
+            item_rows = model.item_embedding.index_select(0, items)
+            difference = item_rows[:size] - item_rows[size:]
+            x = torch.linalg.vecdot(user_rows, difference)
+            if model.item_bias is not None:
+                bias = model.item_bias.index_select(0, items)
+                x += bias[:size] - bias[size:]
+            rows = {"user_embedding": ("user", users, user_rows), "item_embedding": ("item", items, item_rows)}
+            loss = torch.nn.functional.softplus(-x).mean() + self.regularizer.penalty(model, rows, size)
+            # the step's scale: −lr for a lazy SGD update (folded into g: no extra pass), else 1 (a gradient)
+            scale = -float(self.optimizer.param_groups[0]["lr"]) if self.lazy_sgd else 1.0
+            g = torch.sigmoid(-x).mul_(-scale / size).unsqueeze(1)  # scale·∂L/∂x, one per triple
+            user_grad = difference.mul_(g)  # reuses q_i − q_j's buffer
+            item_grad = torch.empty_like(item_rows)
+            torch.mul(user_rows, g, out=item_grad[:size])
+            torch.neg(item_grad[:size], out=item_grad[size:])
+            self.regularizer.add_rows_gradient(user_grad, "user", users, user_rows, size, scale)
+            self.regularizer.add_rows_gradient(item_grad, "item", items, item_rows, size, scale)
+            bias_grad = torch.cat([g[:, 0], -g[:, 0]]) if model.item_bias is not None else None
+            if self.lazy_sgd:
+                model.user_embedding.index_add_(0, users, user_grad)
+                model.item_embedding.index_add_(0, items, item_grad)
+                if bias_grad is not None:
+                    model.item_bias.index_add_(0, items, bias_grad)
+                return loss
+            self._set_grad(model.user_embedding, users, user_grad, model.sparse_grad)
+            self._set_grad(model.item_embedding, items, item_grad, model.sparse_grad)
+            if bias_grad is not None:
+                self._set_grad(model.item_bias, items, bias_grad, False)
+            if model.user_bias is not None:
+                model.user_bias.grad = torch.zeros_like(model.user_bias)  # what autograd gives it: σ terms cancel
+        self.optimizer.step()
+        return loss
+
+    @staticmethod
+    def _set_grad(table: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor, sparse: bool) -> None:
+        if sparse:  # what F.embedding(sparse=True)'s backward gives SparseAdam: the rows, uncoalesced
+            table.grad = torch.sparse_coo_tensor(ids.unsqueeze(0), rows, table.shape, check_invariants=False)
+        else:
+            table.grad = torch.zeros_like(table).index_add_(0, ids, rows)
