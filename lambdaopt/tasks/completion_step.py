@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from lambdaopt.optimizers import GroupRMSprop
+
 
 class ClosedFormProductStep:
     """One training step of `model` (`product_of_factors`) on `objective` (FullBatchMSE of entries, no
@@ -22,6 +24,8 @@ class ClosedFormProductStep:
 
     def __init__(self, model, objective, optimizer: torch.optim.Optimizer):
         self.model, self.objective, self.optimizer = model, objective, optimizer
+        # GroupRMSprop (the deep-MF papers' optimizer) updates without torch's step wrapper; others step
+        self.update = optimizer.apply_gradients if isinstance(optimizer, GroupRMSprop) else optimizer.step
 
     def __call__(self, batch) -> torch.Tensor:
         objective, model = self.objective, self.model
@@ -45,5 +49,5 @@ class ClosedFormProductStep:
                 upstream = factor.T @ upstream
             grads.append(upstream)
         model.set_factor_grads(grads)
-        self.optimizer.step()
+        self.update()
         return loss
