@@ -48,8 +48,9 @@ class GroupRMSprop(torch.optim.Optimizer):
 
     @torch.no_grad()
     def apply_gradients(self) -> None:
-        """The update from the parameters' `.grad`, without torch's `Optimizer.step` wrapper (its hooks and
-        profiler record cost ~40 µs, a sixth of a deep-MF step at n = 100: tasks/completion_step.py calls this)."""
+        """The update from the parameters' `.grad`, without torch's `Optimizer.step` wrapper, whose hooks and
+        profiler record cost about a sixth of a deep-MF step at n = 100 (bench/README.md); the closed-form
+        step (tasks/completion_step.py) calls this."""
         grouped = [[p for p in group["params"] if p.grad is not None] for group in self.param_groups]
         grads = [p.grad for params in grouped for p in params]
         if not grads:

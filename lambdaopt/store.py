@@ -39,6 +39,8 @@ def creation_lock(uri: str) -> Iterator[None]:
         yield
         return
     digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    # The empty lock file stays: removing it after unlocking would let a process that opened the old file
+    # and one that creates a new one both hold "the" lock (MLflow leaves its db_init_lock files the same way).
     path = Path(tempfile.gettempdir()) / f"lambdaopt-store-{digest}.lock"
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

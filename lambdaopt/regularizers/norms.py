@@ -2,8 +2,7 @@
 
 Autograd differentiates `(x * x).sum()` as two multiplications by the broadcast upstream gradient
 plus an accumulation — ~4 passes over the rows of every batch. `sum_of_squares` returns 2·g·x in a
-single pass (g is a scalar), which took the L2 term's backward from ~0.95 ms to ~0.24 ms per 2048 × 128
-rows here (bench/README.md).
+single pass (g is a scalar): about a quarter of the time of the four (bench/README.md, λOpt epoch time).
 """
 from __future__ import annotations
 

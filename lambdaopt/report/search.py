@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 
 from lambdaopt.errors import ReportError
-from lambdaopt.report.table import display_name, number, select_grid_points
-from lambdaopt.tracking import mlflow_key
+from lambdaopt.report.table import display_name, number, select_grid_points, selection_column
 
 
 def search_method(run: pd.Series) -> str:
@@ -33,13 +32,12 @@ def search_table(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     cost = seconds.groupby([runs["row"], runs["seed"]]).agg(["sum", "size"])
     selected = select_grid_points(runs)
     rows = []
-    for _, run in selected.iterrows():
-        monitor = "best_valid/" + mlflow_key(str(run.get("tags.monitor", "")))
-        valid = run.get(f"metrics.{monitor}_smoothed", np.nan)
+    for index, run in selected.iterrows():
+        column = selection_column(selected.loc[[index]])  # what this run was selected on
         total, count = cost.loc[(run["row"], run["seed"])]
         rows.append({"seed": run["seed"], "method": run["row"], "runs": int(count),
                      "lam": f"{run['lam']:g}" if run["is_grid"] else "learned",
-                     "monitor": monitor.split("/", 1)[1], "valid": run.get(f"metrics.{monitor}") if pd.isna(valid) else valid,
+                     "monitor": column.split("/", 1)[1].removesuffix("_smoothed"), "valid": run.get(column, np.nan),
                      **{m: run.get(f"metrics.test/{m}", np.nan) for m in metrics}, "compute_s": total,
                      "run_id": run["run_id"]})
     order = {"grid": 0, "Optuna": 1}

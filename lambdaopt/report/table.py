@@ -49,6 +49,17 @@ def metric_columns(runs: pd.DataFrame, metrics: list[str] | None = None) -> list
     return wanted
 
 
+def selection_column(group: pd.DataFrame) -> str:
+    """The column holding what the runs of `group` were selected on: `metrics.best_valid/<monitor>_smoothed`
+    where every run logged it (trainer.smoothing > 1: what each run's epoch was selected on), else
+    `metrics.best_valid/<monitor>`; the monitor from the tag, which holds the resolved metric
+    (trainer.monitor may say `auto`)."""
+    chosen = group["tags.monitor"] if "tags.monitor" in group else group["params.trainer.monitor"]
+    column = "metrics.best_valid/" + mlflow_key(str(chosen.iloc[0]))
+    smoothed = group.get(column + "_smoothed")
+    return column + "_smoothed" if smoothed is not None and smoothed.notna().all() else column
+
+
 def select_grid_points(runs: pd.DataFrame, within: tuple[str, ...] = ()) -> pd.DataFrame:
     """Per row and seed (and per value of each column in `within`, e.g. `("lam",)`: the best point at
     each λ), the fixed-λ grid point with the best validation value of the monitored metric
@@ -61,12 +72,7 @@ def select_grid_points(runs: pd.DataFrame, within: tuple[str, ...] = ()) -> pd.D
     runs["row_runs"] = runs["row"].map(runs["row"].value_counts())
     keep = [runs[~runs["is_grid"]]]
     for _, group in runs[runs["is_grid"]].groupby(["row", "seed", *within], sort=False):
-        # the tag holds the resolved metric (trainer.monitor may say `auto`)
-        chosen = group["tags.monitor"] if "tags.monitor" in group else group["params.trainer.monitor"]
-        monitor = "metrics.best_valid/" + mlflow_key(str(chosen.iloc[0]))
-        smoothed = group.get(monitor + "_smoothed")
-        if smoothed is not None and smoothed.notna().all():
-            monitor += "_smoothed"  # what each run's epoch was selected on (trainer.smoothing)
+        monitor = selection_column(group)
         values = group.get(monitor)
         if values is None or values.isna().any():
             run = group[values.isna()].iloc[0] if values is not None else group.iloc[0]

@@ -5,8 +5,8 @@ read while it is in cache: pass 1 adds every occurrence's gradient into per-row 
 parameters as they were before the step (so a row that occurs twice gets the sum of both gradients, as
 the mini-batch step does); under plain SGD, pass 2 moves each touched row by −lr·(its summed gradient) and
 clears its buffer; any other optimizer gets the summed gradient as the tables' dense `.grad` and steps.
-PyTorch runs the same step as ~30 kernels, each a pass over all the batch's rows plus a dispatch: on
-ML-100K (d = 128, batch 1024) that is ~3× the time of this loop (bench/peers_speed.py).
+PyTorch runs the same step as ~30 kernels, each a pass over all the batch's rows plus a dispatch: several
+times the time of this loop on ML-100K (bench/README.md, peers_speed.py).
 
 Floating point: sums are reassociated (`fastmath` reassoc/contract, so the 128-wide dot products
 vectorize); NaN and Inf propagate as usual (no `nnan`/`ninf`), so the trainer's finite-loss check still

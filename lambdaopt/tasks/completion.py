@@ -37,7 +37,7 @@ class FullBatchMSE:
 
     def __init__(self, data: CompletionData, device: torch.device, steps_per_epoch: int = 1, gather_rows: bool = True):
         self.data, self.device, self.steps_per_epoch = data, torch.device(device), steps_per_epoch
-        self.gather_rows = gather_rows  # False when the penalty reads no rows (regularizer=none): ~⅓ of a deep-MF step
+        self.gather_rows = gather_rows  # False when the penalty reads no rows (regularizer=none): a third of a deep-MF step
         self.n_items = data.n_items
         self.values = torch.as_tensor(data.values, dtype=torch.float32, device=self.device)
         self.sensing = data.measurements is not None

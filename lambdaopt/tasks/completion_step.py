@@ -8,8 +8,7 @@ For W = F_0 F_1 ⋯ F_{N−1} (`model.factors()`, left to right) and the loss L 
 computed right to left as autograd would — the products R_j = F_j ⋯ F_{N−1} on the way forward (N − 1
 matmuls, R_0 = W), then D_0 = G, ∂L/∂F_j = D_j R_{j+1}ᵀ, D_{j+1} = F_jᵀ D_j (2(N − 1) matmuls) — but
 without building a graph. Why: at the deep-MF papers' size (n = 100, depth 3) a step is six 100 × 100
-matmuls of ~27 µs each, and autograd's bookkeeping around them cost as much again
-(bench/deep_mf_convergence.py). The model's own optimizer takes the step from the `.grad` this sets.
+matmuls, and autograd's bookkeeping around them cost about as much again (bench/README.md, deep MF). The model's own optimizer takes the step from the `.grad` this sets.
 """
 from __future__ import annotations
 
