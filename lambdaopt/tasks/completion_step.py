@@ -25,6 +25,25 @@ class ClosedFormProductStep:
         self.model, self.objective, self.optimizer = model, objective, optimizer
         # GroupRMSprop (the deep-MF papers' optimizer) updates without torch's step wrapper; others step
         self.update = optimizer.apply_gradients if isinstance(optimizer, GroupRMSprop) else optimizer.step
+        self.buffers = None
+
+    def _buffers(self, factors: list[torch.Tensor]) -> dict:
+        """Output buffers for every product, made on the first step (shapes never change): a fresh
+        allocation per matmul cost about a sixth of a step at n = 100 (bench/README.md). The gradients handed to the optimizer are
+        these buffers, overwritten at the next step (no optimizer here keeps a reference to `.grad`)."""
+        if self.buffers is None:
+            def empty(rows, cols):
+                return torch.empty(rows, cols, dtype=factors[0].dtype, device=factors[0].device)
+
+            widths = [f.shape[1] for f in factors]
+            n = factors[0].shape[0]
+            self.buffers = {
+                "right": [empty(f.shape[0], widths[-1]) for f in reversed(factors[:-1])],
+                "flat": torch.empty(n * widths[-1], dtype=factors[0].dtype, device=factors[0].device),
+                "grads": [empty(*f.shape) for f in factors[:-1]],
+                "upstream": [empty(f.shape[1], widths[-1]) for f in factors[:-1]],
+            }
+        return self.buffers
 
     def __call__(self, batch) -> torch.Tensor:
         objective, model = self.objective, self.model
@@ -32,20 +51,20 @@ class ClosedFormProductStep:
             objective.trajectory.observe(model, objective.steps_taken - 1)
         with torch.no_grad():
             factors = [f.detach() for f in model.factors()]
-            right = [factors[-1]]  # R_{N−1}, R_{N−2}, ..., R_0 = W
-            for factor in reversed(factors[:-1]):
-                right.append(factor @ right[-1])
+            buffers = self._buffers(factors)
+            right = [factors[-1]]  # R_{N−1}, R_{N−2}, ..., R_0 = W, into buffers kept between steps
+            for factor, out in zip(reversed(factors[:-1]), buffers["right"]):
+                right.append(torch.mm(factor, right[-1], out=out))
             right.reverse()
             matrix = right[0]
             residual = matrix.reshape(-1)[objective.flat_index] - batch[2]
             loss = residual.square().mean()
-            flat = torch.zeros(matrix.numel(), dtype=matrix.dtype, device=matrix.device)
-            upstream = flat.index_put_((objective.flat_index,), residual * (2.0 / len(residual)),
-                                       accumulate=True).view_as(matrix)
+            upstream = buffers["flat"].zero_().index_put_((objective.flat_index,), residual * (2.0 / len(residual)),
+                                                          accumulate=True).view_as(matrix)
             grads = []
             for j, factor in enumerate(factors[:-1]):
-                grads.append(upstream @ right[j + 1].T)
-                upstream = factor.T @ upstream
+                grads.append(torch.mm(upstream, right[j + 1].T, out=buffers["grads"][j]))
+                upstream = torch.mm(factor.T, upstream, out=buffers["upstream"][j])
             grads.append(upstream)
         model.set_factor_grads(grads)
         self.update()
