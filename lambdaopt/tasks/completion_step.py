@@ -29,8 +29,9 @@ class ClosedFormProductStep:
 
     def _buffers(self, factors: list[torch.Tensor]) -> dict:
         """Output buffers for every product, made on the first step (shapes never change): a fresh
-        allocation per matmul cost about a sixth of a step at n = 100 (bench/README.md). The gradients handed to the optimizer are
-        these buffers, overwritten at the next step (no optimizer here keeps a reference to `.grad`)."""
+        allocation per matmul cost about a sixth of a step at n = 100 (bench/README.md). The gradients
+        handed to the optimizer are these buffers, overwritten at the next step (no optimizer here keeps a
+        reference to `.grad`)."""
         if self.buffers is None:
             def empty(rows, cols):
                 return torch.empty(rows, cols, dtype=factors[0].dtype, device=factors[0].device)
