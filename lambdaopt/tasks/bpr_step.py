@@ -23,6 +23,8 @@ takes its own `step()`, so its state and schedule are the optimizer's as usual.
 """
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 from lambdaopt.contracts import Batch
@@ -37,38 +39,54 @@ def lazy_sgd_lr(optimizer: torch.optim.Optimizer) -> bool:
     return group["momentum"] == 0 and group["weight_decay"] == 0 and not group["maximize"]
 
 
+def compiled_kernels():
+    """The compiled loops (bpr_kernel.py), or None where numba cannot be imported (the tensor path)."""
+    try:
+        return importlib.import_module("lambdaopt.tasks.bpr_kernel")
+    except ImportError:
+        return None
+
+
+def row_gradients(user_table, item_table, item_bias, batch: Batch, scale: float):
+    """The formulas above in tensor ops, on the rows the batch gathers: (item ids of the batch, i then j;
+    mean fit loss; user rows; item rows; scale·∂L/∂(user rows); scale·∂L/∂(item rows); scale·∂L/∂(item bias
+    per item occurrence), None without a bias)."""
+    users, positives, negatives = batch
+    size, items = len(users), torch.cat([positives, negatives])
+    user_rows = user_table.index_select(0, users)
+    item_rows = item_table.index_select(0, items)
+    difference = item_rows[:size] - item_rows[size:]
+    x = torch.linalg.vecdot(user_rows, difference)
+    if item_bias is not None:
+        bias = item_bias.index_select(0, items)
+        x += bias[:size] - bias[size:]
+    fit = torch.nn.functional.softplus(-x).mean()
+    g = torch.sigmoid(-x).mul_(-scale / size).unsqueeze(1)  # scale·∂L/∂x, one per triple
+    user_grad = difference.mul_(g)  # reuses q_i − q_j's buffer
+    item_grad = torch.empty_like(item_rows)
+    torch.mul(user_rows, g, out=item_grad[:size])
+    torch.neg(item_grad[:size], out=item_grad[size:])
+    bias_grad = torch.cat([g[:, 0], -g[:, 0]]) if item_bias is not None else None
+    return items, fit, user_rows, item_rows, user_grad, item_grad, bias_grad
+
+
 def dot_bpr_loss_and_grads(params: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, dict]:
     """The mean BPR loss of a dot-product model whose parameters are `params` (user_embedding,
     item_embedding, and item_bias / user_bias when it has them; the batch's ids index their rows) and its
     gradient for every entry of `params` (zero where the batch does not reach), by the formulas above —
     what λOpt's look-ahead needs twice per step (regularizers/hypergrad.py `loss_grads`)."""
     users, positives, negatives = batch
-    table = params["user_embedding"]
-    if table.device.type == "cpu" and all(p.dtype == torch.float32 and p.is_contiguous() for p in params.values()):
-        try:  # the compiled loop (bpr_kernel.py), as in ClosedFormBPRStep
-            from lambdaopt.tasks.bpr_kernel import loss_and_grads
-        except ImportError:
-            pass
-        else:
-            return loss_and_grads({k: v.detach() for k, v in params.items()}, users, positives, negatives)
-    size, items = len(users), torch.cat([positives, negatives])
+    kernels = compiled_kernels()
+    if (kernels is not None and params["user_embedding"].device.type == "cpu"
+            and all(p.dtype == torch.float32 and p.is_contiguous() for p in params.values())):
+        return kernels.loss_and_grads({k: v.detach() for k, v in params.items()}, users, positives, negatives)
     with torch.no_grad():
-        user_rows = params["user_embedding"].index_select(0, users)
-        item_rows = params["item_embedding"].index_select(0, items)
-        difference = item_rows[:size] - item_rows[size:]
-        x = torch.linalg.vecdot(user_rows, difference)
-        bias = params.get("item_bias")
-        if bias is not None:
-            x += bias.index_select(0, positives) - bias.index_select(0, negatives)
-        loss = torch.nn.functional.softplus(-x).mean()
-        g = torch.sigmoid(-x).div_(-size).unsqueeze(1)
-        item_grad = torch.empty_like(item_rows)
-        torch.mul(user_rows, g, out=item_grad[:size])
-        torch.neg(item_grad[:size], out=item_grad[size:])
-        grads = {"user_embedding": torch.zeros_like(params["user_embedding"]).index_add_(0, users, difference.mul_(g)),
+        items, loss, _, _, user_grad, item_grad, bias_grad = row_gradients(
+            params["user_embedding"], params["item_embedding"], params.get("item_bias"), batch, 1.0)
+        grads = {"user_embedding": torch.zeros_like(params["user_embedding"]).index_add_(0, users, user_grad),
                  "item_embedding": torch.zeros_like(params["item_embedding"]).index_add_(0, items, item_grad)}
-        if bias is not None:
-            grads["item_bias"] = torch.zeros_like(bias).index_add_(0, items, torch.cat([g[:, 0], -g[:, 0]]))
+        if bias_grad is not None:
+            grads["item_bias"] = torch.zeros_like(params["item_bias"]).index_add_(0, items, bias_grad)
         if "user_bias" in params:
             grads["user_bias"] = torch.zeros_like(params["user_bias"])  # cancels out of every x
     return loss, grads
@@ -87,66 +105,56 @@ class ClosedFormBPRStep:
 
     def _compiled_loop(self):
         """The same step as compiled loops (bpr_kernel.py) where they apply: a weighted L2 penalty
-        (`Regularizer.l2_weights`: fixed λ, learned λ, none), float32 tables on the CPU, dense gradients (not SparseAdam's rows), and numba
-        importable (a dependency; a platform without its wheels takes the tensor path)."""
-        table = self.model.user_embedding
-        if (self.regularizer.l2_weights() is None or table.device.type != "cpu" or table.dtype != torch.float32
-                or self.model.sparse_grad):
+        (`Regularizer.l2_weights`: fixed λ, learned λ, none), float32 tables on the CPU, dense gradients
+        (not SparseAdam's rows), and numba importable (a dependency; a platform without its wheels takes
+        the tensor path)."""
+        table, kernels = self.model.user_embedding, compiled_kernels()
+        if (kernels is None or self.regularizer.l2_weights() is None or table.device.type != "cpu"
+                or table.dtype != torch.float32 or self.model.sparse_grad):
             return None
-        try:
-            from lambdaopt.tasks.bpr_kernel import CompiledBPRStep
-        except ImportError:
-            return None
-        return CompiledBPRStep(self.model)
+        return kernels.CompiledBPRStep(self.model)
 
     def __call__(self, batch: Batch) -> torch.Tensor:
-        users, positives, negatives = batch
-        model, size = self.model, len(users)
+        size, model = len(batch[0]), self.model
         if self.compiled is not None:
             weights = self.regularizer.l2_weights()
             if self.lazy_sgd:
                 lr = float(self.optimizer.param_groups[0]["lr"])
-                fit, penalty = self.compiled.sgd_step(users, positives, negatives, weights, lr)
-            else:
-                fit, penalty = self.compiled.gradient(users, positives, negatives, weights)
-                if model.user_bias is not None:
-                    model.user_bias.grad = torch.zeros_like(model.user_bias)  # what autograd gives it
-                self.optimizer.step()
-            return torch.tensor((fit + penalty) / size, dtype=torch.float32)
-        items = torch.cat([positives, negatives])
-        with torch.no_grad():
-            user_rows = model.user_embedding.index_select(0, users)
-            item_rows = model.item_embedding.index_select(0, items)
-            difference = item_rows[:size] - item_rows[size:]
-            x = torch.linalg.vecdot(user_rows, difference)
-            if model.item_bias is not None:
-                bias = model.item_bias.index_select(0, items)
-                x += bias[:size] - bias[size:]
-            rows = {"user_embedding": ("user", users, user_rows), "item_embedding": ("item", items, item_rows)}
-            loss = torch.nn.functional.softplus(-x).mean() + self.regularizer.penalty(model, rows, size)
-            # the step's scale: −lr for a lazy SGD update (folded into g: no extra pass), else 1 (a gradient)
-            scale = -float(self.optimizer.param_groups[0]["lr"]) if self.lazy_sgd else 1.0
-            g = torch.sigmoid(-x).mul_(-scale / size).unsqueeze(1)  # scale·∂L/∂x, one per triple
-            user_grad = difference.mul_(g)  # reuses q_i − q_j's buffer
-            item_grad = torch.empty_like(item_rows)
-            torch.mul(user_rows, g, out=item_grad[:size])
-            torch.neg(item_grad[:size], out=item_grad[size:])
-            self.regularizer.add_rows_gradient(user_grad, "user", users, user_rows, size, scale)
-            self.regularizer.add_rows_gradient(item_grad, "item", items, item_rows, size, scale)
-            bias_grad = torch.cat([g[:, 0], -g[:, 0]]) if model.item_bias is not None else None
+                fit, penalty = self.compiled.sgd_step(*batch, weights, lr)
+                return torch.tensor((fit + penalty) / size, dtype=torch.float32)
+            fit, penalty = self.compiled.gradient(*batch, weights)
+            loss = torch.tensor((fit + penalty) / size, dtype=torch.float32)
+        else:
+            with torch.no_grad():
+                loss = self._tensor_step(batch)
             if self.lazy_sgd:
-                model.user_embedding.index_add_(0, users, user_grad)
-                model.item_embedding.index_add_(0, items, item_grad)
-                if bias_grad is not None:
-                    model.item_bias.index_add_(0, items, bias_grad)
                 return loss
-            self._set_grad(model.user_embedding, users, user_grad, model.sparse_grad)
-            self._set_grad(model.item_embedding, items, item_grad, model.sparse_grad)
-            if bias_grad is not None:
-                self._set_grad(model.item_bias, items, bias_grad, False)
-            if model.user_bias is not None:
-                model.user_bias.grad = torch.zeros_like(model.user_bias)  # what autograd gives it: σ terms cancel
+        if model.user_bias is not None:
+            model.user_bias.grad = torch.zeros_like(model.user_bias)  # what autograd gives it: σ terms cancel
         self.optimizer.step()
+        return loss
+
+    def _tensor_step(self, batch: Batch) -> torch.Tensor:
+        """The step in tensor ops: under lazy SGD the batch's rows moved, else the tables' `.grad` set."""
+        users, size, model = batch[0], len(batch[0]), self.model
+        # the step's scale: −lr for a lazy SGD update (folded into g: no extra pass), else 1 (a gradient)
+        scale = -float(self.optimizer.param_groups[0]["lr"]) if self.lazy_sgd else 1.0
+        items, fit, user_rows, item_rows, user_grad, item_grad, bias_grad = row_gradients(
+            model.user_embedding, model.item_embedding, model.item_bias, batch, scale)
+        rows = {"user_embedding": ("user", users, user_rows), "item_embedding": ("item", items, item_rows)}
+        loss = fit + self.regularizer.penalty(model, rows, size)
+        self.regularizer.add_rows_gradient(user_grad, "user", users, user_rows, size, scale)
+        self.regularizer.add_rows_gradient(item_grad, "item", items, item_rows, size, scale)
+        if self.lazy_sgd:
+            model.user_embedding.index_add_(0, users, user_grad)
+            model.item_embedding.index_add_(0, items, item_grad)
+            if bias_grad is not None:
+                model.item_bias.index_add_(0, items, bias_grad)
+            return loss
+        self._set_grad(model.user_embedding, users, user_grad, model.sparse_grad)
+        self._set_grad(model.item_embedding, items, item_grad, model.sparse_grad)
+        if bias_grad is not None:
+            self._set_grad(model.item_bias, items, bias_grad, False)
         return loss
 
     @staticmethod

@@ -79,6 +79,12 @@ class FullBatchMSE:
     def load_state_dict(self, state: dict) -> None:
         self.steps_taken = state["steps_taken"]
 
+    def observe(self, model) -> None:
+        """Before a step: the spectrum trajectory's snapshot of the model after steps_taken − 1 steps (this
+        one is not taken yet), where the evaluator keeps one (CompletionTask)."""
+        if self.trajectory is not None:
+            self.trajectory.observe(model, self.steps_taken - 1)
+
     def predictions(self, matrix: torch.Tensor) -> torch.Tensor:
         """pred_k(W) for every observation, (K,)."""
         if self.sensing:
@@ -92,8 +98,7 @@ class FullBatchMSE:
         """The loss, and the factor rows the observed entries touch, for row-penalty regularizers (off
         by default here: dataset=lowrank selects regularizer=none). Sensing touches every row: none are
         singled out."""
-        if self.trajectory is not None:  # the model after steps_taken − 1 steps (this one is not taken yet)
-            self.trajectory.observe(model, self.steps_taken - 1)
+        self.observe(model)
         rows = gather_rows(model, batch[0], batch[1]) if self.gather_rows and not self.sensing else {}
         return self.loss(model, batch), rows
 

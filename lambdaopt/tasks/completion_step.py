@@ -48,8 +48,7 @@ class ClosedFormProductStep:
 
     def __call__(self, batch) -> torch.Tensor:
         objective, model = self.objective, self.model
-        if objective.trajectory is not None:  # as FullBatchMSE.loss_and_rows: σ snapshots before the step
-            objective.trajectory.observe(model, objective.steps_taken - 1)
+        objective.observe(model)  # as FullBatchMSE.loss_and_rows: σ snapshots before the step
         with torch.no_grad():
             factors = [f.detach() for f in model.factors()]
             buffers = self._buffers(factors)
