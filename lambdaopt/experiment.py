@@ -173,15 +173,21 @@ def build_trainer(cfg: DictConfig, parts: Parts, tracker, checkpointer=None, tri
                    **{**loop, "monitor": parts.task.monitor, "mode": parts.task.mode})
 
 
-def run(cfg: DictConfig) -> ExperimentResult:
+def run(cfg: DictConfig, overrides: list[str] | None = None) -> ExperimentResult:
     """Train and evaluate one configuration: the test metrics at the validation-selected epoch.
 
     With `resume=<run id>` (or `last`), the run's checkpoint is loaded and the same MLflow run goes on
-    from the next step, with the config stored in the checkpoint (see `checkpoint.resume_config`)."""
+    from the next step, with the config stored in the checkpoint (see `checkpoint.resume_config`), and
+    each override must agree with it. `overrides`: those `cfg` was composed with (default: the running
+    Hydra job's; `lambdaopt.run` passes its list)."""
     validate(cfg)
     # a dead server or an unusable store fails now, before any data work
     client = check_store(cfg.tracking.uri) if cfg.tracking.enabled else None
-    overrides, hydra_tags = _hydra_context()
+    hydra_overrides, hydra_tags = _hydra_context()
+    if overrides is None:
+        overrides = hydra_overrides
+    else:
+        hydra_tags = {**hydra_tags, "overrides": " ".join(overrides) or "(none)"}
     resume_id, resume_state = None, None
     if cfg.get("resume"):
         cfg, resume_id, resume_state = checkpoint.resume_config(cfg, overrides)
