@@ -160,7 +160,7 @@ def test_sparse_lambda_rows_give_the_dense_hypergradient_and_update_only_touched
         with torch.no_grad():
             for p in reg.lam.raw.values():
                 p.fill_(0.1)
-        problem = hypergrad.compact_problem(model, optimizer, kind, train, valid)
+        problem = hypergrad.compact_problem(model, objective, optimizer, kind, train, valid)
         hypergrad.one_step_hypergrad(model, objective, problem, reg.lam, kind, hp)
     for name, p in sparse.lam.raw.items():
         assert p.grad.is_sparse
