@@ -92,6 +92,19 @@ class Task:
             self.valid_evaluator.trajectory.log_to(tracker, title)
 
 
+class ObservesSpectrum:
+    """For an objective whose validation evaluator may keep a spectrum trajectory (rating, completion):
+    the task sets `trajectory`, and each step calls `observe` before it is taken."""
+
+    trajectory = None  # the evaluator's SpectrumTrajectory, when it keeps one
+    steps_taken: int
+
+    def observe(self, model) -> None:
+        """The trajectory's snapshot of the model after steps_taken − 1 steps (this one is not taken yet)."""
+        if self.trajectory is not None:
+            self.trajectory.observe(model, self.steps_taken - 1)
+
+
 @dataclass
 class LambdaData:
     """Where a run's interactions go when a regularizer learns λ from held-out data (ranking and rating

@@ -16,12 +16,12 @@ from lambdaopt.data.interactions import Interactions, SplitDataset
 from lambdaopt.errors import ConfigError
 from lambdaopt.evaluation.rating import METRICS, RatingEvaluator
 from lambdaopt.models.rows import score_and_rows
-from lambdaopt.tasks.base import Task, lambda_data, register_task
+from lambdaopt.tasks.base import ObservesSpectrum, Task, lambda_data, register_task
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-class RatingObjective:
+class RatingObjective(ObservesSpectrum):
     """mean over the batch of (μ + s(u, i) − r_ui)²: shuffled minibatches of `batch_size`, or, with
     `full_batch`, every training rating in each of `steps_per_epoch` steps per epoch. `fit`: the ratings
     it trains on (default the training split); `lambda_valid`: learned λ's look-ahead target, drawn by
@@ -36,7 +36,6 @@ class RatingObjective:
         self.mean = float(self.fit.ratings.mean()) if len(self.fit) else 0.0
         self.train, self.valid_ratings = self._to_device(self.fit), self._to_device(self.lambda_valid)
         self.steps_taken = 0
-        self.trajectory = None  # the evaluator's SpectrumTrajectory with evaluation.track_spectrum (RatingTask)
 
     def _to_device(self, part: Interactions) -> Batch:
         return (torch.as_tensor(part.users, device=self.device), torch.as_tensor(part.items, device=self.device),
@@ -91,8 +90,7 @@ class RatingObjective:
 
     def loss_and_rows(self, model, batch: Batch) -> tuple[torch.Tensor, Rows]:
         """The same loss, and the factor rows it read, for the penalty."""
-        if self.trajectory is not None:  # the model after steps_taken − 1 steps (this one is not taken yet)
-            self.trajectory.observe(model, self.steps_taken - 1)
+        self.observe(model)
         users, items, ratings = batch
         scores, rows = score_and_rows(model, users, items)
         return (scores + self.mean - ratings).square().mean(), rows
