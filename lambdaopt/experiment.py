@@ -140,6 +140,12 @@ def build_parts(cfg: DictConfig, device: torch.device, init_from: str | None = N
         hint = "use an implicit-feedback dataset (dataset.feedback=implicit) or " if regularizer.feedback == ("implicit",) else "use "
         raise ConfigError(f"regularizer={regularizer.option_name} works with {' or '.join(regularizer.feedback)} feedback, "
                           f"not {task.feedback}: {hint}regularizer=fixed")
+    if cfg.trainer.per_sample and not task.per_sample:
+        raise ConfigError(f"trainer.per_sample=true updates per BPR triple and {task.feedback} feedback trains on "
+                          "other batches: leave trainer.per_sample=false")
+    if cfg.trainer.per_sample and (cfg.trainer.check_finite_grads or not cfg.trainer.closed_form_step):
+        raise ConfigError("trainer.per_sample=true is a closed-form step: it needs trainer.closed_form_step=true and "
+                          "trainer.check_finite_grads=false")
     # optimizer=sparse_adam steps sparse gradients: factor rows are gathered with them (models/rows.py)
     sparse = OmegaConf.select(cfg, "optimizer._target_") == "torch.optim.SparseAdam"
     if sparse and not task.minibatch:
@@ -161,7 +167,7 @@ def build_parts(cfg: DictConfig, device: torch.device, init_from: str | None = N
 
 
 # trainer options read by the objective (batching) and by the experiment (checkpoint files), not the loop
-NOT_LOOP_OPTIONS = {"batch_size", "full_batch", "steps_per_epoch", "checkpoint", "keep_checkpoint"}
+NOT_LOOP_OPTIONS = {"batch_size", "full_batch", "steps_per_epoch", "checkpoint", "keep_checkpoint", "per_sample"}
 
 
 def build_trainer(cfg: DictConfig, parts: Parts, tracker, checkpointer=None, trial=None) -> Trainer:

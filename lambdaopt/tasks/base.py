@@ -50,6 +50,8 @@ class Task:
     LOWER_IS_BETTER: ClassVar[frozenset[str]] = frozenset()
     # optimizer=sparse_adam updates the rows of a minibatch: a full-batch task refuses it
     minibatch: ClassVar[bool] = True
+    # trainer.per_sample: per-sample SGD through each batch (ranking's BPR triples only)
+    per_sample: ClassVar[bool] = False
     # models computed once from the data (`models.base.SolvedModel`) complete a matrix: `solve` runs them
     solves_models: ClassVar[bool] = False
 

@@ -34,8 +34,9 @@ class BPRObjective:
     training items and `lambda_valid` items — never excluding the data epoch selection is judged on,
     whose items would otherwise be told apart from every other non-training item by λ's signal."""
 
-    def __init__(self, dataset: SplitDataset, batch_size: int, device: torch.device, lambda_valid=None, fit=None):
-        self.dataset, self.batch_size, self.device = dataset, batch_size, device
+    def __init__(self, dataset: SplitDataset, batch_size: int, device: torch.device, lambda_valid=None, fit=None,
+                 per_sample: bool = False):
+        self.dataset, self.batch_size, self.device, self.per_sample = dataset, batch_size, device, per_sample
         self.fit = dataset.train if fit is None else fit  # what the model trains on
         self.lambda_valid = dataset.valid if lambda_valid is None else lambda_valid
         self.train_sampler = NegativeSampler(dataset.n_users, dataset.n_items, dataset.train)
@@ -54,12 +55,16 @@ class BPRObjective:
     def n_batches(self) -> int:
         return -(-len(self.fit) // self.batch_size)
 
-    @staticmethod
-    def closed_form_step(model, regularizer, optimizer) -> ClosedFormBPRStep | None:
+    def closed_form_step(self, model, regularizer, optimizer) -> ClosedFormBPRStep | None:
         """The step without autograd (tasks/bpr_step.py) for a dot-product model under a penalty whose row
-        gradient is known in closed form (fixed λ, L1, none); None for everything else."""
+        gradient is known in closed form (fixed λ, L1, none); None for everything else. With `per_sample`,
+        the per-sample SGD step, or a ConfigError naming what it lacks."""
         if model.dot_scores and regularizer.closed_form_gradient:
-            return ClosedFormBPRStep(model, regularizer, optimizer)
+            return ClosedFormBPRStep(model, regularizer, optimizer, per_sample=self.batch_size if self.per_sample else 0)
+        if self.per_sample:
+            raise ConfigError(f"trainer.per_sample=true needs a dot-product model (model=mf) under a penalty with a "
+                              f"closed-form gradient (regularizer=fixed, none or lambdaopt_*), not "
+                              f"{type(model).__name__} with {type(regularizer).__name__}")
         return None
 
     @staticmethod
@@ -108,6 +113,8 @@ class BPRObjective:
 class RankingTask(Task):
     """BPR on the training interactions; validation and test by full ranking."""
 
+    per_sample = True
+
     @classmethod
     def metric_names(cls, evaluation: DictConfig) -> list[str]:
         return metric_names(evaluation.ks)
@@ -130,7 +137,8 @@ class RankingTask(Task):
         parts = lambda_data(cfg, dataset, regularizer)
         description = (f"{dataset.n_users} users, {dataset.n_items} items, "
                        f"{len(dataset.train)}/{len(dataset.valid)}/{len(dataset.test)} train/valid/test{parts.note}")
-        objective = BPRObjective(dataset, cfg.trainer.batch_size, device, lambda_valid=parts.learn, fit=parts.fit)
+        objective = BPRObjective(dataset, cfg.trainer.batch_size, device, lambda_valid=parts.learn, fit=parts.fit,
+                                 per_sample=cfg.trainer.per_sample)
         evaluation = dict(ks=cfg.evaluation.ks, chunk_users=cfg.evaluation.chunk_users, device=device)
         valid = RankingEvaluator(dataset.n_users, dataset.n_items, parts.select, parts.select_excluded, **evaluation)
         test = RankingEvaluator(dataset.n_users, dataset.n_items, dataset.test, dataset.train.concat(dataset.valid),
