@@ -41,14 +41,19 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> "Dict
 def run(cfg: "DictConfig | Sequence[str]" = ()):
     """Train and evaluate one configuration (a composed config, or overrides to compose): an
     `experiment.ExperimentResult` with the test metrics at the validation-selected epoch, the
-    validation metrics there, the MLflow run id and the selected model."""
+    validation metrics there, the MLflow run id and the selected model.
+
+    `resume=<run id>` continues that run with the config stored in its checkpoint. Given as overrides,
+    each of them is checked against it as on the command line (one that differs is a ConfigError); a
+    composed config no longer says what was overridden, so only its `tracking` settings are used."""
     from omegaconf import DictConfig
 
     from lambdaopt import experiment
 
-    if not isinstance(cfg, DictConfig):
-        cfg = compose(cfg)
-    return experiment.run(cfg)
+    if isinstance(cfg, DictConfig):
+        return experiment.run(cfg)
+    overrides = list(cfg)
+    return experiment.run(compose(overrides), overrides=overrides)
 
 
 def evaluate(scores, heldout, excluded=None, ks: Sequence[int] = (10, 50, 100)) -> dict[str, float]:

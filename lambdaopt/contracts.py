@@ -98,11 +98,19 @@ class Objective(Protocol):
 
 @runtime_checkable
 class LambdaSource(Protocol):
-    """An objective learned λ can look ahead on: it draws validation batches of its own batch type."""
+    """An objective learned λ can look ahead on (ranking: BPR triples; rating: (user, item, rating)):
+    it draws validation batches of its own batch type, and names the factor rows a batch reads, so
+    that the look-ahead can run on those rows alone (regularizers/hypergrad.py)."""
 
     lambda_valid: "Interactions"
 
     def valid_batch(self, rng: np.random.Generator, size: int) -> Batch: ...
+
+    def batch_ids(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user ids, item ids) of the rows `batch`'s loss reads, one per read (the penalty counts them)."""
+
+    def with_ids(self, batch: Batch, users: torch.Tensor, items: torch.Tensor) -> Batch:
+        """`batch` with the ids `batch_ids` returns replaced by `users`, `items` (same order)."""
 
 
 class Evaluator(Protocol):

@@ -140,6 +140,12 @@ def build_parts(cfg: DictConfig, device: torch.device, init_from: str | None = N
         hint = "use an implicit-feedback dataset (dataset.feedback=implicit) or " if regularizer.feedback == ("implicit",) else "use "
         raise ConfigError(f"regularizer={regularizer.option_name} works with {' or '.join(regularizer.feedback)} feedback, "
                           f"not {task.feedback}: {hint}regularizer=fixed")
+    if cfg.trainer.per_sample and not task.per_sample:
+        raise ConfigError(f"trainer.per_sample=true updates per BPR triple and {task.feedback} feedback trains on "
+                          "other batches: leave trainer.per_sample=false")
+    if cfg.trainer.per_sample and (cfg.trainer.check_finite_grads or not cfg.trainer.closed_form_step):
+        raise ConfigError("trainer.per_sample=true is a closed-form step: it needs trainer.closed_form_step=true and "
+                          "trainer.check_finite_grads=false")
     # optimizer=sparse_adam steps sparse gradients: factor rows are gathered with them (models/rows.py)
     sparse = OmegaConf.select(cfg, "optimizer._target_") == "torch.optim.SparseAdam"
     if sparse and not task.minibatch:
@@ -161,7 +167,7 @@ def build_parts(cfg: DictConfig, device: torch.device, init_from: str | None = N
 
 
 # trainer options read by the objective (batching) and by the experiment (checkpoint files), not the loop
-NOT_LOOP_OPTIONS = {"batch_size", "full_batch", "steps_per_epoch", "checkpoint", "keep_checkpoint"}
+NOT_LOOP_OPTIONS = {"batch_size", "full_batch", "steps_per_epoch", "checkpoint", "keep_checkpoint", "per_sample"}
 
 
 def build_trainer(cfg: DictConfig, parts: Parts, tracker, checkpointer=None, trial=None) -> Trainer:
@@ -173,15 +179,21 @@ def build_trainer(cfg: DictConfig, parts: Parts, tracker, checkpointer=None, tri
                    **{**loop, "monitor": parts.task.monitor, "mode": parts.task.mode})
 
 
-def run(cfg: DictConfig) -> ExperimentResult:
+def run(cfg: DictConfig, overrides: list[str] | None = None) -> ExperimentResult:
     """Train and evaluate one configuration: the test metrics at the validation-selected epoch.
 
     With `resume=<run id>` (or `last`), the run's checkpoint is loaded and the same MLflow run goes on
-    from the next step, with the config stored in the checkpoint (see `checkpoint.resume_config`)."""
+    from the next step, with the config stored in the checkpoint (see `checkpoint.resume_config`), and
+    each override must agree with it. `overrides`: those `cfg` was composed with (default: the running
+    Hydra job's; `lambdaopt.run` passes its list)."""
     validate(cfg)
     # a dead server or an unusable store fails now, before any data work
     client = check_store(cfg.tracking.uri) if cfg.tracking.enabled else None
-    overrides, hydra_tags = _hydra_context()
+    hydra_overrides, hydra_tags = _hydra_context()
+    if overrides is None:
+        overrides = hydra_overrides
+    else:
+        hydra_tags = {**hydra_tags, "overrides": " ".join(overrides) or "(none)"}
     resume_id, resume_state = None, None
     if cfg.get("resume"):
         cfg, resume_id, resume_state = checkpoint.resume_config(cfg, overrides)

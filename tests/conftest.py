@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,67 @@ def fails_in_one_line(overrides: list[str], needle: str) -> str:
     message = str(error.value)
     assert needle in message and "\n" not in message, message
     return message
+
+
+def run_in(folder: Path, overrides: list[str]):
+    """In process: `lambdaopt.run(overrides)` logging where `python run.py OVERRIDES` run in `folder` logs
+    (folder/mlflow.db, artifacts beside it); the result, or the user error it raises."""
+    return lambdaopt.run([*overrides, f"tracking.uri=sqlite:///{folder}/mlflow.db",
+                          f"tracking.artifact_location={folder}/mlartifacts"])
+
+
+class Outcome:
+    def __init__(self, returncode: int, stdout: str, stderr: str, seconds: float):
+        self.returncode, self.stdout, self.stderr, self.seconds = returncode, stdout, stderr, seconds
+
+
+def run_in_process(entry: str, args: list[str], cwd: Path, env: dict) -> Outcome:
+    """The entry point's main() here (`entry`: run.py, data or report), as the process would run it: sys.argv, the working directory and the
+    environment set, output captured, an exit status from SystemExit (an escaping exception is printed as
+    the traceback a process would show, status 1); Hydra's, logging's and MLflow's global state restored."""
+    import contextlib
+    import io
+    import logging
+    import traceback
+
+    import mlflow
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lambdaopt.cli import main as cli_main
+    from lambdaopt.data.__main__ import main as data_main
+    from lambdaopt.report.__main__ import main as report_main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv, os.getcwd(), dict(os.environ), logging.getLogger().handlers[:], logging.getLogger().level
+    os.chdir(cwd)
+    os.environ.update(env)
+    started, status = time.monotonic(), 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                if entry == "run.py":
+                    sys.argv = [str(ROOT / "run.py"), *args]
+                    cli_main()
+                else:
+                    sys.argv = [f"lambdaopt-{entry}", *args]
+                    status = {"data": data_main, "report": report_main}[entry](args) or 0
+            except SystemExit as exit_:
+                status = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            except BaseException:  # noqa: BLE001  (what the process would print before dying)
+                traceback.print_exc()
+                status = 1
+            if mlflow.active_run() is not None:  # a run left open would be RUNNING forever in a real process
+                print(f"Traceback: MLflow run {mlflow.active_run().info.run_id} left active", file=sys.stderr)
+                mlflow.end_run("FAILED")
+    finally:
+        sys.argv = saved[0]
+        os.chdir(saved[1])
+        os.environ.clear()
+        os.environ.update(saved[2])
+        logging.getLogger().handlers[:] = saved[3]
+        logging.getLogger().setLevel(saved[4])
+        GlobalHydra.instance().clear()
+    return Outcome(status, out.getvalue(), err.getvalue(), time.monotonic() - started)
 
 
 def tracked_runs(folder: Path, experiment: str = "lambdaopt", with_parents: bool = False):

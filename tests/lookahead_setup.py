@@ -2,6 +2,7 @@
 central finite differences of the *real* look-ahead (a copy of the model and its torch.optim optimizer
 stepped with the penalty at λ ± εv) to check hypergradients against."""
 import copy
+import dataclasses
 import inspect
 
 import numpy as np
@@ -10,7 +11,9 @@ import torch
 
 from lambdaopt.models.mf import MatrixFactorization
 from lambdaopt.regularizers.lambdaopt import LambdaOpt
+from lambdaopt.data.interactions import Interactions
 from lambdaopt.tasks.ranking import BPRObjective
+from lambdaopt.tasks.rating import RatingObjective
 
 OPTIMIZERS = {
     # fused=True where the configs default to it (lambdaopt/conf/optimizer); AdamW and RMSprop cover the unfused kernels
@@ -27,10 +30,27 @@ OPTIMIZERS = {
 CORE_OPTIMIZERS = ["sgd", "adam", "adagrad", "rmsprop"]
 
 
-def make_setup(dataset, optimizer_name, granularity, dim=4, batch_size=24, warm_steps=2, item_bias=False):
+def with_ratings(dataset):
+    """`dataset` with ratings 1–5 drawn at random in place of the implicit 1s: a rating-regression problem."""
+    rng = np.random.default_rng(5)
+
+    def rated(part):
+        return Interactions(part.users, part.items, part.timestamps, rng.integers(1, 6, len(part)).astype(np.float32))
+
+    return dataclasses.replace(dataset, train=rated(dataset.train), valid=rated(dataset.valid), test=rated(dataset.test))
+
+
+def make_setup(dataset, optimizer_name, granularity, dim=4, batch_size=24, warm_steps=2, item_bias=False,
+               task="ranking"):
+    """task: ranking (BPR triples) or rating (MSE on the ratings of `with_ratings(dataset)`)."""
     torch.manual_seed(0)
     model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=dim, init_std=0.3, item_bias=item_bias).double()
-    objective = BPRObjective(dataset, batch_size, torch.device("cpu"))
+    if task == "rating":
+        objective = RatingObjective(with_ratings(dataset), batch_size, torch.device("cpu"))
+        objective.train, objective.valid_ratings = (tuple(t.double() if t.is_floating_point() else t for t in part)
+                                                    for part in (objective.train, objective.valid_ratings))
+    else:
+        objective = BPRObjective(dataset, batch_size, torch.device("cpu"))
     optimizer = OPTIMIZERS[optimizer_name](model.parameters())
     rng = np.random.default_rng(0)
     batches = objective.batches(rng)
@@ -57,7 +77,7 @@ def real_lookahead(model, objective, optimizer, reg, lam_values, train, valid, s
     real = type(optimizer)(model.parameters(), **group)
     real.load_state_dict(copy.deepcopy(optimizer.state_dict()))
     for _ in range(steps):
-        rows = model.factor_rows(train[0], torch.cat(train[1:]))
+        rows = model.factor_rows(*objective.batch_ids(train))
         pen = sum((reg.lam.for_rows(role, idx, lam_values) * getattr(model, name)[idx] ** 2).sum()
                   for name, (role, idx) in rows.items()) / len(train[0])
         real.zero_grad()

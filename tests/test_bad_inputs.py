@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, Outcome, run_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +57,8 @@ CASES = {
     "K above the catalogue": ("run.py", [*TINY, "evaluation.ks=[10,5000]"], None, "evaluation.ks=[10, 5000]", "ours"),
     "validation share 0": ("run.py", [*TINY, "regularizer=lambdaopt_dui", "regularizer.validation_share=0"], None,
                            "regularizer.validation_share=0", "ours"),
-    "λOpt on explicit ratings": ("run.py", [*TINY, "regularizer=lambdaopt_dui", "dataset.feedback=explicit"], None,
-                                 "use an implicit-feedback dataset", "ours"),
+    "λOpt on matrix completion": ("run.py", ["dataset=lowrank", "model=deep_mf", "regularizer=lambdaopt_dui"], None,
+                                  "works with implicit or explicit feedback, not completion", "ours"),
     "malformed resume": ("run.py", [*TINY, "resume=oops"], None, "resume='oops' is not allowed", "ours"),
     "resume with no runs": ("run.py", [*TINY, "resume=last"], None, "resume=last: there is no experiment", "ours"),
     "unknown tracking scheme": ("run.py", [*TINY, "tracking.uri=ftp://host/x"], None, "tracking.uri='ftp://host/x'", "ours"),
@@ -112,65 +112,12 @@ CASES = {
 IN_SUBPROCESS = {"zero learning rate", "data CLI bad file", "unknown flag"}
 
 
-class Outcome:
-    def __init__(self, returncode: int, stdout: str, stderr: str, seconds: float):
-        self.returncode, self.stdout, self.stderr, self.seconds = returncode, stdout, stderr, seconds
-
-
 def run_in_subprocess(entry: str, args: list[str], cwd: Path, env: dict) -> Outcome:
     command = [str(ROOT / "run.py")] if entry == "run.py" else ["-m", "lambdaopt.data"]
     started = time.monotonic()
     result = subprocess.run([sys.executable, *command, *args], cwd=cwd, capture_output=True, text=True,
                             timeout=180, env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **env})
     return Outcome(result.returncode, result.stdout, result.stderr, time.monotonic() - started)
-
-
-def run_in_process(entry: str, args: list[str], cwd: Path, env: dict) -> Outcome:
-    """The entry point's main() here, as the process would run it: sys.argv, the working directory and the
-    environment set, output captured, an exit status from SystemExit (an escaping exception is printed as
-    the traceback a process would show, status 1); Hydra's, logging's and MLflow's global state restored."""
-    import contextlib
-    import io
-    import logging
-    import traceback
-
-    import mlflow
-    from hydra.core.global_hydra import GlobalHydra
-
-    from lambdaopt.cli import main as cli_main
-    from lambdaopt.data.__main__ import main as data_main
-
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.argv, os.getcwd(), dict(os.environ), logging.getLogger().handlers[:], logging.getLogger().level
-    os.chdir(cwd)
-    os.environ.update(env)
-    started, status = time.monotonic(), 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                if entry == "run.py":
-                    sys.argv = [str(ROOT / "run.py"), *args]
-                    cli_main()
-                else:
-                    sys.argv = ["lambdaopt-data", *args]
-                    status = data_main(args) or 0
-            except SystemExit as exit_:
-                status = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-            except BaseException:  # noqa: BLE001  (what the process would print before dying)
-                traceback.print_exc()
-                status = 1
-            if mlflow.active_run() is not None:  # a run left open would be RUNNING forever in a real process
-                print(f"Traceback: MLflow run {mlflow.active_run().info.run_id} left active", file=sys.stderr)
-                mlflow.end_run("FAILED")
-    finally:
-        sys.argv = saved[0]
-        os.chdir(saved[1])
-        os.environ.clear()
-        os.environ.update(saved[2])
-        logging.getLogger().handlers[:] = saved[3]
-        logging.getLogger().setLevel(saved[4])
-        GlobalHydra.instance().clear()
-    return Outcome(status, out.getvalue(), err.getvalue(), time.monotonic() - started)
 
 
 def run_case(name: str, base: Path) -> tuple[Outcome, Path]:

@@ -7,7 +7,7 @@ from lambdaopt.models.neumf import NeuMF
 from lambdaopt.tasks.ranking import BPRObjective
 from lambdaopt.regularizers.lambdaopt import LambdaOpt
 
-from conftest import compose_config, one_error_line
+from conftest import compose_config
 from lookahead_setup import check_against_fd, make_setup
 
 
@@ -103,19 +103,18 @@ def test_amf_perturbation_respects_eps_and_increases_the_loss(dataset):
 
 
 @pytest.mark.slow
-def test_amf_warm_starts_from_a_trained_mf_run(tmp_path):
+def test_amf_warm_starts_from_a_trained_mf_run(tmp_path, caplog):
     from mlflow.tracking import MlflowClient
 
-    from conftest import TINY, run_cli
+    from conftest import TINY, run_in
+    from lambdaopt.errors import LambdaoptError
 
-    assert run_cli(TINY, tmp_path).returncode == 0
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    experiment = client.get_experiment_by_name("lambdaopt").experiment_id
-    mf_run = client.search_runs([experiment])[0].info.run_id
-    result = run_cli([*TINY, "regularizer=amf", f"init_from={mf_run}"], tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert f"initialized the model from run {mf_run}" in result.stdout + result.stderr
-    amf_run = [r for r in client.search_runs([experiment]) if r.info.run_id != mf_run][0]
-    assert amf_run.info.status == "FINISHED" and amf_run.data.params["init_from"] == mf_run
-    bad = run_cli([*TINY, "regularizer=amf", "init_from=0123456789abcdef"], tmp_path)
-    one_error_line(bad, "init_from=0123456789abcdef")
+    mf_run = run_in(tmp_path, TINY).run_id
+    with caplog.at_level("INFO", logger="lambdaopt"):
+        amf_run = run_in(tmp_path, [*TINY, "regularizer=amf", f"init_from={mf_run}"]).run_id
+    assert f"initialized the model from run {mf_run}" in caplog.text
+    amf = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(amf_run)
+    assert amf.info.status == "FINISHED" and amf.data.params["init_from"] == mf_run
+    with pytest.raises(LambdaoptError, match="init_from=0123456789abcdef") as error:
+        run_in(tmp_path, [*TINY, "regularizer=amf", "init_from=0123456789abcdef"])
+    assert "\n" not in str(error.value)  # the one line the command prints

@@ -35,10 +35,22 @@ def test_peers_speed_bench_times_every_contender_against_cornac():
                 "dataset.mean_interactions=15", "model.dim=8", "evaluation.ks=[5,10]", "--rounds", "2")
     table = out[out.index("contender"):].splitlines()[1:]
     names = [line.split("  ")[0] for line in table if line.strip()]
-    assert names[-2:] == ["cornac 3.0.1 BPR", "implicit 0.7.3 BPR"] and len(names) == 7
+    assert names[-2:] == ["cornac 3.0.1 BPR", "implicit 0.7.3 BPR"] and len(names) == 8
     ratios = {line.split("  ")[0]: line.split()[-1] for line in table if line.strip()}
-    assert ratios["cornac 3.0.1 BPR"] == "1.00x"
+    assert ratios["cornac 3.0.1 BPR"] == "1.00x" and "lambdaopt fixed λ, SGD per-sample" in ratios
     assert all(float(ratio.rstrip("x")) > 0 for ratio in ratios.values())
+
+
+def test_peers_speed_quality_times_each_run_to_both_targets():
+    out = bench("peers_speed.py", "dataset=synthetic", "dataset.n_users=80", "dataset.n_items=60",
+                "dataset.mean_interactions=15", "model.dim=8", "evaluation.ks=[5,10]", "--rounds", "1",
+                "--quality", "--quality-epochs", "12")
+    table = out[out.index("seed 0:"):].splitlines()
+    assert "baseline's selected" in table[1] and "cornac's best" in table[1]
+    rows = {line.split("  ")[0]: line for line in table[2:] if line.strip()}
+    assert set(rows) == {"lambdaopt, batch step", "lambdaopt, per-sample", "lambdaopt, per-sample lr 50",
+                         "cornac BPR (lr .05, reg .01)"}
+    assert " s (epoch " in rows["cornac BPR (lr .05, reg .01)"]  # cornac reaches its own best
 
 
 def test_deep_mf_bench_reaches_a_loose_target():

@@ -240,3 +240,79 @@ def test_learned_lambda_model_steps_match_autograd(granularity, optimizer, datas
         torch.testing.assert_close(step(batch), autograd_step(reference, regularizer, reference_optimizer, batch))
     for mine, theirs in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- trainer.per_sample
+def per_sample_reference(model, lam: float, lr: float, batch):
+    """Per-sample SGD written out in float64 numpy: triple t moves its rows by −(lr/B)·∇ℓ_t."""
+    P, Q = (t.detach().double().numpy().copy() for t in (model.user_embedding, model.item_embedding))
+    b = model.item_bias.detach().double().numpy().copy()
+    step = lr / len(batch[0])
+    for u, i, j in zip(*(t.tolist() for t in batch)):
+        x = P[u] @ (Q[i] - Q[j]) + b[i] - b[j]
+        g = -1.0 / (1.0 + np.exp(x))
+        p, qi, qj = P[u].copy(), Q[i].copy(), Q[j].copy()
+        P[u] -= step * (g * (qi - qj) + 2 * lam * p)
+        Q[i] -= step * (g * p + 2 * lam * qi)
+        Q[j] -= step * (2 * lam * qj - g * p)
+        b[i] -= step * g
+        b[j] += step * g
+    return P, Q, b
+
+
+@pytest.mark.parametrize("penalty", ["fixed", "dui"])
+def test_per_sample_step_applies_each_triple_before_the_next(penalty):
+    torch.manual_seed(0)
+    model = MatrixFactorization(N_USERS, N_ITEMS, dim=6, init_std=0.3, item_bias=True)
+    regularizer = FixedL2(0.05) if penalty == "fixed" else LambdaOpt(granularity="dui", init=0.05)
+    if penalty == "dui":
+        regularizer.setup(model, BPRObjective(dataset_for(model), 8, torch.device("cpu")))
+    step = ClosedFormBPRStep(model, regularizer, torch.optim.SGD(model.parameters(), lr=8.0), per_sample=40)
+    for batch in batches(n=3):  # 40 triples over 12 users and 15 items: rows repeat within a batch
+        P, Q, b = per_sample_reference(model, 0.05, 8.0, batch)
+        step(batch)
+        for mine, want in ((model.user_embedding, P), (model.item_embedding, Q), (model.item_bias, b)):
+            np.testing.assert_allclose(mine.detach().numpy(), want, rtol=2e-5, atol=2e-6)
+
+
+def dataset_for(model):
+    """A split dataset over the model's ids (λOpt's setup reads its counts)."""
+    from lambdaopt.data.interactions import Interactions, SplitDataset
+
+    users, items = np.meshgrid(np.arange(model.n_users), np.arange(model.n_items), indexing="ij")
+    half = (users + items) % 2 == 0  # every user keeps items to sample negatives from
+    everything = Interactions.from_arrays(users[half], items[half])
+    return SplitDataset("ids", model.n_users, model.n_items, everything, everything, everything)
+
+
+def test_per_sample_epochs_are_batch_size_one_epochs(dataset):
+    """The trainer with per_sample at batch 64 and lr 64η runs the same epoch as batch size 1 at lr η: the
+    same permutation of triples, each applied in turn (the short last batch too: its step is lr/64)."""
+    def trainer(batch_size, lr, per_sample):
+        torch.manual_seed(0)
+        model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=8)
+        objective = BPRObjective(dataset, batch_size, torch.device("cpu"), per_sample=per_sample)
+        return Trainer(model, FixedL2(1e-2), torch.optim.SGD(model.parameters(), lr=lr), objective, None,
+                       NullTracker(), max_epochs=2)
+
+    per_sample, one_by_one = trainer(64, 64 * 0.05, True), trainer(1, 0.05, False)
+    for _ in range(2):  # (their epoch losses differ: a mean of 64-triple batch means vs of single triples)
+        per_sample.train_epoch(), one_by_one.train_epoch()
+    for mine, theirs in zip(per_sample.model.parameters(), one_by_one.model.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+    moved = trainer(64, 64 * 0.05, False)  # the batch step at the same settings ends elsewhere
+    moved.train_epoch(), moved.train_epoch()
+    assert not torch.allclose(moved.model.user_embedding, per_sample.model.user_embedding, atol=1e-3)
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["optimizer=adam"], "plain SGD"),
+    (["regularizer=l1"], "a weighted L2 penalty"),
+    (["regularizer=amf"], "closed-form gradient"),
+    (["trainer.closed_form_step=false"], "needs trainer.closed_form_step=true"),
+    (["dataset.feedback=explicit"], "explicit feedback trains on other batches"),
+])
+def test_per_sample_refuses_what_it_cannot_run_in_one_line(overrides, needle):
+    from conftest import TINY, fails_in_one_line
+
+    fails_in_one_line([*TINY, "optimizer=sgd", "trainer.per_sample=true", *overrides], needle)

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import compose_config, fails_in_one_line, run_cli
+from conftest import compose_config, fails_in_one_line, run_in
 from lambdaopt.experiment import run
 
 pytestmark = pytest.mark.slow
@@ -13,9 +13,7 @@ SMALL = ["dataset=lowrank", "dataset.n=20", "dataset.rank=2", "dataset.n_train_s
 
 
 def test_deep_mf_completion_logs_metrics_and_singular_value_artifacts(tmp_path):
-    result = run_cli([*SMALL, "model=deep_mf", "model.depth=3", "optimizer=group_rmsprop", "optimizer.lr=1e-2"],
-                     tmp_path)
-    assert result.returncode == 0, result.stderr
+    run_in(tmp_path, [*SMALL, "model=deep_mf", "model.depth=3", "optimizer=group_rmsprop", "optimizer.lr=1e-2"])
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     run_info = client.search_runs([client.get_experiment_by_name("lambdaopt").experiment_id])[0]
     metrics = run_info.data.metrics

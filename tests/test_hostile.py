@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, compose_config, one_error_line
-from lambdaopt.data import cache, fetch
+from lambdaopt.data import fetch
 from lambdaopt.data.interactions import Interactions
 from lambdaopt.data.real import load_dataset
 from lambdaopt.data.scratch import owner_tag, remove_stale
@@ -45,29 +45,39 @@ def run_py(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
 
 # ----------------------------------------------------------------------------- concurrency
 STORE_CREATOR = """
-import sys, time
+import sys
 from lambdaopt.tracking import ensure_experiment
-start = float(sys.argv[2])
-time.sleep(max(0.0, start - time.time()))  # every process opens the fresh store at the same moment
-ensure_experiment(sys.argv[1], "lambdaopt", sys.argv[3])
+print("ready", flush=True)
+sys.stdin.readline()  # released together: every process opens the fresh store at the same moment
+ensure_experiment(sys.argv[1], "lambdaopt", sys.argv[2])
 """
 
 
 def test_runs_started_together_in_a_fresh_folder_share_one_intact_store(tmp_path):
-    """Before the creation lock, 2 runs started at once left mlflow.db half-migrated in 3 of 6 tries."""
+    """Before the creation lock, 2 runs started at once left mlflow.db half-migrated in 3 of 6 tries.
+    Three fresh folders, four processes each, all released at once once every one has imported MLflow."""
     from mlflow.tracking import MlflowClient
 
-    for attempt in range(3):
-        folder = tmp_path / str(attempt)
+    folders = [tmp_path / str(attempt) for attempt in range(3)]
+    processes = []
+    for folder in folders:
         folder.mkdir()
-        uri = f"sqlite:///{folder}/mlflow.db"
-        start = time.time() + 6  # after every interpreter has imported MLflow
-        processes = [subprocess.Popen([sys.executable, "-c", STORE_CREATOR, uri, str(start), str(folder / "art")],
-                                      stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-                     for _ in range(4)]
-        failures = [p.stderr.read() for p in processes if p.wait(timeout=120) != 0]
-        assert not failures, failures[0]
-        client = MlflowClient(tracking_uri=uri)
+        processes += [subprocess.Popen([sys.executable, "-c", STORE_CREATOR, f"sqlite:///{folder}/mlflow.db",
+                                        str(folder / "art")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                      for _ in range(4)]
+    try:
+        assert all(p.stdout.readline().strip() == "ready" for p in processes), [p.stderr.read() for p in processes]
+        for p in processes:  # the release: one write each, back to back
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        failures = [p.communicate(timeout=120)[1] for p in processes if p.wait(timeout=120) != 0]
+    finally:
+        for p in processes:
+            p.kill()
+    assert not failures, failures[0]
+    for folder in folders:
+        client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
         assert sorted(e.name for e in client.search_experiments()) == ["Default", "lambdaopt"]  # one, not 4 or a crash
 
 

@@ -29,7 +29,7 @@ def one_step(method, model, objective, problem, lam, kind, hp):
 def test_truncated_hypergradient_matches_finite_differences(dataset, optimizer_name, granularity, method):
     model, objective, optimizer, reg, train, valid = make_setup(dataset, optimizer_name, granularity)
     kind = optimizer_kind(optimizer)
-    problem = hypergrad.compact_problem(model, optimizer, kind, train, valid)
+    problem = hypergrad.compact_problem(model, objective, optimizer, kind, train, valid)
     one_step(method, model, objective, problem, reg.lam, kind, optimizer.param_groups[0])
     check_against_fd(model, objective, optimizer, reg, train, valid, steps=1)
 
@@ -42,7 +42,7 @@ def test_closed_form_one_step_equals_autograd_through_the_step(dataset, optimize
         model, objective, optimizer, reg, train, valid = make_setup(dataset, optimizer_name, "dui", warm_steps=warm_steps)
         reg.lam.nonneg = nonneg
         kind, hp = optimizer_kind(optimizer), optimizer.param_groups[0]
-        problem = hypergrad.compact_problem(model, optimizer, kind, train, valid)
+        problem = hypergrad.compact_problem(model, objective, optimizer, kind, train, valid)
         loss = hypergrad.one_step_hypergrad(model, objective, problem, reg.lam, kind, hp)
         closed = {k: p.grad.clone() for k, p in reg.lam.raw.items()}
         assert float(loss) == pytest.approx(float(hypergrad.truncated_hypergrad(model, objective, problem, reg.lam, kind, hp)), rel=1e-12)
@@ -56,7 +56,7 @@ def test_closed_form_one_step_equals_autograd_through_the_step(dataset, optimize
 def test_unrolled_hypergradient_matches_finite_differences(dataset, optimizer_name, granularity, steps):
     model, objective, optimizer, reg, train, valid = make_setup(dataset, optimizer_name, granularity, item_bias=True)
     kind = optimizer_kind(optimizer)
-    problem = hypergrad.compact_problem(model, optimizer, kind, train, valid)
+    problem = hypergrad.compact_problem(model, objective, optimizer, kind, train, valid)
     hypergrad.unrolled_hypergrad(model, objective, problem, reg.lam, kind, optimizer.param_groups[0], steps=steps)
     check_against_fd(model, objective, optimizer, reg, train, valid, steps=steps)
 
@@ -66,18 +66,18 @@ def test_compact_truncated_equals_full_second_order_at_one_step(dataset, optimiz
     """One step from θ_t: truncated (rows only, plain autograd) = fully second-order (all params, torch.func)."""
     model, objective, optimizer, reg, train, valid = make_setup(dataset, optimizer_name, "dui")
     kind, hp = optimizer_kind(optimizer), optimizer.param_groups[0]
-    hypergrad.truncated_hypergrad(model, objective, hypergrad.compact_problem(model, optimizer, kind, train, valid),
+    hypergrad.truncated_hypergrad(model, objective, hypergrad.compact_problem(model, objective, optimizer, kind, train, valid),
                                   reg.lam, kind, hp)
     compact = {k: p.grad.clone() for k, p in reg.lam.raw.items()}
-    hypergrad.unrolled_hypergrad(model, objective, hypergrad.full_problem(model, optimizer, kind, train, valid),
+    hypergrad.unrolled_hypergrad(model, objective, hypergrad.full_problem(model, objective, optimizer, kind, train, valid),
                                  reg.lam, kind, hp, steps=1)
     for k, p in reg.lam.raw.items():
         torch.testing.assert_close(p.grad, compact[k], rtol=1e-9, atol=1e-14)
     # and two unrolled steps agree between the compact and the full problem
-    hypergrad.unrolled_hypergrad(model, objective, hypergrad.compact_problem(model, optimizer, kind, train, valid),
+    hypergrad.unrolled_hypergrad(model, objective, hypergrad.compact_problem(model, objective, optimizer, kind, train, valid),
                                  reg.lam, kind, hp, steps=2)
     compact = {k: p.grad.clone() for k, p in reg.lam.raw.items()}
-    hypergrad.unrolled_hypergrad(model, objective, hypergrad.full_problem(model, optimizer, kind, train, valid),
+    hypergrad.unrolled_hypergrad(model, objective, hypergrad.full_problem(model, objective, optimizer, kind, train, valid),
                                  reg.lam, kind, hp, steps=2)
     for k, p in reg.lam.raw.items():
         torch.testing.assert_close(p.grad, compact[k], rtol=1e-9, atol=1e-14)
@@ -109,7 +109,25 @@ def test_truncated_hypergradient_through_a_deep_factorization(dataset, optimizer
         for p in reg.lam.raw.values():
             p.uniform_(0.05, 0.5)
     kind = optimizer_kind(optimizer)
-    problem = hypergrad.compact_problem(model, optimizer, kind, train, valid)
+    problem = hypergrad.compact_problem(model, objective, optimizer, kind, train, valid)
     assert "hidden.0" in problem.params
     one_step(method, model, objective, problem, reg.lam, kind, optimizer.param_groups[0])
     check_against_fd(model, objective, optimizer, reg, train, valid, steps=1)
+
+
+@pytest.mark.parametrize("granularity", ["dui", "d", "user_item"])
+@pytest.mark.parametrize("optimizer_name", CORE_OPTIMIZERS)
+def test_rating_hypergradients_match_finite_differences(dataset, optimizer_name, granularity):
+    """λOpt on rating regression (MSE batches of (user, item, rating)): the one-step hypergradient on the
+    compact problem, the two-step unrolled one on the full graph, each against the real look-ahead."""
+    for steps, build in ((1, hypergrad.compact_problem), (2, hypergrad.full_problem)):
+        model, objective, optimizer, reg, train, valid = make_setup(dataset, optimizer_name, granularity,
+                                                                    item_bias=True, task="rating")
+        assert len(train) == 3 and train[2].dtype == torch.float64 and train[2].max() > 1  # ratings, not triples
+        kind, hp = optimizer_kind(optimizer), optimizer.param_groups[0]
+        problem = build(model, objective, optimizer, kind, train, valid)
+        if steps == 1:
+            hypergrad.one_step_hypergrad(model, objective, problem, reg.lam, kind, hp)
+        else:
+            hypergrad.unrolled_hypergrad(model, objective, problem, reg.lam, kind, hp, steps=steps)
+        check_against_fd(model, objective, optimizer, reg, train, valid, steps=steps)

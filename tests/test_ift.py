@@ -67,7 +67,7 @@ def test_ift_hypergradient_matches_converged_finite_differences():
         for p in reg.lam.raw.values():
             p.copy_(torch.rand(p.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 0.2 + 0.05)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    problem = hypergrad.compact_problem(model, optimizer, "sgd", train, valid)
+    problem = hypergrad.compact_problem(model, objective, optimizer, "sgd", train, valid)
     values = {k: v.detach() for k, v in reg.lam.values().items()}
     theta_star, eigenvalues = solve_inner(model, objective, problem, reg.lam, values, problem.params)
     assert eigenvalues.min() > 0  # a strict local minimum: the IFT applies

@@ -13,7 +13,7 @@ from lambdaopt.regularizers.lambdaopt import LambdaOpt
 from lambdaopt.regularizers.lambdas import LambdaTables
 from lambdaopt.regularizers.lookahead import optimizer_kind
 
-from conftest import TINY, compose_config, run_cli
+from conftest import TINY, compose_config, run_in
 from lookahead_setup import make_setup
 
 U, I, D = 7, 5, 3
@@ -129,8 +129,7 @@ def test_model_without_factor_tables_is_rejected(dataset):
 
 @pytest.mark.slow
 def test_lambdaopt_run_logs_trajectories_metrics_and_figures(tmp_path):
-    result = run_cli([*TINY, "regularizer=lambdaopt_dui", "regularizer.lambda_lr=1e-2"], tmp_path)
-    assert result.returncode == 0, result.stderr
+    run_in(tmp_path, [*TINY, "regularizer=lambdaopt_dui", "regularizer.lambda_lr=1e-2"])
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     run = client.search_runs([client.get_experiment_by_name("lambdaopt").experiment_id])[0]
     assert run.info.status == "FINISHED"
@@ -161,7 +160,7 @@ def test_sparse_lambda_rows_give_the_dense_hypergradient_and_update_only_touched
         with torch.no_grad():
             for p in reg.lam.raw.values():
                 p.fill_(0.1)
-        problem = hypergrad.compact_problem(model, optimizer, kind, train, valid)
+        problem = hypergrad.compact_problem(model, objective, optimizer, kind, train, valid)
         hypergrad.one_step_hypergrad(model, objective, problem, reg.lam, kind, hp)
     for name, p in sparse.lam.raw.items():
         assert p.grad.is_sparse

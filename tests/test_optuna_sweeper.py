@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import FAST, ROOT, one_error_line, run_cli, sweep_runs
+from conftest import FAST, ROOT, one_error_line, run_cli, run_in_process, sweep_runs
 from lambdaopt.errors import ConfigError
 from lambdaopt.search import build_plugin, open_storage, search_space
 
@@ -156,13 +156,18 @@ def test_two_processes_work_on_one_study_through_basic_and_submitit_launchers(tm
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args,needle", [
-    (["hydra.sweeper.storage=postgresql://nobody:x@127.0.0.1:1/optuna"], "cannot open the Optuna storage"),
-    (["+hydra.sweeper.params.optimizer.lr={type: float, low: 10, high: 1}"], "optimizer.lr: `low <= high`"),
-    (["hydra.sweeper.sampler={name: BruteForceSampler}"], "step must be given for BruteForceSampler"),
+@pytest.mark.parametrize("args,needle,in_process", [
+    (["hydra.sweeper.storage=postgresql://nobody:x@127.0.0.1:1/optuna"], "cannot open the Optuna storage", False),
+    (["+hydra.sweeper.params.optimizer.lr={type: float, low: 10, high: 1}"], "optimizer.lr: `low <= high`", True),
+    (["hydra.sweeper.sampler={name: BruteForceSampler}"], "step must be given for BruteForceSampler", True),
 ])
-def test_bad_search_is_one_line_and_runs_nothing(tmp_path, args, needle):
-    result = run_cli(["-m", *SEARCH, *args], tmp_path)
+def test_bad_search_is_one_line_and_runs_nothing(tmp_path, args, needle, in_process):
+    """One case as the process it is: the sweep's empty parent run is deleted at exit (parent_run.py's
+    atexit step, which only a process exit runs); the others in this process, to the same one line."""
+    if in_process:
+        result = run_in_process("run.py", ["-m", *SEARCH, *args], tmp_path, {})
+    else:
+        result = run_cli(["-m", *SEARCH, *args], tmp_path)
     one_error_line(result, needle)
     _, parents, children = sweep_runs(tmp_path)
-    assert not [p for p in parents if p.info.lifecycle_stage == "active"] and not children
+    assert not children and (in_process or not [p for p in parents if p.info.lifecycle_stage == "active"])

@@ -2,7 +2,7 @@
 bit-identical metrics on CPU with one thread."""
 import pytest
 
-from conftest import TINY, compose_config, run_cli, tracked_runs
+from conftest import TINY, compose_config, run_cli, run_in, tracked_runs
 from lambdaopt.experiment import run
 
 DIVERGING = ["optimizer=sgd", "optimizer.lr=1e30"]  # embeddings overflow float32 within a few steps
@@ -12,11 +12,12 @@ DIVERGING = ["optimizer=sgd", "optimizer.lr=1e30"]  # embeddings overflow float3
 @pytest.mark.parametrize("extra,needle", [([], "training loss became nan"),
                                           (["trainer.check_finite_grads=true"], "a gradient became NaN/Inf")])
 def test_nan_stops_the_run_failed_with_a_reason(tmp_path, extra, needle):
-    result = run_cli([*TINY, *DIVERGING, *extra], tmp_path)
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and needle in errors[0], result.stderr
-    assert "Traceback" not in result.stderr
+    """In process; the command's one `error:` line for it: test_a_diverging_job_fails_and_the_sweep_goes_on."""
+    from lambdaopt.errors import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=needle) as error:
+        run_in(tmp_path, [*TINY, *DIVERGING, *extra])
+    assert "\n" not in str(error.value)
     (run_,) = tracked_runs(tmp_path, with_parents=True)[1]
     assert run_.info.status == "FAILED"
     assert run_.data.tags["failure_reason"].startswith("TrainingDiverged: ") and needle in run_.data.tags["failure_reason"]

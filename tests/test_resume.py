@@ -4,13 +4,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, TINY, one_error_line, run_cli
+import lambdaopt
+from conftest import ROOT, TINY, one_error_line, run_cli, run_in
 from lambdaopt import checkpoint
 
 pytestmark = pytest.mark.slow
@@ -44,13 +44,22 @@ def assert_same_results(straight_dir, resumed_dir):
 
 
 @pytest.mark.parametrize("regularizer", ["fixed", "lambdaopt_dui"])
-def test_sigkill_after_an_epoch_then_resume_gives_identical_metrics(tmp_path, regularizer):
+def test_sigkill_after_an_epoch_then_resume_gives_identical_metrics(tmp_path, regularizer, monkeypatch):
+    """The killed run is a process of its own; the uninterrupted run and the resume run in this one, from
+    the run's folder (lambdaopt.run, as from a notebook; the command's resume: test_sigterm_mid_epoch_...)."""
+    from lambdaopt.errors import ConfigError
+
+    def run_from(folder, overrides):
+        monkeypatch.chdir(folder)  # the default tracking settings, relative to the folder, as the command's
+        return lambdaopt.run(overrides)
+
     args = [*TINY, "trainer.max_epochs=4", f"regularizer={regularizer}"]
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     straight.mkdir(), interrupted.mkdir()
-    assert run_cli(args, straight).returncode == 0
+    run_from(straight, args)
 
-    killed = run_cli(["2", *args], interrupted, script=ROOT / "tests" / "kill_after_checkpoint.py")
+    killed = run_cli(["2", *args], interrupted,
+                     script=ROOT / "tests" / "kill_after_checkpoint.py")
     assert killed.returncode == -signal.SIGKILL
     client, run = only_run(interrupted)
     assert run.info.status == "RUNNING"  # SIGKILL leaves no chance to end the run
@@ -59,12 +68,11 @@ def test_sigkill_after_an_epoch_then_resume_gives_identical_metrics(tmp_path, re
     assert saved["trainer"]["epoch"] == 2 and saved["run_id"] == run.info.run_id
 
     if regularizer == "fixed":  # an override that contradicts the stored config is refused, nothing runs
-        refused = run_cli([f"resume={run.info.run_id}", "model.dim=16"], interrupted)
-        assert refused.returncode == 2 and "model.dim=16 (the run has 8)" in refused.stderr, refused.stderr
+        with pytest.raises(ConfigError, match=r"model.dim=16 \(the run has 8\)"):
+            run_from(interrupted, [f"resume={run.info.run_id}", "model.dim=16"])
         assert only_run(interrupted)[1].info.status == "RUNNING"
 
-    resumed = run_cli([f"resume={run.info.run_id}"], interrupted)
-    assert resumed.returncode == 0, resumed.stderr
+    run_from(interrupted, [f"resume={run.info.run_id}"])
     assert_same_results(straight, interrupted)
     _, run = only_run(interrupted)
     assert run.data.tags["resumed_at_epoch"] == "2"
@@ -73,30 +81,22 @@ def test_sigkill_after_an_epoch_then_resume_gives_identical_metrics(tmp_path, re
     assert (checkpoint.local_artifact_dir(run.info.artifact_uri) / "model.pt").exists()
 
 
-def test_sigterm_mid_epoch_checkpoints_ends_killed_and_resume_last_is_exact(tmp_path):
-    # many small steps per epoch and no early stop, so the signal lands inside an epoch
-    # (SGD's lr is per batch-mean loss: 1.5 at batch 32 is the default 50 at 1024)
-    args = [*TINY, "trainer.max_epochs=60", "trainer.batch_size=32", "optimizer.lr=1.5", "trainer.patience=0",
+def test_sigterm_mid_epoch_checkpoints_ends_killed_and_resume_last_is_exact(tmp_path, monkeypatch):
+    # SIGTERM before step 10 of epoch 4 (of 6; no early stop): the checkpoint is taken after that step
+    args = [*TINY, "trainer.max_epochs=6", "trainer.patience=0", "trainer.batch_size=32", "optimizer.lr=1.5",
             "trainer.stop_loss=0", "regularizer=lambdaopt_dui"]
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     straight.mkdir(), interrupted.mkdir()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    job = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=interrupted, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in job.stdout:  # Hydra logs the epochs to stdout
-            if "epoch   3 |" in line:
-                break
-        time.sleep(0.05)
-        job.send_signal(signal.SIGTERM)
-        _, stderr = job.communicate(timeout=120)
-    finally:
-        job.kill()
-    assert "resume=" in one_error_line((job.returncode, stderr), "interrupted by SIGTERM", 128 + signal.SIGTERM)
+    job = run_cli(["4", "10", *args], interrupted, script=ROOT / "tests" / "term_in_epoch.py")
+    line = one_error_line(job, "interrupted by SIGTERM in epoch 4 after step 11", 128 + signal.SIGTERM)
+    assert "resume=" in line
     client, run = only_run(interrupted)
     assert run.info.status == "KILLED" and run.data.tags["failure_reason"].startswith("interrupted")
+    saved = checkpoint.load(checkpoint.checkpoint_dir(run.info.artifact_uri, run.info.run_id)[0] / checkpoint.FILENAME)
+    assert (saved["trainer"]["epoch"], saved["trainer"]["step_in_epoch"]) == (3, 11)  # 3 epochs and 11 steps done
 
-    assert run_cli(args, straight).returncode == 0
+    monkeypatch.chdir(straight)  # the uninterrupted run in this process, with the command's tracking defaults
+    lambdaopt.run(args)
     resumed = run_cli(["resume=last"], interrupted)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_results(straight, interrupted)
@@ -104,12 +104,14 @@ def test_sigterm_mid_epoch_checkpoints_ends_killed_and_resume_last_is_exact(tmp_
 
 def test_resume_errors_are_one_line(tmp_path):
     # (a malformed value and resume=last without runs: tests/test_bad_inputs.py)
-    assert run_cli([*TINY, "trainer.max_epochs=1"], tmp_path).returncode == 0
-    _, run = only_run(tmp_path)
-    for args, needle in (([f"resume={run.info.run_id}"], "already FINISHED; there is nothing to resume"),
+    from lambdaopt.errors import LambdaoptError
+
+    finished = run_in(tmp_path, [*TINY, "trainer.max_epochs=1"]).run_id
+    for args, needle in (([f"resume={finished}"], "already FINISHED; there is nothing to resume"),
                          (["resume=0123456789abcdef0123456789abcdef"], "no such MLflow run")):
-        result = run_cli(args, tmp_path)
-        one_error_line(result, needle)
+        with pytest.raises(LambdaoptError, match=needle) as error:
+            run_in(tmp_path, args)
+        assert "\n" not in str(error.value)
 
 
 def test_save_atomic_keeps_the_old_checkpoint_when_writing_fails(tmp_path):

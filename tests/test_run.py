@@ -1,7 +1,7 @@
-"""The entry point end to end: MLflow runs, artifacts, multirun, and one-line errors."""
+"""The entry point end to end: MLflow runs, artifacts and one-line errors (multiruns: test_sweeps.py)."""
 import pytest
 
-from conftest import TINY, fails_in_one_line, run_cli, tracked_runs
+from conftest import TINY, fails_in_one_line, run_cli, run_in_process, tracked_runs
 
 pytestmark = pytest.mark.slow
 
@@ -24,17 +24,6 @@ def test_single_run_logs_a_finished_mlflow_run(tmp_path):
     assert (tmp_path / "mlartifacts").is_dir()
 
 
-def test_multirun_creates_one_run_per_job(tmp_path):
-    result = run_cli(["-m", *TINY, "regularizer.lam=0,1e-2"], tmp_path)
-    assert result.returncode == 0, result.stderr
-    _, runs = tracked_runs(tmp_path)
-    assert sorted(r.data.params["regularizer.lam"] for r in runs) == ["0.0", "0.01"]
-    assert all(r.info.status == "FINISHED" for r in runs)
-    assert {r.data.tags["job_num"] for r in runs} == {"0", "1"}
-    assert all("regularizer.lam=" in r.data.tags["overrides"] for r in runs)
-    assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
-
-
 def test_users_with_one_interaction_are_refused_in_one_line():
     # the other bad values, through the command line: test_bad_inputs.py
     fails_in_one_line([*TINY, "dataset.min_user_interactions=1", "dataset.min_interactions=1",
@@ -42,9 +31,9 @@ def test_users_with_one_interaction_are_refused_in_one_line():
 
 
 def test_unknown_option_and_wrong_type_are_reported_by_hydra(tmp_path):
-    result = run_cli(["regularizer=nope"], tmp_path)
+    result = run_in_process("run.py", ["regularizer=nope"], tmp_path, {})
     assert result.returncode != 0 and "regularizer" in result.stderr and "Traceback" not in result.stderr
-    result = run_cli(["model.dim=abc"], tmp_path)
+    result = run_in_process("run.py", ["model.dim=abc"], tmp_path, {})
     assert result.returncode != 0 and "model.dim" in result.stderr and "Traceback" not in result.stderr
 
 

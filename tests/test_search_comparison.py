@@ -1,13 +1,11 @@
 """λOpt against a search (lambdaopt/conf/sweep/search_vs_lambdaopt*.yaml, `python -m lambdaopt.report --search`), on tiny
 synthetic data: per seed the grid's and Optuna's validation-selected λ and λOpt's one run, each with the
 summed training seconds of every run it needed."""
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
-from conftest import FAST, run_cli, sweep_runs
+from conftest import FAST, run_in_process, sweep_runs
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "search_vs_lambdaopt"
@@ -15,14 +13,16 @@ EXPERIMENT = "search_vs_lambdaopt"
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
+    """Both sweeps and the report, each run as its command would be, in this process (faster than three)."""
     cwd = tmp_path_factory.mktemp("search")
-    grid = run_cli(["-m", *FAST, "+sweep=search_vs_lambdaopt", "regularizer.lam=0,1e-2", "seed=0,1"], cwd)
+    grid = run_in_process("run.py", ["-m", *FAST, "+sweep=search_vs_lambdaopt", "regularizer.lam=0,1e-2", "seed=0,1"],
+                          cwd, {})
     assert grid.returncode == 0, grid.stderr
-    search = run_cli(["-m", *FAST, "+sweep=search_vs_lambdaopt_optuna", "seed=0,1", "hydra.sweeper.n_trials=2"], cwd)
+    search = run_in_process("run.py", ["-m", *FAST, "+sweep=search_vs_lambdaopt_optuna", "seed=0,1",
+                                       "hydra.sweeper.n_trials=2"], cwd, {})
     assert search.returncode == 0, search.stderr
-    report = subprocess.run([sys.executable, "-m", "lambdaopt.report", "--experiment", EXPERIMENT, "--search",
-                             "--metrics", "ndcg@10,auc", "--out", str(cwd / "report")], cwd=cwd, capture_output=True,
-                            text=True, timeout=300)
+    report = run_in_process("report", ["--experiment", EXPERIMENT, "--search", "--metrics", "ndcg@10,auc",
+                                       "--out", str(cwd / "report")], cwd, {})
     assert report.returncode == 0, report.stderr
     return cwd, report.stdout
 

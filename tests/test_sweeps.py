@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from conftest import FAST, ROOT, compose_config, run_cli, sweep_runs
+from conftest import FAST, ROOT, compose_config, run_cli, run_in_process, sweep_runs
 
 
 # ----------------------------------------------------------------------------- presets (fast)
@@ -103,7 +103,7 @@ def test_basic_launcher_grid_gives_one_parent_and_finished_children(grid_sweep):
     assert "| MF-λFix |" in parent.data.tags["mlflow.note.content"]
     printed = (grid_sweep / "stdout.txt").read_text()  # the table and how to browse, once, at the end
     assert printed.count("mlflow ui --backend-store-uri") == 1 and printed.count("| MF-λFix |") == 1
-    assert f"Browse the sweep: mlflow ui" in printed and f"runs/{parent.info.run_id}?workflowType=machine_learning" in printed
+    assert "Browse the sweep: mlflow ui" in printed and f"runs/{parent.info.run_id}?workflowType=machine_learning" in printed
 
 
 @pytest.mark.slow
@@ -164,7 +164,7 @@ def test_joblib_sweep_gives_one_parent_and_two_children(tmp_path):
 
 @pytest.mark.slow
 def test_a_failed_job_fails_the_parent_and_is_named(tmp_path):
-    result = run_cli(["-m", *FAST, "optimizer.lr=0,1e-2"], tmp_path)
+    result = run_in_process("run.py", ["-m", *FAST, "optimizer.lr=0,1e-2"], tmp_path, {})
     assert result.returncode == 0, result.stderr  # a user error does not stop the sweep
     _, parents, children = sweep_runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FAILED"

@@ -133,6 +133,10 @@ class TrainerConfig:
     # MF-BPR under fixed λ / L1 / no penalty: steps with the gradient in closed form instead of autograd
     # (tasks/bpr_step.py; the same results to float rounding, several times faster). false: autograd always.
     closed_form_step: bool = True
+    # MF-BPR with plain SGD (fixed λ, learned λ or none; CPU): apply each triple's update before the next
+    # triple is read — per-sample SGD, as cornac and implicit train — instead of one update per batch.
+    # Triple t moves its rows by −(lr/batch_size)·∇ℓ_t, so lr means the same in both (bpr_kernel.py).
+    per_sample: bool = False
     # Steps between returning the C heap's free pages to the OS (glibc malloc_trim; lambdaopt/memory.py);
     # without it freed per-step buffers of varying sizes stay resident as heap holes. 0 = never.
     release_memory_every: int = field_with(64, non_negative())

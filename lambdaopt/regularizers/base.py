@@ -30,7 +30,8 @@ class Regularizer(nn.Module):
     lambda_data: str | None = None
     holdout_ratio: float = 0.1
     validation_share: float | None = None
-    # the tasks (`dataset.feedback`) it works with: learned λ and AMF need BPR triples (tasks/ranking.py)
+    # the tasks (`dataset.feedback`) it works with: AMF needs BPR triples (tasks/ranking.py), learned λ an
+    # objective it can look ahead on (contracts.LambdaSource: ranking and rating)
     feedback: tuple[str, ...] = ("implicit", "explicit", "completion")
     # the penalty reads only the rows the batch gathered (optimizer=sparse_adam updates just those rows)
     supports_sparse_rows: bool = False

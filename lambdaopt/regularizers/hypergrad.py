@@ -58,18 +58,16 @@ class LookaheadProblem:
     batch_size: int
 
 
-def compact_problem(model, optimizer, kind, train, valid) -> LookaheadProblem:
-    """Restrict the look-ahead to the rows the two batches touch (see module docstring)."""
-    users, positives, negatives = train
-    v_users, v_positives, v_negatives = valid
-    batch_size = len(users)
+def compact_problem(model, objective, optimizer, kind, train, valid) -> LookaheadProblem:
+    """Restrict the look-ahead to the rows the two batches touch (see module docstring); the objective
+    names them (`batch_ids`) and rebuilds its batches on the compact row numbers (`with_ids`)."""
+    (users, items), (v_users, v_items) = objective.batch_ids(train), objective.batch_ids(valid)
     unique_users, user_index = torch.unique(torch.cat([users, v_users]), return_inverse=True)
-    unique_items, item_index = torch.unique(torch.cat([positives, negatives, v_positives, v_negatives]),
-                                            return_inverse=True)
+    unique_items, item_index = torch.unique(torch.cat([items, v_items]), return_inverse=True)
     unique = {"user": unique_users, "item": unique_items}
-    n_u, n_i = len(users), len(positives)
-    train_c = (user_index[:n_u], item_index[:n_i], item_index[n_i:2 * n_i])
-    valid_c = (user_index[n_u:], item_index[2 * n_i:2 * n_i + len(v_positives)], item_index[2 * n_i + len(v_positives):])
+    n_u, n_i = len(users), len(items)
+    train_c = objective.with_ids(train, user_index[:n_u], item_index[:n_i])
+    valid_c = objective.with_ids(valid, user_index[n_u:], item_index[n_i:])
     params, state = {}, {}
     tables = model.entity_tables()
     for name, param in model.named_parameters():
@@ -79,24 +77,23 @@ def compact_problem(model, optimizer, kind, train, valid) -> LookaheadProblem:
         else:  # shared weights (deep factors, MLPs) step too, whole
             params[name] = param.detach()
             state[name] = gather_state(optimizer, kind, param)
-    occurrences = {"user": train_c[0], "item": item_index[:2 * n_i]}
+    occurrences = {"user": user_index[:n_u], "item": item_index[:n_i]}  # the train batch's reads: penalized
     counts = {role: torch.bincount(occurrences[role], minlength=len(unique[role])).to(params_dtype(params))
               for role in unique}
-    penalized = [(name, role, unique[role], counts[role]) for name, (role, _) in model.factor_rows(users, positives).items()]
-    return LookaheadProblem(params, state, train_c, valid_c, penalized, batch_size)
+    penalized = [(name, role, unique[role], counts[role]) for name, (role, _) in model.factor_rows(users, items).items()]
+    return LookaheadProblem(params, state, train_c, valid_c, penalized, len(train[0]))
 
 
-def full_problem(model, optimizer, kind, train, valid) -> LookaheadProblem:
+def full_problem(model, objective, optimizer, kind, train, valid) -> LookaheadProblem:
     """The same problem over every parameter of the model (dense; any model with factor_rows)."""
-    users, positives, negatives = train
     params = {name: p.detach() for name, p in model.named_parameters()}
     state = {name: gather_state(optimizer, kind, p) for name, p in model.named_parameters()}
     penalized = []
-    for name, (role, rows) in model.factor_rows(users, torch.cat([positives, negatives])).items():
+    for name, (role, rows) in model.factor_rows(*objective.batch_ids(train)).items():
         n_rows = params[name].shape[0]
         entities = torch.arange(n_rows, device=rows.device)
         penalized.append((name, role, entities, torch.bincount(rows, minlength=n_rows).to(params[name].dtype)))
-    return LookaheadProblem(params, state, train, valid, penalized, len(users))
+    return LookaheadProblem(params, state, train, valid, penalized, len(train[0]))
 
 
 def params_dtype(params: dict[str, torch.Tensor]) -> torch.dtype:

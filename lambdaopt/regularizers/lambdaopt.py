@@ -49,7 +49,7 @@ class LambdaOpt(Regularizer):
     comes from (base.py); lookahead: through the model's own optimizer (λOpt) or through plain SGD at its
     lr (SGDA, Rendle 2012)."""
 
-    feedback = ("implicit",)  # λ looks ahead on validation triples (contracts.LambdaSource)
+    feedback = ("implicit", "explicit")  # λ looks ahead on validation triples or ratings (contracts.LambdaSource)
     closed_form_gradient = True  # the model step (after `update`) under the current λ: add_rows_gradient
 
     def __init__(self, granularity: Annotated[str, one_of(*GRANULARITIES)] = "dui",
@@ -106,8 +106,8 @@ class LambdaOpt(Regularizer):
             raise ConfigError(f"λOpt regularizes user/item factor tables and model {type(model).__name__} has none: "
                               "use model=mf, deep_mf or neumf")
         if not isinstance(objective, LambdaSource):
-            raise ConfigError("λOpt learns λ from validation triples of a ranking task: use an implicit-feedback "
-                              "dataset (dataset.feedback=implicit)")
+            raise ConfigError("λOpt learns λ from validation batches of a ranking or rating task: use "
+                              "dataset.feedback=implicit or explicit")
         if len(objective.lambda_valid) == 0:
             raise ConfigError("λOpt has no data to learn λ from: every user has a single training interaction "
                               "(keep users with more: dataset.min_user_interactions), or check dataset.split")
@@ -170,7 +170,8 @@ class LambdaOpt(Regularizer):
         size = self.valid_batch_size or len(train_batch[0])
         valid_batch = self.objective.valid_batch(self.rng, size)
         build = hypergrad.full_problem if self.full_graph else hypergrad.compact_problem
-        problem = build(model, optimizer if self.lookahead == "model" else _NO_STATE, self.kind, train_batch, valid_batch)
+        problem = build(model, self.objective, optimizer if self.lookahead == "model" else _NO_STATE, self.kind, train_batch,
+                        valid_batch)
         hp = optimizer.param_groups[0] if self.lookahead == "model" else {"lr": optimizer.param_groups[0]["lr"]}
         self.lambda_optimizer.zero_grad(set_to_none=True)
         if self.hypergrad == "truncated" and self.unroll_steps == 1:  # exact at one step: closed-form ∂θ'/∂g

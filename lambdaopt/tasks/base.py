@@ -13,9 +13,10 @@ Subclasses register under the `dataset.feedback` value that selects them (`@regi
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lambdaopt.errors import ConfigError
 
@@ -49,6 +50,8 @@ class Task:
     LOWER_IS_BETTER: ClassVar[frozenset[str]] = frozenset()
     # optimizer=sparse_adam updates the rows of a minibatch: a full-batch task refuses it
     minibatch: ClassVar[bool] = True
+    # trainer.per_sample: per-sample SGD through each batch (ranking's BPR triples only)
+    per_sample: ClassVar[bool] = False
     # models computed once from the data (`models.base.SolvedModel`) complete a matrix: `solve` runs them
     solves_models: ClassVar[bool] = False
 
@@ -89,6 +92,62 @@ class Task:
         """Artifacts written once at the end (the validation spectrum's trajectory, when tracked)."""
         if self.valid_evaluator.trajectory is not None:
             self.valid_evaluator.trajectory.log_to(tracker, title)
+
+
+class ObservesSpectrum:
+    """For an objective whose validation evaluator may keep a spectrum trajectory (rating, completion):
+    the task sets `trajectory`, and each step calls `observe` before it is taken."""
+
+    trajectory = None  # the evaluator's SpectrumTrajectory, when it keeps one
+    steps_taken: int
+
+    def observe(self, model) -> None:
+        """The trajectory's snapshot of the model after steps_taken − 1 steps (this one is not taken yet)."""
+        if self.trajectory is not None:
+            self.trajectory.observe(model, self.steps_taken - 1)
+
+
+@dataclass
+class LambdaData:
+    """Where a run's interactions go when a regularizer learns λ from held-out data (ranking and rating
+    tasks alike): `fit` trains the model, `learn` is λ's look-ahead target (None: no learned λ),
+    `select` selects the epoch, `select_excluded` is what the selection's ranking leaves out."""
+
+    fit: object
+    learn: object
+    select: object
+    select_excluded: object
+    note: str = ""
+
+
+def lambda_data(cfg: DictConfig, dataset, regularizer) -> LambdaData:
+    """`regularizer.lambda_data` applied to `dataset` (data/splits.py): with "split", per user a share of
+    the validation interactions, or the latest training interaction of a user with one (carved out of the
+    training data); with "holdout", a share of each user's training interactions carved out of the
+    training data (sized per split method), and model selection uses the whole validation split; with
+    "validation", a random share of the validation interactions. Selection uses the validation
+    interactions λ does not see, with λ's share excluded like training items (known to the user)."""
+    from lambdaopt.data.splits import carve_holdout, lambda_data_split, split_validation
+
+    source = regularizer.lambda_data
+    parts = LambdaData(dataset.train, None, dataset.valid, dataset.train)
+    method = OmegaConf.select(cfg, "dataset.split.method", default="temporal")
+    data_seed = OmegaConf.select(cfg, "dataset.seed", default=0)
+    if source == "split":
+        fit, learn_valid, holdout, select = lambda_data_split(
+            dataset.train, dataset.valid, dataset.n_users, method, regularizer.validation_share, data_seed)
+        parts = LambdaData(fit, learn_valid.concat(holdout), select, dataset.train.concat(learn_valid),
+                           f", λ learns from {len(learn_valid)} validation + {len(holdout)} held-out training "
+                           f"interactions, {len(select)} select the epoch")
+    elif source == "holdout":
+        fit, learn = carve_holdout(dataset.train, dataset.n_users, method, regularizer.holdout_ratio, data_seed)
+        parts = LambdaData(fit, learn, dataset.valid, dataset.train,
+                           f", λ learns from {len(learn)} held-out training interactions")
+    elif source == "validation":
+        learn, select = split_validation(dataset.valid, regularizer.validation_share, cfg.seed)
+        parts = LambdaData(dataset.train, learn, select,
+                           dataset.train if select is learn else dataset.train.concat(learn))
+    return parts
 
 
 # Losses the trainer logs for every task, whichever task is running.

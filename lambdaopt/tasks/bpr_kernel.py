@@ -94,6 +94,51 @@ def sgd_on_touched_rows(P, Q, bias, has_bias, users, positives, negatives, lr, g
                 touched_Q[r] = False
 
 
+@numba.njit(cache=True, fastmath=FASTMATH, nogil=True)
+def bpr_l2_per_sample_sgd(P, Q, bias, has_bias, users, positives, negatives, lam_P, lam_Q,
+                          step_size):  # pragma: no cover  (compiled; its result is tested)
+    """Per-sample SGD through the batch (`trainer.per_sample`): triple t moves p_u, q_i, q_j (and the item
+    biases) by −step_size·∇ℓ_t, ℓ_t = −log σ(x_t) + Σ_rows Σ_k λ_rk θ_rk², reading the rows as the
+    triples before it left them — the mini-batch step's terms applied one at a time (step_size = lr/B:
+    at B = 1 it is the same step). λ as in `bpr_l2_gradient`. Returns (Σ −log σ(x), Σ λ ⊙ θ²), each term
+    at its triple's turn."""
+    size, dim = users.shape[0], P.shape[1]
+    step, two = np.float32(step_size), np.float32(2.0)  # float32 throughout the row loops, as the tables
+    user_entries, item_entries = lam_P.shape[0] > 1, lam_Q.shape[0] > 1
+    fit, squares = 0.0, 0.0
+    for t in range(size):
+        u, i, j = users[t], positives[t], negatives[t]
+        x = bias[i] - bias[j] if has_bias else np.float32(0.0)
+        for k in range(dim):
+            x += P[u, k] * (Q[i, k] - Q[j, k])
+        fit += max(-x, 0.0) + math.log1p(math.exp(-abs(x)))
+        g = np.float32(-1.0 / (1.0 + math.exp(x)))  # ∂ℓ_t/∂x = −σ(−x)
+        row_squares = np.float32(0.0)
+        if user_entries or item_entries:
+            for k in range(dim):
+                p, qi, qj = P[u, k], Q[i, k], Q[j, k]
+                wp = lam_P[u, k] if user_entries else lam_P[0, 0]
+                wi = lam_Q[i, k] if item_entries else lam_Q[0, 0]
+                wj = lam_Q[j, k] if item_entries else lam_Q[0, 0]
+                row_squares += wp * p * p + wi * qi * qi + wj * qj * qj
+                P[u, k] = p - step * (g * (qi - qj) + two * wp * p)
+                Q[i, k] = qi - step * (g * p + two * wi * qi)
+                Q[j, k] -= step * (two * wj * qj - g * p)  # −=: were j = i, both terms apply
+        else:  # one λ per table (fixed λ): the same loop without per-entry loads, which vectorizes
+            cp, cq = two * lam_P[0, 0], two * lam_Q[0, 0]
+            for k in range(dim):
+                p, qi, qj = P[u, k], Q[i, k], Q[j, k]
+                row_squares += lam_P[0, 0] * p * p + lam_Q[0, 0] * (qi * qi + qj * qj)
+                P[u, k] = p - step * (g * (qi - qj) + cp * p)
+                Q[i, k] = qi - step * (g * p + cq * qi)
+                Q[j, k] -= step * (cq * qj - g * p)
+        squares += row_squares
+        if has_bias:
+            bias[i] -= step * g
+            bias[j] += step * g
+    return fit, squares
+
+
 class CompiledBPRStep:
     """The two loops on numpy views of the model's CPU float32 tables (no copies). `sgd_step` keeps its
     own gradient buffers between steps (left zeroed); `gradient` writes the dense gradient into the
@@ -129,6 +174,10 @@ class CompiledBPRStep:
         sums = bpr_l2_gradient(*tables, *batch, *self._weights(weights), *buffers)
         sgd_on_touched_rows(*tables, *batch, lr, *buffers)
         return sums
+
+    def per_sample_sgd_step(self, users, positives, negatives, weights, step_size: float) -> tuple[float, float]:
+        return bpr_l2_per_sample_sgd(*self._tables(), users.numpy(), positives.numpy(), negatives.numpy(),
+                                     *self._weights(weights), step_size)
 
     def gradient(self, users, positives, negatives, weights) -> tuple[float, float]:
         model, grads = self.model, []

@@ -28,6 +28,7 @@ import importlib
 import torch
 
 from lambdaopt.contracts import Batch
+from lambdaopt.errors import ConfigError
 
 
 def lazy_sgd_lr(optimizer: torch.optim.Optimizer) -> bool:
@@ -98,10 +99,16 @@ class ClosedFormBPRStep:
     (`regularizer.closed_form_gradient`), for any torch optimizer. `BPRObjective.closed_form_step`
     builds it when those hold; the trainer runs it in place of its autograd step."""
 
-    def __init__(self, model, regularizer, optimizer: torch.optim.Optimizer):
+    def __init__(self, model, regularizer, optimizer: torch.optim.Optimizer, per_sample: int = 0):
+        """per_sample: 0 for one update per batch; B > 0 for per-sample SGD, each triple moved by
+        −(lr/B)·its gradient (B the configured batch size, so a short last batch takes the same steps)."""
         self.model, self.regularizer, self.optimizer = model, regularizer, optimizer
-        self.lazy_sgd = lazy_sgd_lr(optimizer)
+        self.lazy_sgd, self.per_sample = lazy_sgd_lr(optimizer), per_sample
         self.compiled = self._compiled_loop()
+        if per_sample and (self.compiled is None or not self.lazy_sgd):
+            raise ConfigError("trainer.per_sample=true runs plain SGD (optimizer=sgd, no momentum or weight decay) "
+                              "as a compiled CPU loop: it needs float32 tables on the CPU, numba, a weighted L2 "
+                              "penalty (regularizer=fixed, none or lambdaopt_*) and no optimizer=sparse_adam")
 
     def _compiled_loop(self):
         """The same step as compiled loops (bpr_kernel.py) where they apply: a weighted L2 penalty
@@ -120,7 +127,10 @@ class ClosedFormBPRStep:
             weights = self.regularizer.l2_weights()
             if self.lazy_sgd:
                 lr = float(self.optimizer.param_groups[0]["lr"])
-                fit, penalty = self.compiled.sgd_step(*batch, weights, lr)
+                if self.per_sample:
+                    fit, penalty = self.compiled.per_sample_sgd_step(*batch, weights, lr / self.per_sample)
+                else:
+                    fit, penalty = self.compiled.sgd_step(*batch, weights, lr)
                 return torch.tensor((fit + penalty) / size, dtype=torch.float32)
             fit, penalty = self.compiled.gradient(*batch, weights)
             loss = torch.tensor((fit + penalty) / size, dtype=torch.float32)

@@ -21,13 +21,13 @@ from lambdaopt.data.lowrank import CompletionData
 from lambdaopt.errors import ConfigError
 from lambdaopt.evaluation.completion import METRICS, CompletionEvaluator
 from lambdaopt.models.rows import gather_rows
-from lambdaopt.tasks.base import Task, register_task
+from lambdaopt.tasks.base import ObservesSpectrum, Task, register_task
 from lambdaopt.tasks.completion_step import ClosedFormProductStep
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-class FullBatchMSE:
+class FullBatchMSE(ObservesSpectrum):
     """loss(W) = (1/K) Σ_k (pred_k(W) − y_k)², pred_k = W[r_k, c_k] (completion) or ⟨A_k, W⟩ (sensing).
 
     One "epoch" of the trainer is `steps_per_epoch` full-batch steps, so the trainer's per-epoch
@@ -51,7 +51,6 @@ class FullBatchMSE:
             self.flat_index = rows * data.n_items + cols  # W.view(-1)[flat_index] = W[rows, cols]
             self.batch = (rows, cols, self.values)
         self.steps_taken = 0
-        self.trajectory = None  # the evaluator's SpectrumTrajectory (CompletionTask): snapshots between evaluations
 
     def batches(self, rng: np.random.Generator) -> Iterator[Batch]:
         """The same full batch `steps_per_epoch` times (no shuffling: there is nothing to shuffle)."""
@@ -78,12 +77,6 @@ class FullBatchMSE:
 
     def load_state_dict(self, state: dict) -> None:
         self.steps_taken = state["steps_taken"]
-
-    def observe(self, model) -> None:
-        """Before a step: the spectrum trajectory's snapshot of the model after steps_taken − 1 steps (this
-        one is not taken yet), where the evaluator keeps one (CompletionTask)."""
-        if self.trajectory is not None:
-            self.trajectory.observe(model, self.steps_taken - 1)
 
     def predictions(self, matrix: torch.Tensor) -> torch.Tensor:
         """pred_k(W) for every observation, (K,)."""

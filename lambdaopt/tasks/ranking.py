@@ -7,16 +7,15 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lambdaopt.contracts import Rows
 from lambdaopt.data.interactions import SplitDataset
 from lambdaopt.data.sampling import NegativeSampler, bpr_triples
-from lambdaopt.data.splits import carve_holdout, lambda_data_split, split_validation
 from lambdaopt.errors import ConfigError
 from lambdaopt.evaluation.ranking import RankingEvaluator, metric_names
 from lambdaopt.models.rows import score_and_rows, score_blocks
-from lambdaopt.tasks.base import Task, register_task
+from lambdaopt.tasks.base import Task, lambda_data, register_task
 from lambdaopt.tasks.bpr_step import ClosedFormBPRStep, dot_bpr_loss_and_grads
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -35,8 +34,9 @@ class BPRObjective:
     training items and `lambda_valid` items — never excluding the data epoch selection is judged on,
     whose items would otherwise be told apart from every other non-training item by λ's signal."""
 
-    def __init__(self, dataset: SplitDataset, batch_size: int, device: torch.device, lambda_valid=None, fit=None):
-        self.dataset, self.batch_size, self.device = dataset, batch_size, device
+    def __init__(self, dataset: SplitDataset, batch_size: int, device: torch.device, lambda_valid=None, fit=None,
+                 per_sample: bool = False):
+        self.dataset, self.batch_size, self.device, self.per_sample = dataset, batch_size, device, per_sample
         self.fit = dataset.train if fit is None else fit  # what the model trains on
         self.lambda_valid = dataset.valid if lambda_valid is None else lambda_valid
         self.train_sampler = NegativeSampler(dataset.n_users, dataset.n_items, dataset.train)
@@ -55,12 +55,16 @@ class BPRObjective:
     def n_batches(self) -> int:
         return -(-len(self.fit) // self.batch_size)
 
-    @staticmethod
-    def closed_form_step(model, regularizer, optimizer) -> ClosedFormBPRStep | None:
+    def closed_form_step(self, model, regularizer, optimizer) -> ClosedFormBPRStep | None:
         """The step without autograd (tasks/bpr_step.py) for a dot-product model under a penalty whose row
-        gradient is known in closed form (fixed λ, L1, none); None for everything else."""
+        gradient is known in closed form (fixed λ, L1, none); None for everything else. With `per_sample`,
+        the per-sample SGD step, or a ConfigError naming what it lacks."""
         if model.dot_scores and regularizer.closed_form_gradient:
-            return ClosedFormBPRStep(model, regularizer, optimizer)
+            return ClosedFormBPRStep(model, regularizer, optimizer, per_sample=self.batch_size if self.per_sample else 0)
+        if self.per_sample:
+            raise ConfigError(f"trainer.per_sample=true needs a dot-product model (model=mf) under a penalty with a "
+                              f"closed-form gradient (regularizer=fixed, none or lambdaopt_*), not "
+                              f"{type(model).__name__} with {type(regularizer).__name__}")
         return None
 
     @staticmethod
@@ -82,6 +86,15 @@ class BPRObjective:
         return self._to_device((users, items, self.valid_sampler.sample(users, rng)))
 
     @staticmethod
+    def batch_ids(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        users, positives, negatives = batch
+        return users, torch.cat([positives, negatives])
+
+    @staticmethod
+    def with_ids(batch: Batch, users: torch.Tensor, items: torch.Tensor) -> Batch:
+        return users, *items.view(2, -1)
+
+    @staticmethod
     def loss(model, batch: Batch) -> torch.Tensor:
         users, positives, negatives = batch
         positive_scores, negative_scores = score_blocks(model, users, torch.cat([positives, negatives])).view(2, -1)
@@ -100,6 +113,8 @@ class BPRObjective:
 class RankingTask(Task):
     """BPR on the training interactions; validation and test by full ranking."""
 
+    per_sample = True
+
     @classmethod
     def metric_names(cls, evaluation: DictConfig) -> list[str]:
         return metric_names(evaluation.ks)
@@ -111,13 +126,7 @@ class RankingTask(Task):
 
     @classmethod
     def build(cls, cfg: DictConfig, dataset, device, regularizer) -> "RankingTask":
-        """A regularizer that learns λ from held-out data (`regularizer.lambda_data`) gets it as
-        `objective.valid_batch` (data/splits.py): with "split", per user a share of the validation
-        interactions, or the latest training interaction of a user with one (carved out of the training
-        triples); with "holdout", a share of each user's training interactions carved out of the training
-        triples (sized per split method), and model selection uses the whole validation split; with
-        "validation", a random share of the validation interactions. Selection uses the validation
-        interactions λ does not see, with λ's share excluded like training items (known to the user)."""
+        """A regularizer that learns λ from held-out data gets it as `objective.valid_batch` (base.lambda_data)."""
         if not isinstance(dataset, SplitDataset):
             raise ConfigError(f"dataset '{dataset.name}' is a completion dataset: dataset.feedback must be completion")
         if max(cfg.evaluation.ks) > dataset.n_items:
@@ -125,27 +134,13 @@ class RankingTask(Task):
                 f"evaluation.ks={list(cfg.evaluation.ks)} asks for K > {dataset.n_items} items in "
                 f"dataset '{dataset.name}': use values ≤ {dataset.n_items}"
             )
+        parts = lambda_data(cfg, dataset, regularizer)
         description = (f"{dataset.n_users} users, {dataset.n_items} items, "
-                       f"{len(dataset.train)}/{len(dataset.valid)}/{len(dataset.test)} train/valid/test")
-        source = regularizer.lambda_data
-        fit, learn, select_valid, select_excluded = dataset.train, None, dataset.valid, dataset.train
-        method = OmegaConf.select(cfg, "dataset.split.method", default="temporal")
-        data_seed = OmegaConf.select(cfg, "dataset.seed", default=0)
-        if source == "split":
-            fit, learn_valid, holdout, select_valid = lambda_data_split(
-                dataset.train, dataset.valid, dataset.n_users, method, regularizer.validation_share, data_seed)
-            learn, select_excluded = learn_valid.concat(holdout), dataset.train.concat(learn_valid)
-            description += (f", λ learns from {len(learn_valid)} validation + {len(holdout)} held-out training "
-                            f"interactions, {len(select_valid)} select the epoch")
-        elif source == "holdout":
-            fit, learn = carve_holdout(dataset.train, dataset.n_users, method, regularizer.holdout_ratio, data_seed)
-            description += f", λ learns from {len(learn)} held-out training interactions"
-        elif source == "validation":
-            learn, select_valid = split_validation(dataset.valid, regularizer.validation_share, cfg.seed)
-            select_excluded = dataset.train if select_valid is learn else dataset.train.concat(learn)
-        objective = BPRObjective(dataset, cfg.trainer.batch_size, device, lambda_valid=learn, fit=fit)
+                       f"{len(dataset.train)}/{len(dataset.valid)}/{len(dataset.test)} train/valid/test{parts.note}")
+        objective = BPRObjective(dataset, cfg.trainer.batch_size, device, lambda_valid=parts.learn, fit=parts.fit,
+                                 per_sample=cfg.trainer.per_sample)
         evaluation = dict(ks=cfg.evaluation.ks, chunk_users=cfg.evaluation.chunk_users, device=device)
-        valid = RankingEvaluator(dataset.n_users, dataset.n_items, select_valid, select_excluded, **evaluation)
+        valid = RankingEvaluator(dataset.n_users, dataset.n_items, parts.select, parts.select_excluded, **evaluation)
         test = RankingEvaluator(dataset.n_users, dataset.n_items, dataset.test, dataset.train.concat(dataset.valid),
                                 **evaluation)
         return cls(objective, valid, test, *cls.resolve_monitor(cfg), description)
