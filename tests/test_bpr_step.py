@@ -261,28 +261,18 @@ def per_sample_reference(model, lam: float, lr: float, batch):
 
 
 @pytest.mark.parametrize("penalty", ["fixed", "dui"])
-def test_per_sample_step_applies_each_triple_before_the_next(penalty):
+def test_per_sample_step_applies_each_triple_before_the_next(penalty, dataset):
     torch.manual_seed(0)
-    model = MatrixFactorization(N_USERS, N_ITEMS, dim=6, init_std=0.3, item_bias=True)
+    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=6, init_std=0.3, item_bias=True)
     regularizer = FixedL2(0.05) if penalty == "fixed" else LambdaOpt(granularity="dui", init=0.05)
-    if penalty == "dui":
-        regularizer.setup(model, BPRObjective(dataset_for(model), 8, torch.device("cpu")))
+    if penalty == "dui":  # every λ entry 0.05: the per-entry loop, against the reference's one λ
+        regularizer.setup(model, BPRObjective(dataset, 8, torch.device("cpu")))
     step = ClosedFormBPRStep(model, regularizer, torch.optim.SGD(model.parameters(), lr=8.0), per_sample=40)
     for batch in batches(n=3):  # 40 triples over 12 users and 15 items: rows repeat within a batch
         P, Q, b = per_sample_reference(model, 0.05, 8.0, batch)
         step(batch)
         for mine, want in ((model.user_embedding, P), (model.item_embedding, Q), (model.item_bias, b)):
             np.testing.assert_allclose(mine.detach().numpy(), want, rtol=2e-5, atol=2e-6)
-
-
-def dataset_for(model):
-    """A split dataset over the model's ids (λOpt's setup reads its counts)."""
-    from lambdaopt.data.interactions import Interactions, SplitDataset
-
-    users, items = np.meshgrid(np.arange(model.n_users), np.arange(model.n_items), indexing="ij")
-    half = (users + items) % 2 == 0  # every user keeps items to sample negatives from
-    everything = Interactions.from_arrays(users[half], items[half])
-    return SplitDataset("ids", model.n_users, model.n_items, everything, everything, everything)
 
 
 def test_per_sample_epochs_are_batch_size_one_epochs(dataset):
