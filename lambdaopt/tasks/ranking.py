@@ -87,6 +87,7 @@ class BPRObjective:
 
     @staticmethod
     def batch_ids(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u per triple, i of every triple then j of every triple): the rows the loss reads, in its order."""
         users, positives, negatives = batch
         return users, torch.cat([positives, negatives])
 
@@ -96,15 +97,13 @@ class BPRObjective:
 
     @staticmethod
     def loss(model, batch: Batch) -> torch.Tensor:
-        users, positives, negatives = batch
-        positive_scores, negative_scores = score_blocks(model, users, torch.cat([positives, negatives])).view(2, -1)
+        positive_scores, negative_scores = score_blocks(model, *BPRObjective.batch_ids(batch)).view(2, -1)
         return bpr_loss(positive_scores, negative_scores)
 
     @staticmethod
     def loss_and_rows(model, batch: Batch) -> tuple[torch.Tensor, Rows]:
         """The same loss, and the factor rows it read (p_u once per triple, q_i and q_j) for the penalty."""
-        users, positives, negatives = batch
-        scores, rows = score_and_rows(model, users, torch.cat([positives, negatives]))
+        scores, rows = score_and_rows(model, *BPRObjective.batch_ids(batch))
         positive_scores, negative_scores = scores.view(2, -1)
         return bpr_loss(positive_scores, negative_scores), rows
 
