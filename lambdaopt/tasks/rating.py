@@ -5,6 +5,7 @@ Predictions are r̂(u, i) = μ + s(u, i), with μ the mean training rating and s
 """
 from __future__ import annotations
 
+import functools
 from typing import Iterator
 
 import numpy as np
@@ -34,7 +35,7 @@ class RatingObjective(ObservesSpectrum):
         self.fit = dataset.train if fit is None else fit
         self.lambda_valid = dataset.valid if lambda_valid is None else lambda_valid
         self.mean = float(self.fit.ratings.mean()) if len(self.fit) else 0.0
-        self.train, self.valid_ratings = self._to_device(self.fit), self._to_device(self.lambda_valid)
+        self.train = self._to_device(self.fit)
         self.steps_taken = 0
 
     def _to_device(self, part: Interactions) -> Batch:
@@ -69,6 +70,11 @@ class RatingObjective(ObservesSpectrum):
 
     def load_state_dict(self, state: dict) -> None:
         self.steps_taken = state["steps_taken"]
+
+    @functools.cached_property
+    def valid_ratings(self) -> Batch:
+        """`lambda_valid` on the device, moved on the first draw: a run without learned λ never draws."""
+        return self._to_device(self.lambda_valid)
 
     def valid_batch(self, rng: np.random.Generator, size: int) -> Batch:
         """`size` ratings of `lambda_valid` drawn with replacement (the look-ahead target of learned λ)."""
