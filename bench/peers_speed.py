@@ -156,11 +156,10 @@ def time_to_quality(args, dataset_overrides: list[str]) -> None:
     baseline's run selects on validation (the issue's target) and (b) cornac's best, for our runs; cornac
     trains 400 epochs, scored after each, and is timed to its own best epoch (and to (a))."""
     for seed in range(args.quality_seeds):
-        curves, selected = {}, None
+        curves, selected = {}, {}
         for name, extra in QUALITY.items():
-            curves[name], value = our_curve([*dataset_overrides, *extra, f"seed={seed}",
-                                             f"trainer.max_epochs={args.quality_epochs}"])
-            selected = value if selected is None else selected  # the batch-step baseline's selected model
+            curves[name], selected[name] = our_curve([*dataset_overrides, *extra, f"seed={seed}",
+                                                      f"trainer.max_epochs={args.quality_epochs}"])
         parts, _ = build_ours([*dataset_overrides, f"seed={seed}"])
         peer, spent, curve = Cornac(parts.dataset, int(parts.model.dim), seed=seed), 0.0, []
         for _ in range(args.quality_epochs):
@@ -170,7 +169,8 @@ def time_to_quality(args, dataset_overrides: list[str]) -> None:
             curve.append((spent, parts.task.valid_evaluator(peer.scorer())["ndcg@10"]))
         curves[CORNAC_QUALITY] = curve
         cornac_best = max(v for _, v in curve)
-        targets = {f"baseline's selected {selected:.4f}": selected, f"cornac's best {cornac_best:.4f}": cornac_best}
+        baseline = selected["lambdaopt, batch step"]  # the value of the model the tuned baseline selects
+        targets = {f"baseline's selected {baseline:.4f}": baseline, f"cornac's best {cornac_best:.4f}": cornac_best}
         rows = []
         for name, curve in curves.items():
             row = [name, f"{max(v for _, v in curve):.4f}", str(len(curve))]
