@@ -34,6 +34,16 @@ def results(cwd):
     return run, metrics, histories
 
 
+@pytest.fixture
+def run_from(monkeypatch):
+    """`lambdaopt.run(overrides)` from `folder`: with the command's default tracking settings, relative to
+    it, so its params equal those of `python run.py` run there."""
+    def run(folder, overrides):
+        monkeypatch.chdir(folder)
+        return lambdaopt.run(overrides)
+    return run
+
+
 def assert_same_results(straight_dir, resumed_dir):
     straight, straight_metrics, straight_histories = results(straight_dir)
     resumed, resumed_metrics, resumed_histories = results(resumed_dir)
@@ -44,22 +54,17 @@ def assert_same_results(straight_dir, resumed_dir):
 
 
 @pytest.mark.parametrize("regularizer", ["fixed", "lambdaopt_dui"])
-def test_sigkill_after_an_epoch_then_resume_gives_identical_metrics(tmp_path, regularizer, monkeypatch):
+def test_sigkill_after_an_epoch_then_resume_gives_identical_metrics(tmp_path, regularizer, run_from):
     """The killed run is a process of its own; the uninterrupted run and the resume run in this one, from
     the run's folder (lambdaopt.run, as from a notebook; the command's resume: test_sigterm_mid_epoch_...)."""
     from lambdaopt.errors import ConfigError
-
-    def run_from(folder, overrides):
-        monkeypatch.chdir(folder)  # the default tracking settings, relative to the folder, as the command's
-        return lambdaopt.run(overrides)
 
     args = [*TINY, "trainer.max_epochs=4", f"regularizer={regularizer}"]
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     straight.mkdir(), interrupted.mkdir()
     run_from(straight, args)
 
-    killed = run_cli(["2", *args], interrupted,
-                     script=ROOT / "tests" / "kill_after_checkpoint.py")
+    killed = run_cli(["2", *args], interrupted, script=ROOT / "tests" / "kill_after_checkpoint.py")
     assert killed.returncode == -signal.SIGKILL
     client, run = only_run(interrupted)
     assert run.info.status == "RUNNING"  # SIGKILL leaves no chance to end the run
@@ -81,7 +86,7 @@ def test_sigkill_after_an_epoch_then_resume_gives_identical_metrics(tmp_path, re
     assert (checkpoint.local_artifact_dir(run.info.artifact_uri) / "model.pt").exists()
 
 
-def test_sigterm_mid_epoch_checkpoints_ends_killed_and_resume_last_is_exact(tmp_path, monkeypatch):
+def test_sigterm_mid_epoch_checkpoints_ends_killed_and_resume_last_is_exact(tmp_path, run_from):
     # SIGTERM before step 10 of epoch 4 (of 6; no early stop): the checkpoint is taken after that step
     args = [*TINY, "trainer.max_epochs=6", "trainer.patience=0", "trainer.batch_size=32", "optimizer.lr=1.5",
             "trainer.stop_loss=0", "regularizer=lambdaopt_dui"]
@@ -95,8 +100,7 @@ def test_sigterm_mid_epoch_checkpoints_ends_killed_and_resume_last_is_exact(tmp_
     saved = checkpoint.load(checkpoint.checkpoint_dir(run.info.artifact_uri, run.info.run_id)[0] / checkpoint.FILENAME)
     assert (saved["trainer"]["epoch"], saved["trainer"]["step_in_epoch"]) == (3, 11)  # 3 epochs and 11 steps done
 
-    monkeypatch.chdir(straight)  # the uninterrupted run in this process, with the command's tracking defaults
-    lambdaopt.run(args)
+    run_from(straight, args)  # the uninterrupted run in this process
     resumed = run_cli(["resume=last"], interrupted)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_results(straight, interrupted)
