@@ -75,9 +75,10 @@ class Outcome:
 
 
 def run_in_process(entry: str, args: list[str], cwd: Path, env: dict) -> Outcome:
-    """The entry point's main() here (`entry`: run.py, data or report), as the process would run it: sys.argv, the working directory and the
-    environment set, output captured, an exit status from SystemExit (an escaping exception is printed as
-    the traceback a process would show, status 1); Hydra's, logging's and MLflow's global state restored."""
+    """The entry point's main() here (`entry`: run.py, data or report), as the process would run it: sys.argv,
+    the working directory and the environment set, output captured, an exit status from SystemExit (an
+    escaping exception is printed as the traceback a process would show, status 1); Hydra's, logging's and
+    MLflow's global state restored."""
     import contextlib
     import io
     import logging

@@ -170,8 +170,8 @@ class LambdaOpt(Regularizer):
         size = self.valid_batch_size or len(train_batch[0])
         valid_batch = self.objective.valid_batch(self.rng, size)
         build = hypergrad.full_problem if self.full_graph else hypergrad.compact_problem
-        problem = build(model, self.objective, optimizer if self.lookahead == "model" else _NO_STATE, self.kind, train_batch,
-                        valid_batch)
+        state = optimizer if self.lookahead == "model" else _NO_STATE
+        problem = build(model, self.objective, state, self.kind, train_batch, valid_batch)
         hp = optimizer.param_groups[0] if self.lookahead == "model" else {"lr": optimizer.param_groups[0]["lr"]}
         self.lambda_optimizer.zero_grad(set_to_none=True)
         if self.hypergrad == "truncated" and self.unroll_steps == 1:  # exact at one step: closed-form ∂θ'/∂g

@@ -120,6 +120,6 @@ class RatingTask(Task):
         valid = RatingEvaluator(parts.select, objective, spectrum_top_k=top_k, steps_per_epoch=objective.n_batches())
         test = RatingEvaluator(dataset.test, objective)
         objective.trajectory = valid.trajectory  # σ snapshots between evaluations, from step 0 (log-spaced)
-        description = (f"{dataset.n_users} users, {dataset.n_items} items, "
-                       f"{len(dataset.train)}/{len(dataset.valid)}/{len(dataset.test)} train/valid/test, ratings{parts.note}")
+        description = (f"{dataset.n_users} users, {dataset.n_items} items, {len(dataset.train)}/{len(dataset.valid)}/"
+                       f"{len(dataset.test)} train/valid/test, ratings{parts.note}")
         return cls(objective, valid, test, *cls.resolve_monitor(cfg), description)
