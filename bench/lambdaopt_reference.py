@@ -117,7 +117,8 @@ class Timed(engine.Engine):
             keys = (frame["userId"].to_numpy("int64") * self._sampler.num_items + frame["itemId"].to_numpy("int64"))
             keys.sort()
             pairs[part] = [len(keys), hashlib.sha1(keys.tobytes()).hexdigest()]
-        print("BENCH " + json.dumps({"seconds": [stamps[(e + 1) * steps] - stamps[e * steps] for e in range(int(epochs) + 1)],
+        seconds = [stamps[(e + 1) * steps] - stamps[e * steps] for e in range(int(epochs) + 1)]
+        print("BENCH " + json.dumps({"seconds": seconds,
                                      "steps": steps, "users": self._sampler.num_users,
                                      "items": self._sampler.num_items, **pairs}), flush=True)
 
