@@ -274,6 +274,7 @@ def clamp_grads(lam, rows) -> dict:
     grads = {name: torch.zeros_like(tensor) for name, tensor in lam.raw.items()}
     for role, (ids, h) in rows.items():
         grad = grads[lam.param_of_role[role]]
+        h = h.to(grad.dtype)  # λ may be kept in another precision than the model
         if lam.per_entity[role]:
             grad.index_add_(0, ids, h if grad.shape[1] == h.shape[1] else h.sum(1, keepdim=True))
         else:
