@@ -30,7 +30,7 @@ import torch
 from lambdaopt.tasks.bpr_kernel import FASTMATH
 
 # the constants array (one per table, in the tables' dtype so no loop promotes to float64):
-TWO_OVER_B, STEP, BETA1, ONE_MINUS_BETA1, BETA2, ONE_MINUS_BETA2, EPS, CORRECTION2, ONE, HALF, ZERO = range(11)
+TWO_OVER_B, STEP, ONE_MINUS_BETA1, BETA2, ONE_MINUS_BETA2, EPS, CORRECTION2, ONE, HALF, ZERO = range(10)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -159,7 +159,7 @@ def one_step_sensitivities(P, Q, bias, has_bias, users, positives, negatives, v_
     cu, ci, cj = np.empty_like(v_users), np.empty_like(v_positives), np.empty_like(v_negatives)
     for t in range(v_users.shape[0]):
         cu[t], ci[t], cj[t] = slot_P[v_users[t]], slot_Q[v_positives[t]], slot_Q[v_negatives[t]]
-    outer_P, outer_Q = fit_P, fit_Q  # reused: zeroed first
+    outer_P, outer_Q = fit_P, fit_Q  # the fit gradients' buffers, zeroed (fit_bias: scratch, the bias has no h)
     outer_P[:] = 0
     outer_Q[:] = 0
     loss = _bpr_grads(ahead_P, ahead_Q, ahead_bias, has_bias, cu, ci, cj, identity_P, identity_Q, outer_P, outer_Q,
@@ -200,13 +200,13 @@ class CompiledLookahead:
         return kind == "adam" or (kind == "sgd" and not hp.get("momentum", 0.0))
 
     def _constants(self, kind: str, hp: dict, state: dict, batch_size: int, dtype) -> np.ndarray:
-        c = np.zeros(11, dtype)
+        c = np.zeros(10, dtype)
         c[TWO_OVER_B], c[ONE], c[HALF] = 2.0 / batch_size, 1.0, 0.5
         if kind == "adam":
             step = (float(state["step"]) if "step" in state else 0.0) + 1
             beta1, beta2 = (float(b) for b in hp["betas"])
             c[STEP] = float(hp["lr"]) / (1 - beta1 ** step)
-            c[BETA1], c[ONE_MINUS_BETA1], c[BETA2], c[ONE_MINUS_BETA2] = beta1, 1 - beta1, beta2, 1 - beta2
+            c[ONE_MINUS_BETA1], c[BETA2], c[ONE_MINUS_BETA2] = 1 - beta1, beta2, 1 - beta2
             c[EPS], c[CORRECTION2] = float(hp["eps"]), (1 - beta2 ** step) ** 0.5
         else:
             c[STEP] = float(hp["lr"])
