@@ -9,7 +9,8 @@ optional ones their defaults (a model without factor tables returns `{}` from `f
     FactorModel    + entity_tables(), factor_rows(), score_rows(), matrix(), sparse_grad, scores_item_blocks, dot_scores
     Objective      batches(rng), n_batches(), loss(), loss_and_rows(), closed_form_step(), closed_form_grads(),
                    state_dict(), load_state_dict()
-    LambdaSource   + lambda_valid, valid_batch(rng, size): where learned λ draws its validation triples
+    LambdaSource   + lambda_valid, valid_batch(rng, size): where learned λ draws its validation triples;
+                   batch_ids(), with_ids(), compiled_lookahead()
     Evaluator      __call__(model) -> {metric: value}, log_prefix, trajectory
 
 A regularizer's contract is its base class (`regularizers.base.Regularizer`); a task's is
@@ -111,6 +112,11 @@ class LambdaSource(Protocol):
 
     def with_ids(self, batch: Batch, users: torch.Tensor, items: torch.Tensor) -> Batch:
         """`batch` with the ids `batch_ids` returns replaced by `users`, `items` (same order)."""
+
+    def compiled_lookahead(self, model: Model, kind: str, hp: dict) -> Optional[Callable]:
+        """λ's one-step hypergradient for `model` looking ahead through optimizer rule `kind` with
+        hyperparameters `hp` as one compiled pass (tasks/bpr_lookahead.py), when this objective has one
+        that applies; None: the tensor path (regularizers/hypergrad.py)."""
 
 
 class Evaluator(Protocol):

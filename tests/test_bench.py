@@ -58,3 +58,27 @@ def test_deep_mf_bench_reaches_a_loose_target():
     assert "error" in out.splitlines()[0] and float(out.splitlines()[0].rsplit("error ", 1)[1]) <= 0.5
     steps = [line for line in out.splitlines() if line.startswith("lambdaopt ")]
     assert steps and float(steps[0].split("median ")[1].split(" s")[0]) > 0
+
+
+def test_lambdaopt_reference_bench_hands_the_reference_exactly_our_split(dataset, tmp_path, monkeypatch):
+    """What the reference trains on (bench/lambdaopt_reference.py): our split written as its preprocessed file
+    and cut by date, as its patched split function cuts it, is our split again — and its digest, computed as the
+    reference's process computes it, is the one the script expects."""
+    import hashlib
+
+    import numpy as np
+    import pandas as pd
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import lambdaopt_reference
+
+    lambdaopt_reference.write_split(dataset, tmp_path / "split.csv")
+    frame = pd.read_csv(tmp_path / "split.csv")
+    assert len(frame) == len(dataset.train) + len(dataset.valid) + len(dataset.test)
+    for name, date in lambdaopt_reference.PARTS.items():
+        rows, part = frame[frame["timestamp"] == date], getattr(dataset, name)
+        np.testing.assert_array_equal(rows["userId"].to_numpy(), part.users)
+        np.testing.assert_array_equal(rows["itemId"].to_numpy(), part.items)
+        keys = np.sort(rows["userId"].to_numpy("int64") * dataset.n_items + rows["itemId"].to_numpy("int64"))
+        expected = lambdaopt_reference.digest(part, dataset.n_items)
+        assert [len(keys), hashlib.sha1(keys.tobytes()).hexdigest()] == expected

@@ -51,3 +51,30 @@ def test_a_row_penalty_or_sensing_keeps_the_autograd_step():
     sensing = load_lowrank(n=6, m=6, rank=2, n_train_samples=20, seed=0, sensing=True)
     objective = FullBatchMSE(sensing, "cpu")
     assert objective.closed_form_step(DeepMatrixFactorization(6, 6), NoRegularizer(), None) is None
+
+
+@pytest.mark.parametrize("depth,hidden", [(2, None), (3, None), (4, [6, 8, 5])])
+def test_compiled_sparse_step_equals_the_tensor_step_in_float64(depth, hidden):
+    """The observed-entries pass (completion_kernel.py) with the transposed recursion against the dense
+    products, to float64 rounding; a repeated observed entry counts twice in both."""
+    torch.manual_seed(0)
+    data = load_lowrank(n=12, m=9, rank=2, n_train_samples=60, seed=0)
+    model = DeepMatrixFactorization(12, 9, depth=depth, hidden_sizes=hidden, init_scale=0.3).double()
+    objective = FullBatchMSE(data, "cpu")
+    rows, cols, values = objective.batch
+    batch = (torch.cat([rows, rows[:5]]), torch.cat([cols, cols[:5]]), torch.cat([values, values[:5]]).double())
+    objective.flat_index = batch[0] * data.n_items + batch[1]
+    results = []
+    for compiled in (True, False):
+        mine = copy.deepcopy(model)
+        step = ClosedFormProductStep(mine, objective, torch.optim.SGD(mine.parameters(), lr=0.0))
+        assert step.kernel is not None
+        if not compiled:
+            step.kernel = None
+        loss = step(batch)
+        results.append((float(loss), [p.grad.clone() for p in step.model.parameters()]))
+    (loss, grads), (reference_loss, reference_grads) = results
+    assert loss == pytest.approx(reference_loss, rel=1e-12)
+    for mine, theirs in zip(grads, reference_grads):
+        assert theirs.abs().max() > 0
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-15)

@@ -74,6 +74,11 @@ class DeepMatrixFactorization(Recommender):
             return [self.user_factor]
         return [self.user_factor, *reversed(list(self.hidden)), self.item_factor.T]
 
+    def factor_parameters(self) -> list[nn.Parameter]:
+        """The parameters behind `factors()`, in that order; the last (the item table) stores W_1ᵀ."""
+        items = [self.item_factor] if self.item_factor is not None else []
+        return [self.user_factor, *reversed(list(self.hidden)), *items]
+
     def set_factor_grads(self, grads: list[torch.Tensor]) -> None:
         """Set each parameter's `.grad` from the gradients of `factors()`, in that order."""
         if self.item_factor is None:

@@ -20,6 +20,9 @@ or validation batch enter (the others cannot change the look-ahead validation lo
 optimizer's state sliced to those rows; parameters shared by all users/items (the inner factors of
 a deep MF) enter whole. `full_problem` builds the same problem over every model
 parameter (no slicing) — the generic, fully second-order path used by `regularizer=higher`.
+
+For MF-BPR on the CPU looking ahead through SGD or Adam, `one_step_hypergrad`'s result comes from one
+compiled pass instead (the objective's `compiled_lookahead`: tasks/bpr_lookahead.py; LambdaOpt picks it).
 """
 from __future__ import annotations
 

@@ -84,6 +84,9 @@ class LambdaOpt(Regularizer):
         # ML-10M-sized epoch grew ~10 MB per 100 steps with the list.
         self._reset_valid_loss()
         self.kind: str | None = None
+        # the objective's compiled look-ahead (or None), decided at the first λ step: nothing it depends on
+        # (model, device, dtype, optimizer) changes during a run
+        self._compiled, self._compiled_decided = None, False
 
     @classmethod
     def display_name(cls, params) -> str:
@@ -169,19 +172,10 @@ class LambdaOpt(Regularizer):
             self.kind = "sgd" if self.lookahead == "sgd" else optimizer_kind(optimizer)
         size = self.valid_batch_size or len(train_batch[0])
         valid_batch = self.objective.valid_batch(self.rng, size)
-        build = hypergrad.full_problem if self.full_graph else hypergrad.compact_problem
         state = optimizer if self.lookahead == "model" else _NO_STATE
-        problem = build(model, self.objective, state, self.kind, train_batch, valid_batch)
         hp = optimizer.param_groups[0] if self.lookahead == "model" else {"lr": optimizer.param_groups[0]["lr"]}
         self.lambda_optimizer.zero_grad(set_to_none=True)
-        if self.hypergrad == "truncated" and self.unroll_steps == 1:  # exact at one step: closed-form ∂θ'/∂g
-            loss = hypergrad.one_step_hypergrad(model, self.objective, problem, self.lam, self.kind, hp)
-        elif self.hypergrad == "truncated":
-            loss = hypergrad.truncated_hypergrad(model, self.objective, problem, self.lam, self.kind, hp, self.unroll_steps)
-        elif self.hypergrad == "unrolled":
-            loss = hypergrad.unrolled_hypergrad(model, self.objective, problem, self.lam, self.kind, hp, self.unroll_steps)
-        else:
-            loss = hypergrad.ift_hypergrad(model, self.objective, problem, self.lam, self.neumann_steps, self.ift_alpha)
+        loss = self._hypergradient(model, state, hp, train_batch, valid_batch)
         if self.lam.sparse_rows:
             norm = self._clip_sparse()
         elif self.grad_clip:
@@ -194,6 +188,24 @@ class LambdaOpt(Regularizer):
         self.lam.project_()
         self.valid_loss_sum = self.valid_loss_sum.to(loss.device) + loss.detach()  # no device sync per step
         self.valid_loss_steps += 1
+
+    def _hypergradient(self, model, state, hp, train, valid) -> torch.Tensor:
+        """Set `.grad` of λ's raw parameters by the configured hypergradient; return the look-ahead
+        validation loss. `state`: the optimizer whose state the look-ahead starts from."""
+        one_step = self.hypergrad == "truncated" and self.unroll_steps == 1  # exact: closed-form ∂θ'/∂g
+        if one_step and not self.full_graph:
+            if not self._compiled_decided:
+                self._compiled, self._compiled_decided = self.objective.compiled_lookahead(model, self.kind, hp), True
+            if self._compiled is not None:  # the same hypergradient in one compiled pass (tasks/bpr_lookahead.py)
+                return self._compiled(model, state, self.kind, hp, self.lam, train, valid)
+        build = hypergrad.full_problem if self.full_graph else hypergrad.compact_problem
+        problem = build(model, self.objective, state, self.kind, train, valid)
+        if one_step:
+            return hypergrad.one_step_hypergrad(model, self.objective, problem, self.lam, self.kind, hp)
+        if self.hypergrad in ("truncated", "unrolled"):
+            method = hypergrad.truncated_hypergrad if self.hypergrad == "truncated" else hypergrad.unrolled_hypergrad
+            return method(model, self.objective, problem, self.lam, self.kind, hp, self.unroll_steps)
+        return hypergrad.ift_hypergrad(model, self.objective, problem, self.lam, self.neumann_steps, self.ift_alpha)
 
     def _reset_valid_loss(self) -> None:
         self.valid_loss_sum, self.valid_loss_steps = torch.zeros((), dtype=torch.float64), 0

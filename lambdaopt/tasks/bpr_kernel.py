@@ -28,11 +28,12 @@ def bpr_l2_gradient(P, Q, bias, has_bias, users, positives, negatives, lam_P, la
                     touched_P, touched_Q):  # pragma: no cover  (compiled; its result is tested)
     """Adds the gradient of mean BPR loss + Σ_rows Σ_k λ_rk θ_rk² / B on tables P (users), Q (items) and the
     optional item bias into grad_P, grad_Q, grad_bias (zero on entry), flagging the rows it touched.
-    λ per entry: lam_P is P's shape (lam_Q Q's), or 1 × 1 for one λ for every entry of the table.
+    λ per entry: lam_P is P's shape and lam_Q Q's, or both 1 × 1 for one λ per table (then the loop has
+    no per-entry loads; a single branch either way, so each loop vectorizes).
     Returns (Σ −log σ(x), Σ λ ⊙ θ²) over the batch, for the loss value."""
     size, dim = users.shape[0], P.shape[1]
     two_over_size = np.float32(2.0 / size)  # float32 throughout the row loops, as the tables
-    user_entries, item_entries = lam_P.shape[0] > 1, lam_Q.shape[0] > 1
+    per_entry = lam_P.size > 1 or lam_Q.size > 1  # then both are their table's shape (CompiledBPRStep._weights)
     fit, squares = 0.0, 0.0
     for t in range(size):
         u, i, j = users[t], positives[t], negatives[t]
@@ -42,12 +43,10 @@ def bpr_l2_gradient(P, Q, bias, has_bias, users, positives, negatives, lam_P, la
         fit += max(-x, 0.0) + math.log1p(math.exp(-abs(x)))  # −log σ(x), stable for any x
         g = np.float32(-1.0 / (1.0 + math.exp(x)) / size)  # ∂(mean loss)/∂x = −σ(−x)/B
         row_squares = np.float32(0.0)
-        if user_entries or item_entries:
+        if per_entry:
             for k in range(dim):
                 p, qi, qj = P[u, k], Q[i, k], Q[j, k]
-                wp = lam_P[u, k] if user_entries else lam_P[0, 0]
-                wi = lam_Q[i, k] if item_entries else lam_Q[0, 0]
-                wj = lam_Q[j, k] if item_entries else lam_Q[0, 0]
+                wp, wi, wj = lam_P[u, k], lam_Q[i, k], lam_Q[j, k]
                 row_squares += wp * p * p + wi * qi * qi + wj * qj * qj
                 grad_P[u, k] += g * (qi - qj) + two_over_size * wp * p
                 grad_Q[i, k] += g * p + two_over_size * wi * qi
@@ -104,7 +103,7 @@ def bpr_l2_per_sample_sgd(P, Q, bias, has_bias, users, positives, negatives, lam
     at its triple's turn."""
     size, dim = users.shape[0], P.shape[1]
     step, two = np.float32(step_size), np.float32(2.0)  # float32 throughout the row loops, as the tables
-    user_entries, item_entries = lam_P.shape[0] > 1, lam_Q.shape[0] > 1
+    per_entry = lam_P.size > 1 or lam_Q.size > 1  # then both are their table's shape (CompiledBPRStep._weights)
     fit, squares = 0.0, 0.0
     for t in range(size):
         u, i, j = users[t], positives[t], negatives[t]
@@ -114,12 +113,10 @@ def bpr_l2_per_sample_sgd(P, Q, bias, has_bias, users, positives, negatives, lam
         fit += max(-x, 0.0) + math.log1p(math.exp(-abs(x)))
         g = np.float32(-1.0 / (1.0 + math.exp(x)))  # ∂ℓ_t/∂x = −σ(−x)
         row_squares = np.float32(0.0)
-        if user_entries or item_entries:
+        if per_entry:
             for k in range(dim):
                 p, qi, qj = P[u, k], Q[i, k], Q[j, k]
-                wp = lam_P[u, k] if user_entries else lam_P[0, 0]
-                wi = lam_Q[i, k] if item_entries else lam_Q[0, 0]
-                wj = lam_Q[j, k] if item_entries else lam_Q[0, 0]
+                wp, wi, wj = lam_P[u, k], lam_Q[i, k], lam_Q[j, k]
                 row_squares += wp * p * p + wi * qi * qi + wj * qj * qj
                 P[u, k] = p - step * (g * (qi - qj) + two * wp * p)
                 Q[i, k] = qi - step * (g * p + two * wi * qi)
@@ -160,13 +157,12 @@ class CompiledBPRStep:
             model.item_bias is not None
 
     def _weights(self, weights: dict[str, torch.Tensor]):
-        """λ per role as the kernel reads it: 1 × 1 when one value, else the table's full shape."""
-        out = []
-        for role, table in (("user", self.model.user_embedding), ("item", self.model.item_embedding)):
-            w = weights[role].detach()
-            w = w.reshape(1, 1) if w.numel() == 1 else w.expand(table.shape)
-            out.append(w.to(torch.float32).contiguous().numpy())
-        return out
+        """λ per role as the kernels read it: both 1 × 1 when each is one value, else both the full shape
+        of their table (a single λ expanded: a copy per step, only for λOpt's `user` / `item` granularities)."""
+        tables = {"user": self.model.user_embedding, "item": self.model.item_embedding}
+        per_entry = any(weights[role].numel() > 1 for role in tables)
+        return [(weights[role].detach().expand(table.shape) if per_entry else weights[role].detach().reshape(1, 1))
+                .to(torch.float32).contiguous().numpy() for role, table in tables.items()]
 
     def sgd_step(self, users, positives, negatives, weights, lr: float) -> tuple[float, float]:
         tables, batch = self._tables(), (users.numpy(), positives.numpy(), negatives.numpy())

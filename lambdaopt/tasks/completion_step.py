@@ -8,13 +8,35 @@ For W = F_0 F_1 ⋯ F_{N−1} (`model.factors()`, left to right) and the loss L 
 computed right to left as autograd would — the products R_j = F_j ⋯ F_{N−1} on the way forward (N − 1
 matmuls, R_0 = W), then D_0 = G, ∂L/∂F_j = D_j R_{j+1}ᵀ, D_{j+1} = F_jᵀ D_j (2(N − 1) matmuls) — but
 without building a graph. Why: at the deep-MF papers' size (n = 100, depth 3) a step is six 100 × 100
-matmuls, and autograd's bookkeeping around them cost about as much again (bench/README.md, deep MF). The model's own optimizer takes the step from the `.grad` this sets.
+matmuls, and autograd's bookkeeping around them cost about as much again (bench/README.md, deep MF).
+The model's own optimizer takes the step from the `.grad` this sets.
+
+On the CPU with numba (depth ≥ 2), the three products that involve G — W itself (needed only at the
+observed entries), ∂L/∂F_0 = G R_1ᵀ and D_1 = F_0ᵀ G — are one pass over the K observed entries
+(completion_kernel.py), and the rest runs on transposes so that no product needs a copy:
+
+    R_jᵀ = R_{j+1}ᵀ F_jᵀ,   ∂L/∂F_j = (D_jᵀ)ᵀ R_{j+1}ᵀ,   D_{j+1}ᵀ = D_jᵀ F_j,
+    ∂L/∂(item table) = D_{N−1}ᵀ
+
+(the item table is W_1ᵀ, so its gradient is D_{N−1}ᵀ as it comes): 2(N − 2) dense products where the
+tensor path takes 3(N − 1) — three instead of six at depth 3.
 """
 from __future__ import annotations
 
+import importlib
+
+import numpy as np
 import torch
 
 from lambdaopt.optimizers import GroupRMSprop
+
+
+def compiled_kernel():
+    """completion_kernel.observed_residual_grads, or None where numba cannot be imported (the tensor path)."""
+    try:
+        return importlib.import_module("lambdaopt.tasks.completion_kernel").observed_residual_grads
+    except ImportError:
+        return None
 
 
 class ClosedFormProductStep:
@@ -26,6 +48,11 @@ class ClosedFormProductStep:
         # GroupRMSprop (the deep-MF papers' optimizer) updates without torch's step wrapper; others step
         self.update = optimizer.apply_gradients if isinstance(optimizer, GroupRMSprop) else optimizer.step
         self.buffers = None
+        # the compiled path holds the parameters (never replaced during a run; the optimizer holds them too)
+        self.parameters = model.factor_parameters()
+        table = self.parameters[0]
+        self.kernel = (compiled_kernel() if len(self.parameters) > 1 and table.device.type == "cpu"
+                       and table.dtype in (torch.float32, torch.float64) else None)
 
     def _buffers(self, factors: list[torch.Tensor]) -> dict:
         """Output buffers for every product, made on the first step (shapes never change): a fresh
@@ -49,6 +76,13 @@ class ClosedFormProductStep:
     def __call__(self, batch) -> torch.Tensor:
         objective, model = self.objective, self.model
         objective.observe(model)  # as FullBatchMSE.loss_and_rows: σ snapshots before the step
+        if self.kernel is not None:
+            loss, grads = self._sparse_grads([p.detach() for p in self.parameters], batch)
+            for param, grad in zip(self.parameters, grads):
+                if param.grad is not grad:  # after the first step they are the same buffers
+                    param.grad = grad
+            self.update()
+            return loss
         with torch.no_grad():
             factors = [f.detach() for f in model.factors()]
             buffers = self._buffers(factors)
@@ -69,3 +103,29 @@ class ClosedFormProductStep:
         model.set_factor_grads(grads)
         self.update()
         return loss
+
+    def _sparse_grads(self, tables: list[torch.Tensor], batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(loss, the gradient of each of `tables` — `factors()` but the last as the item table stores it,
+        W_1ᵀ) by the transposed recursion of the module docstring, into buffers kept between steps."""
+        *factors, item = tables
+        if self.buffers is None:
+            m, dtype = item.shape[0], item.dtype
+            self.buffers = {"right": [torch.empty(m, f.shape[0], dtype=dtype) for f in reversed(factors[1:])],
+                            "first": torch.empty_like(factors[0]),
+                            "upstream": [torch.empty(m, f.shape[1], dtype=dtype) for f in factors],  # D_jᵀ
+                            "grads": [torch.empty_like(f) for f in factors[1:]],
+                            "scale": np.array(2.0 / len(batch[2]), dtype=item.numpy().dtype)[()]}
+        buffers = self.buffers
+        right = [item]  # R_{N−1}ᵀ = the item table, then R_jᵀ = R_{j+1}ᵀ F_jᵀ
+        for factor, out in zip(reversed(factors[1:]), buffers["right"]):
+            right.append(torch.mm(right[-1], factor.T, out=out))
+        right.reverse()  # right[j − 1] = R_jᵀ
+        upstream = buffers["upstream"][0]  # D_1ᵀ
+        loss = self.kernel(factors[0].numpy(), right[0].numpy(), batch[0].numpy(), batch[1].numpy(),
+                           batch[2].numpy(), buffers["scale"], buffers["first"].numpy(), upstream.numpy())
+        grads = [buffers["first"]]
+        for j, factor in enumerate(factors[1:], start=1):
+            grads.append(torch.mm(upstream.T, right[j], out=buffers["grads"][j - 1]))  # D_j R_{j+1}ᵀ
+            upstream = torch.mm(upstream, factor, out=buffers["upstream"][j])  # D_{j+1}ᵀ = D_jᵀ F_j
+        grads.append(upstream)
+        return torch.scalar_tensor(loss, dtype=item.dtype), grads

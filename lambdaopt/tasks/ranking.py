@@ -73,6 +73,16 @@ class BPRObjective:
         models (tasks/bpr_step.py); None for every other model."""
         return dot_bpr_loss_and_grads(params, batch) if model.dot_scores else None
 
+    @staticmethod
+    def compiled_lookahead(model, kind: str, hp: dict):
+        """λOpt's one-step look-ahead as compiled loops (tasks/bpr_lookahead.py) where they apply — a
+        dot-product model on the CPU through SGD or Adam, numba importable — else None (hypergrad.py)."""
+        try:
+            from lambdaopt.tasks.bpr_lookahead import CompiledLookahead
+        except ImportError:  # no numba on this platform: the tensor path
+            return None
+        return CompiledLookahead(model) if CompiledLookahead.applies(model, kind, hp) else None
+
     def state_dict(self) -> dict:
         return {}  # every draw comes from the trainer's RNG: nothing of its own to restore
 

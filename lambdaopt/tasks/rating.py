@@ -65,6 +65,10 @@ class RatingObjective(ObservesSpectrum):
     def closed_form_grads(model, params, batch) -> None:
         return None
 
+    @staticmethod
+    def compiled_lookahead(model, kind, hp) -> None:
+        return None  # λ's look-ahead through hypergrad.py
+
     def state_dict(self) -> dict:
         return {"steps_taken": self.steps_taken}
 

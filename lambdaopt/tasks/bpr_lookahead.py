@@ -1,0 +1,282 @@
+"""λOpt's one-step hypergradient for MF-BPR as one compiled pass (numba, CPU float32/float64).
+
+The same quantity as `regularizers/hypergrad.one_step_hypergrad` (its docstring has the derivation), for a
+dot-product model (`model.dot_scores`) looking ahead through plain SGD or Adam (amsgrad or not, no weight
+decay). With θ the rows the two batches touch, c_r the occurrences of row r in the train batch and B its
+size:
+
+    g_r  = ∇_r L_fit(θ) + 2·c_r·λ_r ⊙ θ_r / B          (the training step's gradient)
+    θ'_r = step(θ_r, g_r),  J_r = ∂θ'_r/∂g_r            (lookahead.py's rules, written per entry)
+    G'_r = ∇_r L_val(θ')                                (BPR on the validation batch at θ')
+    h_r  = (2·c_r/B)·θ_r ⊙ J_r ⊙ G'_r   =  ∂L_val(θ')/∂λ_r   (λ_r the λ entry each θ entry is scaled by)
+
+The kernel returns h for every touched row; mapping it to λ's shape (per dimension, user, item, …) and
+through its parametrization is one gather-and-sum left to autograd (`CompiledLookahead.__call__`). An
+item bias steps too (it moves the validation scores) but is not penalized (h has no bias term); a user
+bias cancels out of every BPR margin and is left out.
+
+Why: the tensor path runs ~130 elementwise ops over the ~2,300 touched rows × d per λ step, each a pass
+over memory plus a dispatch (bench/README.md, λOpt epoch time); here every row is read once per phase
+while in cache. tests/test_bpr_lookahead.py checks it against `one_step_hypergrad` in float64 to 1e-10.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+
+from lambdaopt.tasks.bpr_kernel import FASTMATH
+
+# the constants array (one per table, in the tables' dtype so no loop promotes to float64):
+TWO_OVER_B, STEP, ONE_MINUS_BETA1, BETA2, ONE_MINUS_BETA2, EPS, CORRECTION2, ONE, HALF, ZERO = range(10)
+
+
+@numba.njit(cache=True, nogil=True)
+def _assign_slots(ids, slot, order, n):  # pragma: no cover  (compiled; its result is tested)
+    """Give every id of `ids` not seen yet the next compact row number n (slot[id] = n, order[n] = id)."""
+    for t in range(ids.shape[0]):
+        e = ids[t]
+        if slot[e] < 0:
+            slot[e] = n
+            order[n] = e
+            n += 1
+    return n
+
+
+@numba.njit(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
+def _step_rows(theta, order, n, fit, counts, lam, adam, amsgrad, m0, v0, x0, c, ahead,
+               sens):  # pragma: no cover  (compiled; its result is tested)
+    """θ' into ahead[:n] and (2·c_r/B)·θ ⊙ J into sens[:n] for compact rows r < n of `theta` (rows
+    order[r] of the full table, as are λ's rows `lam` and the optimizer state m0 / v0 / x0 = exp_avg /
+    exp_avg_sq / max_exp_avg_sq — zeros where the optimizer has none yet, which gives torch's first
+    step). Adam as lookahead.AdamRule.update_and_derivative, with selects in place of branches so that
+    the inner loop vectorizes."""
+    dim = theta.shape[1]
+    step, one_minus_beta1, beta2, one_minus_beta2 = c[STEP], c[ONE_MINUS_BETA1], c[BETA2], c[ONE_MINUS_BETA2]
+    eps, inverse_correction2, one, half, zero = c[EPS], c[ONE] / c[CORRECTION2], c[ONE], c[HALF], c[ZERO]
+    for r in range(n):
+        e = order[r]
+        weight = c[TWO_OVER_B] * counts[r]
+        if not adam:
+            for k in range(dim):
+                th = theta[e, k]
+                ahead[r, k] = th - step * (fit[r, k] + weight * lam[e, k] * th)
+                sens[r, k] = -step * weight * th
+            continue
+        for k in range(dim):
+            th = theta[e, k]
+            g = fit[r, k] + weight * lam[e, k] * th
+            m = m0[e, k] + one_minus_beta1 * (g - m0[e, k])
+            v = one_minus_beta2 * g * g + beta2 * v0[e, k]
+            second, w = v, one
+            if amsgrad:  # w: torch.maximum's derivative in v (½ at a tie)
+                previous = x0[e, k]
+                second = max(previous, v)
+                w = one if v > previous else (half if v == previous else zero)
+            root = math.sqrt(second)
+            inverse = one / (root * inverse_correction2 + eps)
+            ahead[r, k] = th - step * m * inverse
+            d_root = one_minus_beta2 * g * w / root if root > zero else zero  # safe_sqrt's slope at 0
+            sens[r, k] = -step * weight * th * (one_minus_beta1 - m * d_root * inverse * inverse_correction2) * inverse
+
+
+@numba.njit(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
+def _step_bias(bias, order, n, fit, adam, amsgrad, m0, v0, x0, c, ahead):  # pragma: no cover  (compiled)
+    """b' for the compact item rows, state as in `_step_rows` (the bias is not penalized: no derivative)."""
+    for r in range(n):
+        e, g = order[r], fit[r]
+        if adam:
+            m = m0[e] + c[ONE_MINUS_BETA1] * (g - m0[e])
+            v = c[ONE_MINUS_BETA2] * g * g + c[BETA2] * v0[e]
+            if amsgrad:
+                v = max(v, x0[e])
+            ahead[r] = bias[e] - c[STEP] * m / (math.sqrt(v) / c[CORRECTION2] + c[EPS])
+        else:
+            ahead[r] = bias[e] - c[STEP] * g
+
+
+@numba.njit(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
+def _bpr_grads(P, Q, bias, has_bias, users, positives, negatives, slot_P, slot_Q, grad_P, grad_Q, grad_bias,
+               one):  # pragma: no cover  (compiled; its result is tested)
+    """Σ −log σ(x) over the triples (ids through slot_*: full-table ids into rows of P, Q, bias) and the
+    gradient of the mean loss added into the compact buffers grad_P, grad_Q, grad_bias."""
+    size, dim = users.shape[0], P.shape[1]
+    scale = one / size
+    fit = 0.0
+    for t in range(size):
+        u, i, j = users[t], positives[t], negatives[t]
+        cu, ci, cj = slot_P[u], slot_Q[i], slot_Q[j]
+        x = bias[i] - bias[j] if has_bias else one - one
+        for k in range(dim):
+            x += P[u, k] * (Q[i, k] - Q[j, k])
+        fit += max(-x, 0.0) + math.log1p(math.exp(-abs(x)))  # −log σ(x), stable for any x
+        g = -scale / (one + math.exp(x))  # ∂(mean loss)/∂x = −σ(−x)/B
+        for k in range(dim):
+            p = P[u, k]
+            grad_P[cu, k] += g * (Q[i, k] - Q[j, k])
+            grad_Q[ci, k] += g * p
+            grad_Q[cj, k] -= g * p
+        if has_bias:
+            grad_bias[ci] += g
+            grad_bias[cj] -= g
+    return fit
+
+
+@numba.njit(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
+def one_step_sensitivities(P, Q, bias, has_bias, users, positives, negatives, v_users, v_positives, v_negatives,
+                           lam_P, lam_Q, adam, amsgrad, state_P, state_Q, state_bias, c_P, c_Q, c_bias, slot_P,
+                           slot_Q):  # pragma: no cover  (compiled; its result is tested)
+    """(validation loss at θ', user ids, h of those user rows, item ids, h of those item rows); see the
+    module docstring. lam_*: λ for every entry of P, Q; state_*: (exp_avg, exp_avg_sq, max_exp_avg_sq)
+    of each table (zeros where absent, any arrays for SGD); c_*: the constants; slot_*: −1 everywhere,
+    left so on return."""
+    dim, dtype = P.shape[1], P.dtype
+    order_P = np.empty(users.shape[0] + v_users.shape[0], np.int64)
+    order_Q = np.empty(2 * (positives.shape[0] + v_positives.shape[0]), np.int64)
+    n_P = _assign_slots(users, slot_P, order_P, 0)
+    n_Q = _assign_slots(negatives, slot_Q, order_Q, _assign_slots(positives, slot_Q, order_Q, 0))
+    n_P = _assign_slots(v_users, slot_P, order_P, n_P)
+    n_Q = _assign_slots(v_negatives, slot_Q, order_Q, _assign_slots(v_positives, slot_Q, order_Q, n_Q))
+    counts_P, counts_Q = np.zeros(n_P, dtype), np.zeros(n_Q, dtype)
+    for t in range(users.shape[0]):
+        counts_P[slot_P[users[t]]] += 1
+        counts_Q[slot_Q[positives[t]]] += 1
+        counts_Q[slot_Q[negatives[t]]] += 1
+    # the fit gradient at θ, then the step: θ' and the sensitivities, per compact row
+    fit_P, fit_Q, fit_bias = np.zeros((n_P, dim), dtype), np.zeros((n_Q, dim), dtype), np.zeros(n_Q, dtype)
+    _bpr_grads(P, Q, bias, has_bias, users, positives, negatives, slot_P, slot_Q, fit_P, fit_Q, fit_bias, c_P[ONE])
+    ahead_P, sens_P = np.empty((n_P, dim), dtype), np.empty((n_P, dim), dtype)
+    ahead_Q, sens_Q = np.empty((n_Q, dim), dtype), np.empty((n_Q, dim), dtype)
+    ahead_bias = np.zeros(n_Q, dtype)
+    _step_rows(P, order_P, n_P, fit_P, counts_P, lam_P, adam, amsgrad, *state_P, c_P, ahead_P, sens_P)
+    _step_rows(Q, order_Q, n_Q, fit_Q, counts_Q, lam_Q, adam, amsgrad, *state_Q, c_Q, ahead_Q, sens_Q)
+    if has_bias:
+        _step_bias(bias, order_Q, n_Q, fit_bias, adam, amsgrad, *state_bias, c_bias, ahead_bias)
+    # G' = ∇L_val(θ') on the compact rows (the slots now index the look-ahead tables), then h = sens ⊙ G'
+    identity_P, identity_Q = np.arange(n_P), np.arange(n_Q)
+    cu, ci, cj = np.empty_like(v_users), np.empty_like(v_positives), np.empty_like(v_negatives)
+    for t in range(v_users.shape[0]):
+        cu[t], ci[t], cj[t] = slot_P[v_users[t]], slot_Q[v_positives[t]], slot_Q[v_negatives[t]]
+    outer_P, outer_Q = fit_P, fit_Q  # the fit gradients' buffers, zeroed (fit_bias: scratch, the bias has no h)
+    outer_P[:] = 0
+    outer_Q[:] = 0
+    loss = _bpr_grads(ahead_P, ahead_Q, ahead_bias, has_bias, cu, ci, cj, identity_P, identity_Q, outer_P, outer_Q,
+                      fit_bias, c_P[ONE])
+    for r in range(n_P):
+        slot_P[order_P[r]] = -1
+        for k in range(dim):
+            sens_P[r, k] *= outer_P[r, k]
+    for r in range(n_Q):
+        slot_Q[order_Q[r]] = -1
+        for k in range(dim):
+            sens_Q[r, k] *= outer_Q[r, k]
+    return loss / v_users.shape[0], order_P[:n_P], sens_P, order_Q[:n_Q], sens_Q
+
+
+STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+class CompiledLookahead:
+    """The one-step λ hypergradient of a dot-product MF under BPR through the kernel above. `applies`
+    says when it can stand in for `hypergrad.one_step_hypergrad`; the result is the same (tested)."""
+
+    def __init__(self, model):
+        self.slot_P = np.full(model.n_users, -1, np.int64)
+        self.slot_Q = np.full(model.n_items, -1, np.int64)
+        self.zeros: dict[tuple, np.ndarray] = {}  # stand-ins for optimizer state not created yet (read-only)
+
+    @staticmethod
+    def applies(model, kind: str, hp: dict) -> bool:
+        """A dot-product model on CPU tables of one float dtype, gathered densely, looking ahead through plain
+        SGD (no momentum) or Adam (amsgrad or not), neither with weight decay."""
+        tables = [t for t in (model.user_embedding, model.item_embedding, model.item_bias) if t is not None]
+        if not (model.dot_scores and not model.sparse_grad and all(t.device.type == "cpu" for t in tables)
+                and len({t.dtype for t in tables}) == 1 and tables[0].dtype in (torch.float32, torch.float64)):
+            return False
+        if hp.get("weight_decay", 0.0) or hp.get("maximize", False):
+            return False
+        return kind == "adam" or (kind == "sgd" and not hp.get("momentum", 0.0))
+
+    def _constants(self, kind: str, hp: dict, state: dict, batch_size: int, dtype) -> np.ndarray:
+        c = np.zeros(10, dtype)
+        c[TWO_OVER_B], c[ONE], c[HALF] = 2.0 / batch_size, 1.0, 0.5
+        if kind == "adam":
+            step = (float(state["step"]) if "step" in state else 0.0) + 1
+            beta1, beta2 = (float(b) for b in hp["betas"])
+            c[STEP] = float(hp["lr"]) / (1 - beta1 ** step)
+            c[ONE_MINUS_BETA1], c[BETA2], c[ONE_MINUS_BETA2] = 1 - beta1, beta2, 1 - beta2
+            c[EPS], c[CORRECTION2] = float(hp["eps"]), (1 - beta2 ** step) ** 0.5
+        else:
+            c[STEP] = float(hp["lr"])
+        return c
+
+    def _state(self, optimizer, param, table: np.ndarray, kind: str):
+        """(the optimizer's state of `param`, its Adam buffers as arrays — zeros for one it has not made yet)."""
+        state = optimizer.state.get(param, {})
+        if kind != "adam":
+            return state, (table, table, table)  # never read
+        buffers = []
+        for key in STATE_KEYS:
+            if state.get(key) is not None:
+                buffers.append(state[key].detach().numpy())
+            else:
+                if table.shape not in self.zeros:
+                    self.zeros[table.shape] = np.zeros(table.shape, table.dtype)
+                buffers.append(self.zeros[table.shape])
+        return state, tuple(buffers)
+
+    def __call__(self, model, optimizer, kind: str, hp: dict, lam, train, valid) -> torch.Tensor:
+        """Set `.grad` of λ's raw parameters as `one_step_hypergrad` does; return L_val(θ').
+        `optimizer`: whose state the look-ahead starts from (its `.state` may be empty: plain SGD)."""
+        size = len(train[0])
+        P, Q = model.user_embedding.detach().numpy(), model.item_embedding.detach().numpy()
+        has_bias = model.item_bias is not None
+        bias = model.item_bias.detach().numpy() if has_bias else np.zeros(1, P.dtype)
+        parts = [self._state(optimizer, param, table, kind) for param, table in
+                 ((model.user_embedding, P), (model.item_embedding, Q), (model.item_bias, bias))]
+        constants = [self._constants(kind, hp, state, size, P.dtype) for state, _ in parts]
+        values = {name: v.detach() for name, v in lam.values().items()}
+        weights = []
+        for role, table in (("user", P), ("item", Q)):
+            w = values[lam.param_of_role[role]]
+            weights.append(w.expand(table.shape).to(model.user_embedding.dtype).contiguous().numpy())
+        loss, users, h_users, items, h_items = one_step_sensitivities(
+            P, Q, bias, has_bias, *(t.numpy() for t in train), *(t.numpy() for t in valid), *weights,
+            kind == "adam", bool(hp.get("amsgrad", False)), *(buffers for _, buffers in parts), *constants,
+            self.slot_P, self.slot_Q)
+        rows = {"user": (torch.from_numpy(users), torch.from_numpy(h_users)),
+                "item": (torch.from_numpy(items), torch.from_numpy(h_items))}
+        grads = clamp_grads(lam, rows) if lam.nonneg == "clamp" and not lam.sparse_rows else chain_grads(lam, rows)
+        for name, tensor in lam.raw.items():
+            tensor.grad = grads[name]
+        return torch.tensor(loss, dtype=model.user_embedding.dtype)
+
+
+def chain_grads(lam, rows) -> dict:
+    """{raw λ name: ∂/∂raw of Σ_roles Σ_rows λ_row ⊙ h_row}: autograd maps the per-row h to λ's shape and
+    through its parametrization (softplus, exp), as `one_step_hypergrad` does."""
+    with torch.enable_grad():
+        values = lam.values()
+        chain = sum((lam.for_rows(role, ids, values) * h).sum() for role, (ids, h) in rows.items())
+        raw = list(lam.raw.values())
+        grads = torch.autograd.grad(chain, raw, allow_unused=True)
+    # row-sparse λ (lam.sparse_rows): no gradient = no update, not a dense zero its optimizer would reject
+    return {name: g if g is not None or lam.sparse_rows else torch.zeros_like(tensor)
+            for (name, tensor), g in zip(lam.raw.items(), grads)}
+
+
+def clamp_grads(lam, rows) -> dict:
+    """`chain_grads` where λ is its raw parameter (nonneg=clamp), without a graph: h of each row added
+    into its entity's λ row, summed over d for one λ per entity, over rows for λ shared by all (a third
+    of the time at ML-100K's size)."""
+    grads = {name: torch.zeros_like(tensor) for name, tensor in lam.raw.items()}
+    for role, (ids, h) in rows.items():
+        grad = grads[lam.param_of_role[role]]
+        h = h.to(grad.dtype)  # λ may be kept in another precision than the model
+        if lam.per_entity[role]:
+            grad.index_add_(0, ids, h if grad.shape[1] == h.shape[1] else h.sum(1, keepdim=True))
+        else:
+            grad += h.sum(0) if grad.shape[0] == h.shape[1] else h.sum().reshape(1)
+    return grads

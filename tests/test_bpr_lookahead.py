@@ -1,0 +1,106 @@
+"""The compiled one-step λ hypergradient (tasks/bpr_lookahead.py) against the tensor path it stands in for
+(`hypergrad.one_step_hypergrad`, itself checked against finite differences of real optimizer steps in
+test_hypergrad.py), in float64 so that a slip in a formula shows far above rounding."""
+import numpy as np
+import pytest
+import torch
+
+from lambdaopt.models.mf import MatrixFactorization
+from lambdaopt.regularizers import hypergrad
+from lambdaopt.regularizers.lambdaopt import _NO_STATE, LambdaOpt
+from lambdaopt.regularizers.lambdas import GRANULARITIES
+from lambdaopt.regularizers.lookahead import optimizer_kind
+from lambdaopt.tasks.bpr_lookahead import CompiledLookahead
+from lambdaopt.tasks.ranking import BPRObjective
+
+from lookahead_setup import OPTIMIZERS, make_setup
+
+COMPILED = {"sgd": lambda p: torch.optim.SGD(p, lr=0.5), "adam": lambda p: torch.optim.Adam(p, lr=0.05, fused=True),
+            "adam_amsgrad": OPTIMIZERS["adam_amsgrad"]}
+
+
+def both_paths(model, objective, optimizer, reg, train, valid, sgda=False):
+    """(loss, {λ name: gradient}) by the tensor path, then by the compiled one."""
+    state, kind = (_NO_STATE, "sgd") if sgda else (optimizer, optimizer_kind(optimizer))
+    hp = {"lr": optimizer.param_groups[0]["lr"]} if sgda else optimizer.param_groups[0]
+    assert CompiledLookahead.applies(model, kind, hp)
+    results = []
+    for compiled in (False, True):
+        for p in reg.lam.raw.values():
+            p.grad = None
+        if compiled:
+            loss = CompiledLookahead(model)(model, state, kind, hp, reg.lam, train, valid)
+        else:
+            problem = hypergrad.compact_problem(model, objective, state, kind, train, valid)
+            loss = hypergrad.one_step_hypergrad(model, objective, problem, reg.lam, kind, hp)
+        results.append((float(loss), {name: p.grad.clone() for name, p in reg.lam.raw.items()}))
+    return results
+
+
+def assert_same(results):
+    (tensor_loss, tensor_grads), (compiled_loss, compiled_grads) = results
+    assert compiled_loss == pytest.approx(tensor_loss, rel=1e-12)
+    assert any(g.abs().max() > 0 for g in tensor_grads.values())  # a check that could fail
+    for name in tensor_grads:
+        torch.testing.assert_close(compiled_grads[name], tensor_grads[name], rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize("item_bias", [False, True])
+@pytest.mark.parametrize("warm_steps", [0, 2])
+@pytest.mark.parametrize("granularity", list(GRANULARITIES))
+@pytest.mark.parametrize("optimizer_name", list(COMPILED))
+def test_compiled_lookahead_equals_the_tensor_path(dataset, optimizer_name, granularity, warm_steps, item_bias):
+    """Every granularity, through SGD / Adam / AMSGrad, from no optimizer state and from a warm one."""
+    setup = make_setup(dataset, "adam", granularity, warm_steps=warm_steps, item_bias=item_bias)
+    model, objective, _, reg, train, valid = setup
+    optimizer = COMPILED[optimizer_name](model.parameters())
+    for _ in range(warm_steps):  # its own state, from steps on other batches
+        optimizer.zero_grad()
+        objective.loss(model, objective.valid_batch(np.random.default_rng(9), 24)).backward()
+        optimizer.step()
+    assert_same(both_paths(model, objective, optimizer, reg, train, valid))
+
+
+@pytest.mark.parametrize("nonneg", ["softplus", "exp"])
+def test_compiled_lookahead_through_the_parametrization_and_for_sgda(dataset, nonneg):
+    """λ = softplus(ρ) / exp(ρ) (autograd maps h through it), and SGDA's look-ahead: plain SGD at the
+    model optimizer's lr, without its state."""
+    model, objective, optimizer, reg, train, valid = make_setup(dataset, "adam_amsgrad", "dui", item_bias=True)
+    reg.lam.nonneg = nonneg
+    assert_same(both_paths(model, objective, optimizer, reg, train, valid))
+    assert_same(both_paths(model, objective, optimizer, reg, train, valid, sgda=True))
+
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam", "adamw", "adagrad", "rmsprop"])
+def test_compiled_lookahead_declines_what_it_does_not_compute(dataset, optimizer_name):
+    """Momentum, weight decay and the other rules stay on the tensor path (lookahead_setup's `sgd` has
+    momentum and weight decay, its `adam` weight decay)."""
+    model, objective, optimizer, *_ = make_setup(dataset, optimizer_name, "dui", warm_steps=0)
+    assert objective.compiled_lookahead(model, optimizer_kind(optimizer), optimizer.param_groups[0]) is None
+
+
+def test_lambdaopt_takes_the_compiled_path_and_learns_the_same_lambda(dataset):
+    """In training (float32, Adam): λ after two λ steps equals the tensor path's to float32 rounding (λ
+    stepped by SGD: an Adam step's sign flips with rounding where a gradient entry is ~0)."""
+    lams = []
+    for compiled in (True, False):
+        torch.manual_seed(0)
+        model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=8, init_std=0.3)
+        objective = BPRObjective(dataset, 24, torch.device("cpu"))
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.05, amsgrad=True, fused=True)
+        reg = LambdaOpt(granularity="dui", init=0.1, lambda_optimizer="sgd", lambda_lr=10.0, grad_clip=None)
+        reg.setup(model, objective)
+        if not compiled:
+            reg._compiled_decided = True  # force the tensor path
+        batches = objective.batches(np.random.default_rng(0))
+        for step in range(2):
+            batch = next(batches)
+            reg.update(model, optimizer, batch, step)
+            optimizer.zero_grad()
+            (objective.loss(model, batch) + reg.penalty(model, {}, 24)).backward()
+            optimizer.step()
+        assert (reg._compiled is not None) == compiled
+        lams.append({name: p.detach().clone() for name, p in reg.lam.raw.items()})
+    assert (lams[0]["user"] - 0.1).abs().max() > 1e-3  # λ moved
+    for name in lams[0]:
+        torch.testing.assert_close(lams[0][name], lams[1][name], rtol=1e-5, atol=1e-7)
