@@ -18,8 +18,8 @@ observed entries), ∂L/∂F_0 = G R_1ᵀ and D_1 = F_0ᵀ G — are one pass ov
     R_jᵀ = R_{j+1}ᵀ F_jᵀ,   ∂L/∂F_j = (D_jᵀ)ᵀ R_{j+1}ᵀ,   D_{j+1}ᵀ = D_jᵀ F_j,
     ∂L/∂(item table) = D_{N−1}ᵀ
 
-(the item table is W_1ᵀ, so its gradient is D_{N−1}ᵀ as it comes): 2(N − 2) dense products where the
-tensor path takes 3(N − 1) — three instead of six at depth 3.
+(the item table is W_1ᵀ, so its gradient is D_{N−1}ᵀ as it comes): 3(N − 2) dense products where the
+tensor path takes 3(N − 1) — three instead of six at depth 3, none at depth 2.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class ClosedFormProductStep:
         self.model, self.objective, self.optimizer = model, objective, optimizer
         # GroupRMSprop (the deep-MF papers' optimizer) updates without torch's step wrapper; others step
         self.update = optimizer.apply_gradients if isinstance(optimizer, GroupRMSprop) else optimizer.step
-        self.buffers = None
+        self.buffers = self.sparse_buffers = None  # of the tensor path, of the compiled one
         # the compiled path holds the parameters (never replaced during a run; the optimizer holds them too)
         self.parameters = model.factor_parameters()
         table = self.parameters[0]
@@ -108,14 +108,14 @@ class ClosedFormProductStep:
         """(loss, the gradient of each of `tables` — `factors()` but the last as the item table stores it,
         W_1ᵀ) by the transposed recursion of the module docstring, into buffers kept between steps."""
         *factors, item = tables
-        if self.buffers is None:
+        if self.sparse_buffers is None:
             m, dtype = item.shape[0], item.dtype
-            self.buffers = {"right": [torch.empty(m, f.shape[0], dtype=dtype) for f in reversed(factors[1:])],
+            self.sparse_buffers = {"right": [torch.empty(m, f.shape[0], dtype=dtype) for f in reversed(factors[1:])],
                             "first": torch.empty_like(factors[0]),
                             "upstream": [torch.empty(m, f.shape[1], dtype=dtype) for f in factors],  # D_jᵀ
                             "grads": [torch.empty_like(f) for f in factors[1:]],
                             "scale": np.array(2.0 / len(batch[2]), dtype=item.numpy().dtype)[()]}
-        buffers = self.buffers
+        buffers = self.sparse_buffers
         right = [item]  # R_{N−1}ᵀ = the item table, then R_jᵀ = R_{j+1}ᵀ F_jᵀ
         for factor, out in zip(reversed(factors[1:]), buffers["right"]):
             right.append(torch.mm(right[-1], factor.T, out=out))
