@@ -23,20 +23,11 @@ tensor path takes 3(N − 1) — three instead of six at depth 3, none at depth 
 """
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import torch
 
 from lambdaopt.optimizers import GroupRMSprop
-
-
-def compiled_kernel():
-    """completion_kernel.observed_residual_grads, or None where numba cannot be imported (the tensor path)."""
-    try:
-        return importlib.import_module("lambdaopt.tasks.completion_kernel").observed_residual_grads
-    except ImportError:
-        return None
+from lambdaopt.tasks.bpr_step import compiled_kernels
 
 
 class ClosedFormProductStep:
@@ -50,9 +41,9 @@ class ClosedFormProductStep:
         self.buffers = self.sparse_buffers = None  # of the tensor path, of the compiled one
         # the compiled path holds the parameters (never replaced during a run; the optimizer holds them too)
         self.parameters = model.factor_parameters()
-        table = self.parameters[0]
-        self.kernel = (compiled_kernel() if len(self.parameters) > 1 and table.device.type == "cpu"
-                       and table.dtype in (torch.float32, torch.float64) else None)
+        table, kernels = self.parameters[0], compiled_kernels("completion_kernel")
+        self.kernel = (kernels.observed_residual_grads if kernels is not None and len(self.parameters) > 1
+                       and table.device.type == "cpu" and table.dtype in (torch.float32, torch.float64) else None)
 
     def _buffers(self, factors: list[torch.Tensor]) -> dict:
         """Output buffers for every product, made on the first step (shapes never change): a fresh

@@ -16,7 +16,7 @@ from lambdaopt.errors import ConfigError
 from lambdaopt.evaluation.ranking import RankingEvaluator, metric_names
 from lambdaopt.models.rows import score_and_rows, score_blocks
 from lambdaopt.tasks.base import Task, lambda_data, register_task
-from lambdaopt.tasks.bpr_step import ClosedFormBPRStep, dot_bpr_loss_and_grads
+from lambdaopt.tasks.bpr_step import ClosedFormBPRStep, compiled_kernels, dot_bpr_loss_and_grads
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -77,11 +77,10 @@ class BPRObjective:
     def compiled_lookahead(model, kind: str, hp: dict):
         """λOpt's one-step look-ahead as compiled loops (tasks/bpr_lookahead.py) where they apply — a
         dot-product model on the CPU through SGD or Adam, numba importable — else None (hypergrad.py)."""
-        try:
-            from lambdaopt.tasks.bpr_lookahead import CompiledLookahead
-        except ImportError:  # no numba on this platform: the tensor path
+        kernels = compiled_kernels("bpr_lookahead")
+        if kernels is None or not kernels.CompiledLookahead.applies(model, kind, hp):
             return None
-        return CompiledLookahead(model) if CompiledLookahead.applies(model, kind, hp) else None
+        return kernels.CompiledLookahead(model)
 
     def state_dict(self) -> dict:
         return {}  # every draw comes from the trainer's RNG: nothing of its own to restore
