@@ -7,6 +7,7 @@ import torch
 
 from lambdaopt.models.mf import MatrixFactorization
 from lambdaopt.regularizers import hypergrad
+from lambdaopt.regularizers.lambda_step import set_row_grads
 from lambdaopt.regularizers.lambdaopt import _NO_STATE, LambdaOpt
 from lambdaopt.regularizers.lambdas import GRANULARITIES
 from lambdaopt.regularizers.lookahead import optimizer_kind
@@ -29,7 +30,8 @@ def both_paths(model, objective, optimizer, reg, train, valid, sgda=False):
         for p in reg.lam.raw.values():
             p.grad = None
         if compiled:
-            loss = CompiledLookahead(model)(model, state, kind, hp, reg.lam, train, valid)
+            loss, rows = CompiledLookahead(model)(model, state, kind, hp, reg.lam, train, valid)
+            set_row_grads(reg.lam, rows)
         else:
             problem = hypergrad.compact_problem(model, objective, state, kind, train, valid)
             loss = hypergrad.one_step_hypergrad(model, objective, problem, reg.lam, kind, hp)

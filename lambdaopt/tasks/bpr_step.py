@@ -40,11 +40,11 @@ def lazy_sgd_lr(optimizer: torch.optim.Optimizer) -> bool:
     return group["momentum"] == 0 and group["weight_decay"] == 0 and not group["maximize"]
 
 
-def compiled_kernels(module: str = "bpr_kernel"):
-    """The compiled loops of `lambdaopt.tasks.<module>` (bpr_kernel.py; bpr_lookahead.py and
-    completion_kernel.py use it too), or None where numba cannot be imported (the tensor path)."""
+def compiled_kernels(module: str = "bpr_kernel", package: str = "lambdaopt.tasks"):
+    """The compiled loops of `<package>.<module>` (bpr_kernel.py; bpr_lookahead.py, completion_kernel.py and
+    regularizers/lambda_adam_kernel.py use it too), or None where numba cannot be imported (the tensor path)."""
     try:
-        return importlib.import_module(f"lambdaopt.tasks.{module}")
+        return importlib.import_module(f"{package}.{module}")
     except ImportError:
         return None
 

@@ -1,0 +1,74 @@
+"""λ's Adam step, norm clip and projection λ ≥ 0 as one compiled pass over the λ tables (numba, CPU).
+
+After a one-step look-ahead the λ hypergradient is non-zero only on the λ rows of the users and items the
+two batches touched (`CompiledLookahead` returns it as those rows). torch's route to the step — a zero
+table per λ parameter, the rows scattered into it, `clip_grad_norm_` (a norm pass and a scaling pass over
+every entry), the fused Adam step, `clamp_` — reads and writes each of the |U|·d + |I|·d λ entries about
+six times; here each entry is read and written once, taking a zero gradient off the touched rows (so it
+is still the dense Adam step: moments decay and λ moves everywhere, as the paper's λ optimizer does).
+
+The arithmetic is that of torch's fused CPU Adam kernel (ATen's FusedAdamKernel.cpp), operation for
+operation and with its fused multiply-adds where it has them, so the result is the same bits
+(tests/test_lambda_step.py compares every state tensor with `torch.equal`):
+
+    m ← lerp(m, g, w) = fma(w, g − m, m)  for w = 1 − β₁ < ½,  else fma(w − 1, g − m, g)
+    v ← fma(c·g, g, v·β₂) over the vectorized body,  fma(v, β₂, c·g·g) over the scalar tail  (c = 1 − β₂)
+    v̂ ← max(v̂, v) with amsgrad;   θ ← θ − (s·m) / (√v̂ / √(1 − β₂ᵗ) + ε),   s = lr / (1 − β₁ᵗ)
+
+The body/tail split is that of the flattened tensor (`vector_end`: the last multiple of torch's vector
+width, which `lambda_step.torch_adam_lanes` finds by a probe); the fma is LLVM's intrinsic and nothing else
+may be contracted (no fastmath), so the compiler cannot pick another rounding. Found by comparing with
+torch 2.13 bit for bit; another torch or CPU kernel that rounds otherwise fails the probe, and λ then
+steps through torch's own route.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+from numba import types
+from numba.extending import intrinsic
+
+# constants (one array in the tables' dtype): step size s, the lerp coefficient (w, or w − 1 when lerping
+# from the gradient), β₂, 1 − β₂, √(1 − β₂ᵗ), ε, 0
+STEP_SIZE, LERP_COEFFICIENT, BETA2, ONE_MINUS_BETA2, CORRECTION2_SQRT, EPS, ZERO = range(7)
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a·b + c rounded once (llvm.fma)."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return a(a, b, c), codegen
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def adam_rows_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, slot, grad_rows, c, vector_end, from_grad,
+                   amsgrad, clamp):  # pragma: no cover  (compiled; its result is tested)
+    """One Adam step of every entry of `param` (2-D, rows × width, as are the state tables; contiguous) with
+    the gradient grad_rows[slot[r]] for row r where slot[r] ≥ 0 and zero elsewhere; then λ ≥ 0 when
+    `clamp`. `max_exp_avg_sq` is read and written only when `amsgrad`; `from_grad`: w ≥ ½; entries from
+    flat index `vector_end` on take the scalar tail's rounding (a select, so that the loop vectorizes)."""
+    rows, width = param.shape
+    step_size, coefficient, beta2, zero = c[STEP_SIZE], c[LERP_COEFFICIENT], c[BETA2], c[ZERO]
+    grad_weight, correction2_sqrt, eps = c[ONE_MINUS_BETA2], c[CORRECTION2_SQRT], c[EPS]
+    for r in range(rows):
+        s = slot[r]
+        for k in range(width):
+            g = grad_rows[s, k] if s >= 0 else zero
+            m0, v0 = exp_avg[r, k], exp_avg_sq[r, k]
+            m = fma(coefficient, g - m0, g if from_grad else m0)
+            scaled = grad_weight * g
+            body, tail = fma(scaled, g, v0 * beta2), fma(v0, beta2, scaled * g)
+            v = tail if r * width + k >= vector_end else body
+            exp_avg[r, k] = m
+            exp_avg_sq[r, k] = v
+            if amsgrad:
+                v = max(max_exp_avg_sq[r, k], v)
+                max_exp_avg_sq[r, k] = v
+            value = param[r, k] - step_size * m / (math.sqrt(v) / correction2_sqrt + eps)
+            param[r, k] = max(value, zero) if clamp else value
