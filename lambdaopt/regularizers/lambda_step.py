@@ -5,20 +5,18 @@ the two batches touched, {role: (row ids, h)}, rows unique per role. Two ways on
 - `set_row_grads`: h mapped to the shape of each raw λ parameter as `.grad` (through softplus/exp by
   autograd), for the λ optimizer's own `step()` — every λ optimizer, every parametrization;
 - `FusedLambdaAdam`: for the default λ optimizer (torch's fused Adam, clamp), the gradient clip, the Adam
-  step and the projection λ ≥ 0 in one pass that reads h where it is (lambda_adam_kernel.py) — the same
+  step and the projection λ ≥ 0 in one pass that reads h where it is (compiled_adam.py) — the same
   bits as the first way followed by `clip_grad_norm_`, `step()` and `project_()` when the clip does not
-  bind, and the same to float rounding of the norm when it does (tests/test_lambda_step.py).
+  bind, and the same to float rounding of the norm when it does (tests/test_compiled_adam.py).
 """
 from __future__ import annotations
 
-import functools
-import math
 from typing import Optional
 
 import numpy as np
 import torch
 
-from lambdaopt.tasks.bpr_step import compiled_kernels
+from lambdaopt.compiled_adam import CompiledAdam
 
 
 def set_row_grads(lam, rows) -> None:
@@ -71,31 +69,22 @@ def lambda_rows(lam, rows) -> dict:
 
 
 class FusedLambdaAdam:
-    """Clip, Adam step and projection of λ from the per-row hypergradient (module docstring). The state
-    lives in `optimizer.state` in torch's own layout, so checkpoints and `optimizer.step()` carry on from it."""
+    """Clip, Adam step and projection of λ from the per-row hypergradient (module docstring), through
+    `CompiledAdam`: the state is the λ optimizer's own, in torch's layout."""
 
-    def __init__(self, lam, optimizer: torch.optim.Adam, kernel, lanes: int):
-        self.lam, self.optimizer, self.kernel, self.lanes = lam, optimizer, kernel, lanes
-        self.slots: dict[int, np.ndarray] = {}  # per λ table: row → its row in the gradient's rows, or −1
+    def __init__(self, lam, adam: CompiledAdam):
+        self.lam, self.adam = lam, adam
+        self.slots = {name: np.full(tensor.shape[0] if tensor.dim() == 2 else 1, -1, np.int64)
+                      for name, tensor in lam.raw.items()}  # per λ table: row → its gradient row, or −1
 
     @classmethod
     def build(cls, lam, optimizer) -> Optional["FusedLambdaAdam"]:
-        """One where it applies — λ ≥ 0 by projection, dense λ rows, torch's fused Adam without weight decay
-        or maximize on CPU float tables whose rounding the kernel reproduces — else None (torch's route)."""
-        if lam.nonneg != "clamp" or lam.sparse_rows or type(optimizer) is not torch.optim.Adam:
+        """One where it applies — λ ≥ 0 by projection, dense λ rows, and `CompiledAdam.build`'s conditions on
+        the λ optimizer (the default: fused Adam, amsgrad) — else None (torch's route)."""
+        if lam.nonneg != "clamp" or lam.sparse_rows:
             return None
-        group = optimizer.param_groups[0]
-        tensors = list(lam.raw.values())
-        if (len(optimizer.param_groups) != 1 or not group["fused"] or group["weight_decay"] or group["maximize"]
-                or torch.is_tensor(group["lr"]) or group["differentiable"] or group["capturable"]
-                or any(t.device.type != "cpu" for t in tensors) or len({t.dtype for t in tensors}) != 1
-                or tensors[0].dtype not in (torch.float32, torch.float64)):
-            return None
-        lanes = torch_adam_lanes(tensors[0].dtype)
-        if lanes is None:
-            return None
-        return cls(lam, optimizer, compiled_kernels("lambda_adam_kernel", "lambdaopt.regularizers").adam_rows_step,
-                   lanes)
+        adam = CompiledAdam.build(optimizer, list(lam.raw.values()))
+        return None if adam is None else cls(lam, adam)
 
     @staticmethod
     def clip_(parts: dict, max_norm: Optional[float]) -> torch.Tensor:
@@ -113,63 +102,9 @@ class FusedLambdaAdam:
     def step(self, parts: dict) -> None:
         """One λ step: Adam on every entry (zero gradient off the rows in `parts`), then λ ≥ 0."""
         for name, tensor in self.lam.raw.items():
-            self.step_table(tensor, parts[name], clamp=True)
-
-    @torch.no_grad()
-    def step_table(self, tensor: torch.Tensor, part: tuple, clamp: bool) -> None:
-        """The step of one λ table from its (row ids or None, gradient rows)."""
-        group = self.optimizer.param_groups[0]
-        beta1, beta2 = (float(b) for b in group["betas"])
-        state = self.optimizer.state[tensor]
-        if not state:  # torch's lazy initialization (fused: the step count a float32 tensor)
-            state["step"] = torch.zeros((), dtype=torch.float32, device=tensor.device)
-            for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ()):
-                state[key] = torch.zeros_like(tensor, memory_format=torch.preserve_format)
-        state["step"] += 1
-        step = float(state["step"])
-        weight = 1.0 - beta1
-        from_grad = abs(weight) >= 0.5
-        dtype = np.dtype(np.float32 if tensor.dtype == torch.float32 else np.float64)
-        constants = np.array([group["lr"] / (1 - beta1 ** step), 0.0, beta2, 1 - beta2,
-                              math.sqrt(1 - beta2 ** step), group["eps"], 0.0], dtype)
-        constants[1] = dtype.type(weight) - dtype.type(1) if from_grad else weight  # as ATen rounds it
-        ids, rows = part
-        tables = [t.detach().view(-1, t.shape[-1]) if t.dim() == 2 else t.detach().view(1, -1)
-                  for t in (tensor, state["exp_avg"], state["exp_avg_sq"],
-                            state.get("max_exp_avg_sq", state["exp_avg_sq"]))]
-        slot = self.slots.get(id(tensor))
-        if slot is None or len(slot) != tables[0].shape[0]:
-            slot = self.slots[id(tensor)] = np.full(tables[0].shape[0], -1, np.int64)
-        touched = np.arange(1) if ids is None else ids.numpy()
-        slot[touched] = np.arange(len(touched))
-        numel = tensor.numel()
-        self.kernel(*(t.numpy() for t in tables), slot, rows.numpy(), constants, numel - numel % self.lanes,
-                    from_grad, bool(group["amsgrad"]), clamp)
-        slot[touched] = -1
-
-
-@functools.lru_cache(maxsize=None)
-def torch_adam_lanes(dtype: torch.dtype) -> Optional[int]:
-    """The vector width (entries of `dtype`) over which torch's fused CPU Adam runs its vectorized body, found
-    by stepping a probe both ways (the body and the scalar tail round differently: lambda_adam_kernel.py) —
-    or None when no width gives torch's bits (another CPU kernel: the one-pass step is not used). With torch
-    2.13 on this project's AVX-512 machines it is 32 bytes: its fused Adam runs the AVX2 kernel there."""
-    kernels = compiled_kernels("lambda_adam_kernel", package="lambdaopt.regularizers")
-    if kernels is None:
-        return None
-    generator = torch.Generator().manual_seed(0)
-    start = torch.rand(61, generator=generator, dtype=dtype) * 1e-3
-    grads = [torch.randn(61, generator=generator, dtype=dtype) * 1e-4 for _ in range(5)]
-    for vector_bytes in (32, 64, 16, 128):
-        lanes = vector_bytes // start.element_size()
-        reference, twin = (torch.nn.Parameter(start.clone()) for _ in range(2))
-        optimizer, fused = (torch.optim.Adam([p], lr=1e-3, amsgrad=True, fused=True) for p in (reference, twin))
-        step = FusedLambdaAdam(None, fused, kernels.adam_rows_step, lanes)
-        for grad in grads:
-            reference.grad = grad.clone()
-            optimizer.step()
-            step.step_table(twin, (None, grad.view(1, -1)), clamp=False)
-        if torch.equal(reference, twin) and all(torch.equal(optimizer.state[reference][key], fused.state[twin][key])
-                                                 for key in optimizer.state[reference]):
-            return lanes
-    return None
+            ids, rows = parts[name]
+            slot = self.slots[name]
+            touched = np.zeros(1, np.int64) if ids is None else ids.numpy()
+            slot[touched] = np.arange(len(touched))
+            self.adam.step_table(tensor, slot, rows.numpy(), clamp=True)
+            slot[touched] = -1

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from lambdaopt.optimizers import GroupRMSprop
-from lambdaopt.tasks.bpr_step import compiled_kernels
+from lambdaopt.kernels import compiled_kernels
 
 
 class ClosedFormProductStep:

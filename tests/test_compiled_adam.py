@@ -1,5 +1,6 @@
-"""λ's step from the per-row hypergradient (regularizers/lambda_step.py): the one-pass clip + Adam + projection
-against torch's own route (dense `.grad`, `clip_grad_norm_`, the fused Adam step, `project_`), bit for bit."""
+"""torch's fused Adam stepped from row gradients (compiled_adam.py) against torch's own route, bit for bit: λ's
+one-pass clip + Adam + projection (regularizers/lambda_step.py) against dense `.grad`, `clip_grad_norm_`, the
+fused step and `project_`."""
 import copy
 
 import numpy as np
@@ -151,3 +152,4 @@ def test_a_nan_hypergradient_stops_the_one_pass_step(dataset):
     with pytest.raises(TrainingDiverged, match="NaN"):
         reg.update(model, optimizer, batch, 0)
     assert reg._fused is not None and all(torch.equal(p, before[name]) for name, p in reg.lam.raw.items())
+

@@ -1,25 +1,27 @@
-"""λ's Adam step, norm clip and projection λ ≥ 0 as one compiled pass over the λ tables (numba, CPU).
+"""torch's fused Adam step of one table as a compiled pass that reads the gradient where it is (numba, CPU).
 
-After a one-step look-ahead the λ hypergradient is non-zero only on the λ rows of the users and items the
-two batches touched (`CompiledLookahead` returns it as those rows). torch's route to the step — a zero
-table per λ parameter, the rows scattered into it, `clip_grad_norm_` (a norm pass and a scaling pass over
-every entry), the fused Adam step, `clamp_` — reads and writes each of the |U|·d + |I|·d λ entries about
-six times; here each entry is read and written once, taking a zero gradient off the touched rows (so it
-is still the dense Adam step: moments decay and λ moves everywhere, as the paper's λ optimizer does).
+Where a gradient is non-zero only on some rows — the λ rows a one-step look-ahead touched
+(regularizers/lambda_step.py) — torch's route to the λ step is a zero table per λ parameter, the rows
+scattered into it, `clip_grad_norm_` (a norm pass and a scaling pass over every entry), the fused Adam step
+and `clamp_`. Here each entry is read and written once, the gradient taken from a row of `grad_rows` where
+the slot map names one and zero elsewhere: still the dense Adam step (moments decay and λ moves everywhere,
+as the paper's λ optimizer does), with the projection λ ≥ 0 folded in (compiled_adam.py drives it). For
+the model's own tables it would gain nothing: torch's fused step over a dense gradient is already one
+memory-bound pass (the same epoch time, measured).
 
 The arithmetic is that of torch's fused CPU Adam kernel (ATen's FusedAdamKernel.cpp), operation for
 operation and with its fused multiply-adds where it has them, so the result is the same bits
-(tests/test_lambda_step.py compares every state tensor with `torch.equal`):
+(tests/test_compiled_adam.py compares every state tensor with `torch.equal`):
 
     m ← lerp(m, g, w) = fma(w, g − m, m)  for w = 1 − β₁ < ½,  else fma(w − 1, g − m, g)
     v ← fma(c·g, g, v·β₂) over the vectorized body,  fma(v, β₂, c·g·g) over the scalar tail  (c = 1 − β₂)
     v̂ ← max(v̂, v) with amsgrad;   θ ← θ − (s·m) / (√v̂ / √(1 − β₂ᵗ) + ε),   s = lr / (1 − β₁ᵗ)
 
 The body/tail split is that of the flattened tensor (`vector_end`: the last multiple of torch's vector
-width, which `lambda_step.torch_adam_lanes` finds by a probe); the fma is LLVM's intrinsic and nothing else
+width, which `compiled_adam.torch_adam_lanes` finds by a probe); the fma is LLVM's intrinsic and nothing else
 may be contracted (no fastmath), so the compiler cannot pick another rounding. Found by comparing with
-torch 2.13 bit for bit; another torch or CPU kernel that rounds otherwise fails the probe, and λ then
-steps through torch's own route.
+torch 2.13 bit for bit; another torch or CPU kernel that rounds otherwise fails the probe, and the step
+then goes through torch's own route.
 """
 from __future__ import annotations
 
