@@ -49,15 +49,18 @@ def fma(typingctx, a, b, c):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def adam_rows_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, slot, grad_rows, c, vector_end, from_grad,
+def adam_rows_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, ids, grad_rows, slot, c, vector_end, from_grad,
                    amsgrad, clamp):  # pragma: no cover  (compiled; its result is tested)
     """One Adam step of every entry of `param` (2-D, rows × width, as are the state tables; contiguous) with
-    the gradient grad_rows[slot[r]] for row r where slot[r] ≥ 0 and zero elsewhere; then λ ≥ 0 when
-    `clamp`. `max_exp_avg_sq` is read and written only when `amsgrad`; `from_grad`: w ≥ ½; entries from
-    flat index `vector_end` on take the scalar tail's rounding (a select, so that the loop vectorizes)."""
+    the gradient grad_rows[t] on row ids[t] (ids unique) and zero on every other row; then λ ≥ 0 when
+    `clamp`. `slot`: one int per row, −1 everywhere on entry and on return (scratch: row → t).
+    `max_exp_avg_sq` is read and written only when `amsgrad`; `from_grad`: w ≥ ½; entries from flat index
+    `vector_end` on take the scalar tail's rounding (a select, so that the loop vectorizes)."""
     rows, width = param.shape
     step_size, coefficient, beta2, zero = c[STEP_SIZE], c[LERP_COEFFICIENT], c[BETA2], c[ZERO]
     grad_weight, correction2_sqrt, eps = c[ONE_MINUS_BETA2], c[CORRECTION2_SQRT], c[EPS]
+    for t in range(ids.shape[0]):
+        slot[ids[t]] = t
     for r in range(rows):
         s = slot[r]
         for k in range(width):
@@ -74,3 +77,5 @@ def adam_rows_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, slot, grad_rows, 
                 max_exp_avg_sq[r, k] = v
             value = param[r, k] - step_size * m / (math.sqrt(v) / correction2_sqrt + eps)
             param[r, k] = max(value, zero) if clamp else value
+    for t in range(ids.shape[0]):
+        slot[ids[t]] = -1

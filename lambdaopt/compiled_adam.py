@@ -19,11 +19,12 @@ from lambdaopt.kernels import compiled_kernels
 
 
 class CompiledAdam:
-    """`step_table(tensor, slot, grad_rows)`: torch's Adam step of `tensor` with gradient grad_rows[slot[r]]
-    on row r (zero where slot[r] < 0)."""
+    """`step_table(tensor, ids, grad_rows)`: torch's Adam step of `tensor` with gradient grad_rows[t] on row
+    ids[t] and zero on every other row."""
 
     def __init__(self, optimizer: torch.optim.Adam, kernel, lanes: int):
         self.optimizer, self.kernel, self.lanes = optimizer, kernel, lanes
+        self.tables: dict[int, tuple] = {}  # per tensor: (its exp_avg tensor, the kernel's views, a slot map)
 
     @classmethod
     def build(cls, optimizer, tensors: list[torch.Tensor]) -> Optional["CompiledAdam"]:
@@ -41,12 +42,23 @@ class CompiledAdam:
             return None
         return cls(optimizer, compiled_kernels("adam_kernel", "lambdaopt").adam_rows_step, lanes)
 
-    @torch.no_grad()
-    def step_table(self, tensor: torch.Tensor, slot: np.ndarray, grad_rows: np.ndarray, clamp: bool = False) -> None:
-        """One step of `tensor` (viewed as rows × width: 2-D as it is, 1-D as one row) from `grad_rows`
-        (rows × width) through `slot` (one per row of the view); then max(·, 0) when `clamp`."""
+    def _views(self, tensor: torch.Tensor, state: dict) -> tuple:
+        """(the arrays the kernel steps — `tensor` and its state as rows × width: 2-D as they are, 1-D as one
+        row —, a slot map), kept while the state tensors are the same (a checkpoint load replaces them)."""
+        kept = self.tables.get(id(tensor))
+        if kept is None or kept[0] is not state["exp_avg"]:
+            tables = [t.detach().view(-1, t.shape[-1]) if t.dim() == 2 else t.detach().view(1, -1)
+                      for t in (tensor, state["exp_avg"], state["exp_avg_sq"],
+                                state.get("max_exp_avg_sq", state["exp_avg_sq"]))]
+            arrays = [t.numpy() for t in tables]
+            kept = self.tables[id(tensor)] = (state["exp_avg"], arrays, np.full(len(arrays[0]), -1, np.int64))
+        return kept[1], kept[2]
+
+    def step_table(self, tensor: torch.Tensor, ids: np.ndarray, grad_rows: np.ndarray, clamp: bool = False) -> None:
+        """One step of `tensor` from `grad_rows` (len(ids) × width) on rows `ids` (unique, of the rows × width
+        view); then max(·, 0) when `clamp`."""
         group = self.optimizer.param_groups[0]
-        beta1, beta2 = (float(b) for b in group["betas"])
+        beta1, beta2 = group["betas"]
         state = self.optimizer.state[tensor]
         if not state:  # torch's lazy initialization (fused: the step count a float32 tensor)
             state["step"] = torch.zeros((), dtype=torch.float32, device=tensor.device)
@@ -54,18 +66,16 @@ class CompiledAdam:
                 state[key] = torch.zeros_like(tensor, memory_format=torch.preserve_format)
         state["step"] += 1
         step = float(state["step"])
+        arrays, slot = self._views(tensor, state)
         weight = 1.0 - beta1
         from_grad = abs(weight) >= 0.5
-        dtype = np.dtype(np.float32 if tensor.dtype == torch.float32 else np.float64)
+        dtype = arrays[0].dtype
         constants = np.array([group["lr"] / (1 - beta1 ** step), 0.0, beta2, 1 - beta2,
                               math.sqrt(1 - beta2 ** step), group["eps"], 0.0], dtype)
         constants[1] = dtype.type(weight) - dtype.type(1) if from_grad else weight  # as ATen rounds it
-        tables = [t.detach().view(-1, t.shape[-1]) if t.dim() == 2 else t.detach().view(1, -1)
-                  for t in (tensor, state["exp_avg"], state["exp_avg_sq"],
-                            state.get("max_exp_avg_sq", state["exp_avg_sq"]))]
         numel = tensor.numel()
-        self.kernel(*(t.numpy() for t in tables), slot, grad_rows, constants, numel - numel % self.lanes,
-                    from_grad, bool(group["amsgrad"]), clamp)
+        self.kernel(*arrays, ids, grad_rows, slot, constants, numel - numel % self.lanes, from_grad,
+                    bool(group["amsgrad"]), clamp)
 
 
 @functools.lru_cache(maxsize=None)
@@ -80,7 +90,7 @@ def torch_adam_lanes(dtype: torch.dtype) -> Optional[int]:
     generator = torch.Generator().manual_seed(0)
     start = torch.rand(61, generator=generator, dtype=dtype) * 1e-3
     grads = [torch.randn(1, 61, generator=generator, dtype=dtype) * 1e-4 for _ in range(5)]
-    every_row = np.zeros(1, np.int64)
+    first_row = np.zeros(1, np.int64)
     for vector_bytes in (32, 64, 16, 128):
         lanes = vector_bytes // start.element_size()
         reference, twin = (torch.nn.Parameter(start.clone()) for _ in range(2))
@@ -89,7 +99,7 @@ def torch_adam_lanes(dtype: torch.dtype) -> Optional[int]:
         for grad in grads:
             reference.grad = grad.view(-1).clone()
             optimizer.step()
-            step.step_table(twin, every_row, grad.numpy())
+            step.step_table(twin, first_row, grad.numpy())
         if torch.equal(reference, twin) and all(torch.equal(optimizer.state[reference][key], compiled.state[twin][key])
                                                  for key in optimizer.state[reference]):
             return lanes

@@ -11,6 +11,7 @@ the two batches touched, {role: (row ids, h)}, rows unique per role. Two ways on
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -74,8 +75,7 @@ class FusedLambdaAdam:
 
     def __init__(self, lam, adam: CompiledAdam):
         self.lam, self.adam = lam, adam
-        self.slots = {name: np.full(tensor.shape[0] if tensor.dim() == 2 else 1, -1, np.int64)
-                      for name, tensor in lam.raw.items()}  # per λ table: row → its gradient row, or −1
+        self.first_row = np.zeros(1, np.int64)  # a shared λ: its gradient is one row
 
     @classmethod
     def build(cls, lam, optimizer) -> Optional["FusedLambdaAdam"]:
@@ -87,24 +87,23 @@ class FusedLambdaAdam:
         return None if adam is None else cls(lam, adam)
 
     @staticmethod
-    def clip_(parts: dict, max_norm: Optional[float]) -> torch.Tensor:
-        """The gradient's norm (rows are unique, so that of the dense gradient), and `parts` scaled in place
-        as `clip_grad_norm_` scales the dense gradient (`parts`: `lambda_rows`; they may share memory with
-        the rows they came from)."""
-        norms = [torch.linalg.vector_norm(part) for _, part in parts.values()]
-        norm = torch.linalg.vector_norm(torch.stack(norms))
-        if max_norm:
-            coefficient = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-            for _, part in parts.values():
-                part.mul_(coefficient)
+    def clip_(parts: dict, max_norm: Optional[float]) -> float:
+        """The gradient's norm (rows are unique, so that of the dense gradient; summed by BLAS dot products,
+        so its last bits may differ from torch's), and `parts` scaled in place as `clip_grad_norm_` scales the
+        dense gradient, by max_norm / (norm + 1e-6) in the parts' dtype, when that is below 1 (`parts`:
+        `lambda_rows`; they may share memory with the rows they came from)."""
+        arrays = [part.numpy().reshape(-1) for _, part in parts.values()]
+        norm = math.sqrt(sum(float(np.dot(a, a)) for a in arrays))
+        if max_norm and math.isfinite(norm):
+            dtype = arrays[0].dtype.type
+            coefficient = dtype(max_norm) / (dtype(norm) + dtype(1e-6))
+            if coefficient < 1:  # else clip_grad_norm_'s ×1 changes no bit
+                for a in arrays:
+                    a *= coefficient
         return norm
 
     def step(self, parts: dict) -> None:
         """One λ step: Adam on every entry (zero gradient off the rows in `parts`), then λ ≥ 0."""
         for name, tensor in self.lam.raw.items():
             ids, rows = parts[name]
-            slot = self.slots[name]
-            touched = np.zeros(1, np.int64) if ids is None else ids.numpy()
-            slot[touched] = np.arange(len(touched))
-            self.adam.step_table(tensor, slot, rows.numpy(), clamp=True)
-            slot[touched] = -1
+            self.adam.step_table(tensor, self.first_row if ids is None else ids.numpy(), rows.numpy(), clamp=True)

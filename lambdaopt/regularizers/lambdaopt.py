@@ -177,7 +177,6 @@ class LambdaOpt(Regularizer):
         valid_batch = self.objective.valid_batch(self.rng, size)
         state = optimizer if self.lookahead == "model" else _NO_STATE
         hp = optimizer.param_groups[0] if self.lookahead == "model" else {"lr": optimizer.param_groups[0]["lr"]}
-        self.lambda_optimizer.zero_grad(set_to_none=True)
         loss, rows = self._hypergradient(model, state, hp, train_batch, valid_batch)
         if rows is not None and self._fused is not None:  # clip, Adam and λ ≥ 0 in one pass (lambda_step.py)
             parts = lambda_rows(self.lam, rows)
@@ -195,15 +194,18 @@ class LambdaOpt(Regularizer):
             self._check_finite(norm)
             self.lambda_optimizer.step()
             self.lam.project_()
-        self.valid_loss_sum = self.valid_loss_sum.to(loss.device) + loss.detach()  # no device sync per step
+        if isinstance(loss, float):  # the compiled look-ahead's (CPU)
+            self.valid_loss_sum = self.valid_loss_sum + loss  # a new tensor: a checkpoint may hold the last one
+        else:
+            self.valid_loss_sum = self.valid_loss_sum.to(loss.device) + loss.detach()  # no device sync per step
         self.valid_loss_steps += 1
 
     @staticmethod
-    def _check_finite(norm: torch.Tensor) -> None:
-        if not torch.isfinite(norm):
+    def _check_finite(norm) -> None:
+        if not math.isfinite(float(norm)):
             raise TrainingDiverged("the λ hypergradient became NaN/Inf; lower regularizer.lambda_lr or optimizer.lr")
 
-    def _hypergradient(self, model, state, hp, train, valid) -> tuple[torch.Tensor, dict | None]:
+    def _hypergradient(self, model, state, hp, train, valid) -> tuple[torch.Tensor | float, dict | None]:
         """(the look-ahead validation loss, the hypergradient per touched row where the compiled look-ahead
         made it — else None, and `.grad` of λ's raw parameters is set). `state`: the optimizer whose state
         the look-ahead starts from."""
@@ -213,6 +215,7 @@ class LambdaOpt(Regularizer):
                 self._compiled, self._compiled_decided = self.objective.compiled_lookahead(model, self.kind, hp), True
             if self._compiled is not None:  # the same hypergradient in one compiled pass (tasks/bpr_lookahead.py)
                 return self._compiled(model, state, self.kind, hp, self.lam, train, valid)
+        self.lambda_optimizer.zero_grad(set_to_none=True)  # the tensor paths set `.grad`
         build = hypergrad.full_problem if self.full_graph else hypergrad.compact_problem
         problem = build(model, self.objective, state, self.kind, train, valid)
         if one_step:

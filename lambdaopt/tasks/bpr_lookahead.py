@@ -227,7 +227,7 @@ class CompiledLookahead:
                 buffers.append(self.zeros[table.shape])
         return state, tuple(buffers)
 
-    def __call__(self, model, optimizer, kind: str, hp: dict, lam, train, valid) -> tuple[torch.Tensor, dict]:
+    def __call__(self, model, optimizer, kind: str, hp: dict, lam, train, valid) -> tuple[float, dict]:
         """(L_val(θ'), {role: (row ids, h of those rows)}): the hypergradient `one_step_hypergrad` gives, per
         touched row, each row once (regularizers/lambda_step.py takes it to λ's shape).
         `optimizer`: whose state the look-ahead starts from (its `.state` may be empty: plain SGD)."""
@@ -249,4 +249,4 @@ class CompiledLookahead:
             self.slot_P, self.slot_Q)
         rows = {"user": (torch.from_numpy(users), torch.from_numpy(h_users)),
                 "item": (torch.from_numpy(items), torch.from_numpy(h_items))}
-        return torch.tensor(loss, dtype=model.user_embedding.dtype), rows
+        return float(P.dtype.type(loss)), rows  # the loss rounded to the tables' dtype, as the tensor path's
