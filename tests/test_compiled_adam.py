@@ -14,6 +14,8 @@ from lambdaopt.regularizers.lambdaopt import LambdaOpt
 from lambdaopt.regularizers.lambdas import GRANULARITIES, LambdaTables
 from lambdaopt.tasks.ranking import BPRObjective
 
+from lookahead_setup import train_with_lambda
+
 N_USERS, N_ITEMS, DIM = 40, 30, 8
 
 
@@ -126,13 +128,7 @@ def test_lambdaopt_steps_lambda_in_one_pass_by_default(dataset, options, fused):
         assert (reg._fused is not None) == fused
         if not one_pass:
             reg._fused = None
-        batches = objective.batches(np.random.default_rng(0))
-        for step in range(4):
-            batch = next(batches)
-            reg.update(model, optimizer, batch, step)
-            optimizer.zero_grad()
-            (objective.loss(model, batch) + reg.penalty(model, {}, 24)).backward()
-            optimizer.step()
+        train_with_lambda(model, objective, optimizer, reg, steps=4)
         assert not torch.equal(reg.lam.raw["user"], initial)  # λ moved
         results.append(reg)
     if fused:
