@@ -46,21 +46,26 @@ class GroupRMSprop(torch.optim.Optimizer):
         self.apply_gradients()
         return loss
 
-    @torch.no_grad()
     def apply_gradients(self) -> None:
         """The update from the parameters' `.grad`, without torch's `Optimizer.step` wrapper, whose hooks and
-        profiler record cost about a sixth of a deep-MF step at n = 100 (bench/README.md); the closed-form
-        step (tasks/completion_step.py) calls this."""
+        profiler record cost about a sixth of a deep-MF step at n = 100 (bench/README.md)."""
         grouped = [[p for p in group["params"] if p.grad is not None] for group in self.param_groups]
-        grads = [p.grad for params in grouped for p in params]
-        if not grads:
+        self.apply_to([[p.detach() for p in params] for params in grouped],
+                      [[p.grad for p in params] for params in grouped])
+
+    def apply_to(self, tables: list[list[torch.Tensor]], grads: list[list[torch.Tensor]]) -> None:
+        """The update of `tables[k]` (detached views of group k's parameters, updated in place: no autograd
+        context needed) by `grads[k]`; the closed-form step (tasks/completion_step.py) calls this with lists
+        it keeps, skipping even the per-step lists of `apply_gradients`."""
+        flat = [g for group in grads for g in group]
+        if not flat:
             return
         alpha, eps = self.param_groups[0]["alpha"], self.param_groups[0]["eps"]
         # One fused norm over all gradients; a single float() sync per step is cheap next to the matmuls.
-        squared_norm = float(torch.stack(torch._foreach_norm(grads)).square().sum())
+        squared_norm = float(torch.stack(torch._foreach_norm(flat)).square().sum())
         self.steps += 1
         self.second_moment = alpha * self.second_moment + (1 - alpha) * squared_norm
         scale = (self.second_moment / (1 - alpha ** self.steps)) ** 0.5 + eps
-        for group, params in zip(self.param_groups, grouped):
+        for group, params, gradients in zip(self.param_groups, tables, grads):
             if params:
-                torch._foreach_add_(params, [p.grad for p in params], alpha=-group["lr"] / scale)
+                torch._foreach_add_(params, gradients, alpha=-group["lr"] / scale)

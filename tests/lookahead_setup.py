@@ -106,3 +106,15 @@ def check_against_fd(model, objective, optimizer, reg, train, valid, steps, n_di
         analytic = sum(float((grads[k] * direction[k]).sum()) for k in grads)
         numeric = finite_difference(model, objective, optimizer, reg, train, valid, steps, direction)
         assert analytic == pytest.approx(numeric, rel=1e-3, abs=1e-10)
+
+
+def train_with_lambda(model, objective, optimizer, reg, steps: int, batch_size: int = 24) -> None:
+    """`steps` training steps as the trainer takes them with learned λ: λ's update, then the model's step
+    (autograd) under the new λ, on batches of a fixed draw."""
+    batches = objective.batches(np.random.default_rng(0))
+    for step in range(steps):
+        batch = next(batches)
+        reg.update(model, optimizer, batch, step)
+        optimizer.zero_grad()
+        (objective.loss(model, batch) + reg.penalty(model, {}, batch_size)).backward()
+        optimizer.step()

@@ -7,13 +7,14 @@ import torch
 
 from lambdaopt.models.mf import MatrixFactorization
 from lambdaopt.regularizers import hypergrad
+from lambdaopt.regularizers.lambda_step import set_row_grads
 from lambdaopt.regularizers.lambdaopt import _NO_STATE, LambdaOpt
 from lambdaopt.regularizers.lambdas import GRANULARITIES
 from lambdaopt.regularizers.lookahead import optimizer_kind
 from lambdaopt.tasks.bpr_lookahead import CompiledLookahead
 from lambdaopt.tasks.ranking import BPRObjective
 
-from lookahead_setup import OPTIMIZERS, make_setup
+from lookahead_setup import OPTIMIZERS, make_setup, train_with_lambda
 
 COMPILED = {"sgd": lambda p: torch.optim.SGD(p, lr=0.5), "adam": lambda p: torch.optim.Adam(p, lr=0.05, fused=True),
             "adam_amsgrad": OPTIMIZERS["adam_amsgrad"]}
@@ -29,7 +30,8 @@ def both_paths(model, objective, optimizer, reg, train, valid, sgda=False):
         for p in reg.lam.raw.values():
             p.grad = None
         if compiled:
-            loss = CompiledLookahead(model)(model, state, kind, hp, reg.lam, train, valid)
+            loss, rows = CompiledLookahead(model)(model, state, kind, hp, reg.lam, train, valid)
+            set_row_grads(reg.lam, rows)
         else:
             problem = hypergrad.compact_problem(model, objective, state, kind, train, valid)
             loss = hypergrad.one_step_hypergrad(model, objective, problem, reg.lam, kind, hp)
@@ -92,13 +94,7 @@ def test_lambdaopt_takes_the_compiled_path_and_learns_the_same_lambda(dataset):
         reg.setup(model, objective)
         if not compiled:
             reg._compiled_decided = True  # force the tensor path
-        batches = objective.batches(np.random.default_rng(0))
-        for step in range(2):
-            batch = next(batches)
-            reg.update(model, optimizer, batch, step)
-            optimizer.zero_grad()
-            (objective.loss(model, batch) + reg.penalty(model, {}, 24)).backward()
-            optimizer.step()
+        train_with_lambda(model, objective, optimizer, reg, steps=2)
         assert (reg._compiled is not None) == compiled
         lams.append({name: p.detach().clone() for name, p in reg.lam.raw.items()})
     assert (lams[0]["user"] - 0.1).abs().max() > 1e-3  # λ moved

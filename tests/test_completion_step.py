@@ -78,3 +78,31 @@ def test_compiled_sparse_step_equals_the_tensor_step_in_float64(depth, hidden):
     for mine, theirs in zip(grads, reference_grads):
         assert theirs.abs().max() > 0
         torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-15)
+
+
+def test_group_rmsprop_takes_the_compiled_step_without_its_wrapper():
+    """GroupRMSprop over exactly the factor tables (two groups, two learning rates) is stepped through
+    `apply_to` with the step's own lists: the same bits as its `apply_gradients`; an optimizer holding other
+    parameters too keeps its own step."""
+    data = load_lowrank(n=12, m=9, rank=2, n_train_samples=60, seed=0)
+    results = []
+    for direct in (True, False):
+        torch.manual_seed(0)
+        model = DeepMatrixFactorization(12, 9, depth=3, init_scale=0.3)
+        tables = model.factor_parameters()
+        optimizer = GroupRMSprop([{"params": tables[:1], "lr": 1e-2}, {"params": tables[1:], "lr": 3e-3}])
+        objective = FullBatchMSE(data, "cpu")
+        step = ClosedFormProductStep(model, objective, optimizer)
+        assert step.kernel is not None and step.groups == [[0], [1, 2]]
+        if not direct:
+            step.groups = None
+        initial = tables[0].detach().clone()
+        for _ in range(3):
+            step(objective.batch)
+        assert not torch.equal(tables[0], initial)
+        results.append([p.detach().clone() for p in tables])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+    extra = torch.nn.Parameter(torch.zeros(2))
+    model = DeepMatrixFactorization(12, 9, depth=3)
+    optimizer = GroupRMSprop([*model.factor_parameters(), extra])
+    assert ClosedFormProductStep(model, FullBatchMSE(data, "cpu"), optimizer).groups is None

@@ -112,9 +112,11 @@ def test_report_figures(tmp_path):
 
 
 def test_singular_values_figure(tmp_path):
-    from lambdaopt.evaluation.completion import SpectrumTrajectory, on_log_grid
+    from lambdaopt.evaluation.completion import SpectrumTrajectory, next_on_log_grid, on_log_grid
 
     assert [s for s in range(40) if on_log_grid(s)] == [0, 1, 2, 3, 4, 6, 7, 10, 13, 18, 24, 32]
+    grid = [s for s in range(200_001) if on_log_grid(s)]
+    assert [next_on_log_grid(s) for s in range(grid[-1])] == [g for a, g in zip(grid, grid[1:]) for _ in range(a, g)]
     truth = np.array([9.0, 5.0, 2.0, 0.0])
     trajectory = SpectrumTrajectory(top_k=4, truth_sigma=truth, steps_per_epoch=100)
     import torch

@@ -64,6 +64,14 @@ def on_log_grid(step: int) -> bool:
     return any(round(10 ** (i / SNAPSHOTS_PER_DECADE)) == step for i in (j - 1, j, j + 1))
 
 
+def next_on_log_grid(step: int) -> int:
+    """The first step after `step` that `on_log_grid` accepts."""
+    i = max(0, math.floor(SNAPSHOTS_PER_DECADE * math.log10(max(step, 1))) - 2)  # its grid step is ≤ step
+    while round(10 ** (i / SNAPSHOTS_PER_DECADE)) <= step:
+        i += 1
+    return round(10 ** (i / SNAPSHOTS_PER_DECADE))
+
+
 class SpectrumTrajectory:
     """The top singular values at every evaluation and, between evaluations, at gradient steps on a
     log-spaced grid from step 0 (`observe`, called by the objective before each step): the early
@@ -73,6 +81,7 @@ class SpectrumTrajectory:
     def __init__(self, top_k: int, truth_sigma: np.ndarray | None = None, steps_per_epoch: int | None = None):
         self.top_k, self.steps, self.values = top_k, [], []
         self.truth_sigma, self.steps_per_epoch = truth_sigma, steps_per_epoch
+        self.skip_below = 0  # steps before this one are off the grid (`observe` runs before every step)
 
     def record(self, step: int, sigma: torch.Tensor) -> None:
         if self.steps and self.steps[-1] == step:  # an evaluation and the next step's snapshot: one model
@@ -80,11 +89,14 @@ class SpectrumTrajectory:
         self.steps.append(step)
         self.values.append(sigma[:self.top_k].cpu().numpy())
 
-    @torch.no_grad()
     def observe(self, model, step: int) -> None:
         """Record the model after `step` gradient steps when the step is on the log grid (no RNG drawn)."""
+        if step < self.skip_below:  # most steps: returns before the cost of a no_grad context
+            return
         if on_log_grid(step):
-            self.record(step, torch.linalg.svdvals(model.matrix().detach().to(torch.float64)))
+            with torch.no_grad():
+                self.record(step, torch.linalg.svdvals(model.matrix().detach().to(torch.float64)))
+        self.skip_below = next_on_log_grid(step)
 
     def table(self):
         import pandas as pd
@@ -126,13 +138,17 @@ class CompletionEvaluator:
         self.trajectory = SpectrumTrajectory(top_k, truth_sigma, objective.steps_per_epoch)
 
     @torch.no_grad()
+    def relative_error(self, matrix: torch.Tensor) -> float:
+        """‖W − W*‖_F² / ‖W*‖_F² — one number, not also the all-entries MSE: with ‖W*‖_F² = n·m they are equal."""
+        return float((matrix - self.truth).square().sum() / self.truth.square().sum())
+
+    @torch.no_grad()
     def __call__(self, model) -> dict[str, float]:
         matrix = model.matrix()
         values = self.objective.values
         metrics = {"train_mse": float((self.objective.predictions(matrix) - values).square().mean())}
         if self.truth is not None:
-            # one number, not also the all-entries MSE: with ‖W*‖_F² = n·m the two are equal
-            metrics["relative_error"] = float((matrix - self.truth).square().sum() / self.truth.square().sum())
+            metrics["relative_error"] = self.relative_error(matrix)
         spectrum, sigma = spectrum_metrics(matrix, self.top_k)
         metrics.update(spectrum)
         metrics.update(norm_metrics(model))

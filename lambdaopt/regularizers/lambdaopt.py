@@ -23,6 +23,7 @@ from lambdaopt.errors import ConfigError, TrainingDiverged
 from lambdaopt.registry import REGULARIZERS
 from lambdaopt.regularizers import hypergrad
 from lambdaopt.regularizers.base import Regularizer
+from lambdaopt.regularizers.lambda_step import FusedLambdaAdam, lambda_rows, set_row_grads
 from lambdaopt.regularizers.lambdas import GRANULARITIES, LambdaTables
 from lambdaopt.regularizers.lookahead import optimizer_kind
 from lambdaopt.regularizers.trajectory import LambdaTrajectory
@@ -87,6 +88,7 @@ class LambdaOpt(Regularizer):
         # the objective's compiled look-ahead (or None), decided at the first λ step: nothing it depends on
         # (model, device, dtype, optimizer) changes during a run
         self._compiled, self._compiled_decided = None, False
+        self._fused: FusedLambdaAdam | None = None  # λ's clip + Adam + projection in one pass, where it applies
 
     @classmethod
     def display_name(cls, params) -> str:
@@ -131,6 +133,7 @@ class LambdaOpt(Regularizer):
             self.lambda_optimizer = torch.optim.Adam(params, lr=self.lambda_lr, amsgrad=self.amsgrad, fused=True)
         else:
             self.lambda_optimizer = torch.optim.SGD(params, lr=self.lambda_lr)
+        self._fused = FusedLambdaAdam.build(self.lam, self.lambda_optimizer)
         self.trajectory = LambdaTrajectory(self.lam, objective.dataset, self.snapshot_every)
         # Users with training data but no λ data: their λ rows never get a hypergradient and stay at init
         # (ML-100K under leave-one-out with a per-interaction validation share: 52 % of users).
@@ -174,38 +177,54 @@ class LambdaOpt(Regularizer):
         valid_batch = self.objective.valid_batch(self.rng, size)
         state = optimizer if self.lookahead == "model" else _NO_STATE
         hp = optimizer.param_groups[0] if self.lookahead == "model" else {"lr": optimizer.param_groups[0]["lr"]}
-        self.lambda_optimizer.zero_grad(set_to_none=True)
-        loss = self._hypergradient(model, state, hp, train_batch, valid_batch)
-        if self.lam.sparse_rows:
-            norm = self._clip_sparse()
-        elif self.grad_clip:
-            norm = torch.nn.utils.clip_grad_norm_(self.lam.parameters(), self.grad_clip)
+        loss, rows = self._hypergradient(model, state, hp, train_batch, valid_batch)
+        if rows is not None and self._fused is not None:  # clip, Adam and λ ≥ 0 in one pass (lambda_step.py)
+            parts = lambda_rows(self.lam, rows)
+            self._check_finite(self._fused.clip_(parts, self.grad_clip))
+            self._fused.step(parts)
         else:
-            norm = torch.sqrt(sum((p.grad ** 2).sum() for p in self.lam.parameters()))
-        if not torch.isfinite(norm):
-            raise TrainingDiverged("the λ hypergradient became NaN/Inf; lower regularizer.lambda_lr or optimizer.lr")
-        self.lambda_optimizer.step()
-        self.lam.project_()
-        self.valid_loss_sum = self.valid_loss_sum.to(loss.device) + loss.detach()  # no device sync per step
+            if rows is not None:
+                set_row_grads(self.lam, rows)
+            if self.lam.sparse_rows:
+                norm = self._clip_sparse()
+            elif self.grad_clip:
+                norm = torch.nn.utils.clip_grad_norm_(self.lam.parameters(), self.grad_clip)
+            else:
+                norm = torch.sqrt(sum((p.grad ** 2).sum() for p in self.lam.parameters()))
+            self._check_finite(norm)
+            self.lambda_optimizer.step()
+            self.lam.project_()
+        if isinstance(loss, float):  # the compiled look-ahead's (CPU)
+            self.valid_loss_sum = self.valid_loss_sum + loss  # a new tensor: a checkpoint may hold the last one
+        else:
+            self.valid_loss_sum = self.valid_loss_sum.to(loss.device) + loss.detach()  # no device sync per step
         self.valid_loss_steps += 1
 
-    def _hypergradient(self, model, state, hp, train, valid) -> torch.Tensor:
-        """Set `.grad` of λ's raw parameters by the configured hypergradient; return the look-ahead
-        validation loss. `state`: the optimizer whose state the look-ahead starts from."""
+    @staticmethod
+    def _check_finite(norm) -> None:
+        if not math.isfinite(float(norm)):
+            raise TrainingDiverged("the λ hypergradient became NaN/Inf; lower regularizer.lambda_lr or optimizer.lr")
+
+    def _hypergradient(self, model, state, hp, train, valid) -> tuple[torch.Tensor | float, dict | None]:
+        """(the look-ahead validation loss, the hypergradient per touched row where the compiled look-ahead
+        made it — else None, and `.grad` of λ's raw parameters is set). `state`: the optimizer whose state
+        the look-ahead starts from."""
         one_step = self.hypergrad == "truncated" and self.unroll_steps == 1  # exact: closed-form ∂θ'/∂g
         if one_step and not self.full_graph:
             if not self._compiled_decided:
                 self._compiled, self._compiled_decided = self.objective.compiled_lookahead(model, self.kind, hp), True
             if self._compiled is not None:  # the same hypergradient in one compiled pass (tasks/bpr_lookahead.py)
                 return self._compiled(model, state, self.kind, hp, self.lam, train, valid)
+        self.lambda_optimizer.zero_grad(set_to_none=True)  # the tensor paths set `.grad`
         build = hypergrad.full_problem if self.full_graph else hypergrad.compact_problem
         problem = build(model, self.objective, state, self.kind, train, valid)
         if one_step:
-            return hypergrad.one_step_hypergrad(model, self.objective, problem, self.lam, self.kind, hp)
+            return hypergrad.one_step_hypergrad(model, self.objective, problem, self.lam, self.kind, hp), None
         if self.hypergrad in ("truncated", "unrolled"):
             method = hypergrad.truncated_hypergrad if self.hypergrad == "truncated" else hypergrad.unrolled_hypergrad
-            return method(model, self.objective, problem, self.lam, self.kind, hp, self.unroll_steps)
-        return hypergrad.ift_hypergrad(model, self.objective, problem, self.lam, self.neumann_steps, self.ift_alpha)
+            return method(model, self.objective, problem, self.lam, self.kind, hp, self.unroll_steps), None
+        ift = hypergrad.ift_hypergrad(model, self.objective, problem, self.lam, self.neumann_steps, self.ift_alpha)
+        return ift, None
 
     def _reset_valid_loss(self) -> None:
         self.valid_loss_sum, self.valid_loss_steps = torch.zeros((), dtype=torch.float64), 0

@@ -11,7 +11,7 @@ size:
     h_r  = (2·c_r/B)·θ_r ⊙ J_r ⊙ G'_r   =  ∂L_val(θ')/∂λ_r   (λ_r the λ entry each θ entry is scaled by)
 
 The kernel returns h for every touched row; mapping it to λ's shape (per dimension, user, item, …) and
-through its parametrization is one gather-and-sum left to autograd (`CompiledLookahead.__call__`). An
+through its parametrization is left to the λ step (regularizers/lambda_step.py). An
 item bias steps too (it moves the validation scores) but is not penalized (h has no bias term); a user
 bias cancels out of every BPR margin and is left out.
 
@@ -227,8 +227,9 @@ class CompiledLookahead:
                 buffers.append(self.zeros[table.shape])
         return state, tuple(buffers)
 
-    def __call__(self, model, optimizer, kind: str, hp: dict, lam, train, valid) -> torch.Tensor:
-        """Set `.grad` of λ's raw parameters as `one_step_hypergrad` does; return L_val(θ').
+    def __call__(self, model, optimizer, kind: str, hp: dict, lam, train, valid) -> tuple[float, dict]:
+        """(L_val(θ'), {role: (row ids, h of those rows)}): the hypergradient `one_step_hypergrad` gives, per
+        touched row, each row once (regularizers/lambda_step.py takes it to λ's shape).
         `optimizer`: whose state the look-ahead starts from (its `.state` may be empty: plain SGD)."""
         size = len(train[0])
         P, Q = model.user_embedding.detach().numpy(), model.item_embedding.detach().numpy()
@@ -248,35 +249,4 @@ class CompiledLookahead:
             self.slot_P, self.slot_Q)
         rows = {"user": (torch.from_numpy(users), torch.from_numpy(h_users)),
                 "item": (torch.from_numpy(items), torch.from_numpy(h_items))}
-        grads = clamp_grads(lam, rows) if lam.nonneg == "clamp" and not lam.sparse_rows else chain_grads(lam, rows)
-        for name, tensor in lam.raw.items():
-            tensor.grad = grads[name]
-        return torch.tensor(loss, dtype=model.user_embedding.dtype)
-
-
-def chain_grads(lam, rows) -> dict:
-    """{raw λ name: ∂/∂raw of Σ_roles Σ_rows λ_row ⊙ h_row}: autograd maps the per-row h to λ's shape and
-    through its parametrization (softplus, exp), as `one_step_hypergrad` does."""
-    with torch.enable_grad():
-        values = lam.values()
-        chain = sum((lam.for_rows(role, ids, values) * h).sum() for role, (ids, h) in rows.items())
-        raw = list(lam.raw.values())
-        grads = torch.autograd.grad(chain, raw, allow_unused=True)
-    # row-sparse λ (lam.sparse_rows): no gradient = no update, not a dense zero its optimizer would reject
-    return {name: g if g is not None or lam.sparse_rows else torch.zeros_like(tensor)
-            for (name, tensor), g in zip(lam.raw.items(), grads)}
-
-
-def clamp_grads(lam, rows) -> dict:
-    """`chain_grads` where λ is its raw parameter (nonneg=clamp), without a graph: h of each row added
-    into its entity's λ row, summed over d for one λ per entity, over rows for λ shared by all (a third
-    of the time at ML-100K's size)."""
-    grads = {name: torch.zeros_like(tensor) for name, tensor in lam.raw.items()}
-    for role, (ids, h) in rows.items():
-        grad = grads[lam.param_of_role[role]]
-        h = h.to(grad.dtype)  # λ may be kept in another precision than the model
-        if lam.per_entity[role]:
-            grad.index_add_(0, ids, h if grad.shape[1] == h.shape[1] else h.sum(1, keepdim=True))
-        else:
-            grad += h.sum(0) if grad.shape[0] == h.shape[1] else h.sum().reshape(1)
-    return grads
+        return float(P.dtype.type(loss)), rows  # the loss rounded to the tables' dtype, as the tensor path's

@@ -23,12 +23,11 @@ takes its own `step()`, so its state and schedule are the optimizer's as usual.
 """
 from __future__ import annotations
 
-import importlib
-
 import torch
 
 from lambdaopt.contracts import Batch
 from lambdaopt.errors import ConfigError
+from lambdaopt.kernels import compiled_kernels
 
 
 def lazy_sgd_lr(optimizer: torch.optim.Optimizer) -> bool:
@@ -38,15 +37,6 @@ def lazy_sgd_lr(optimizer: torch.optim.Optimizer) -> bool:
         return False
     group = optimizer.param_groups[0]
     return group["momentum"] == 0 and group["weight_decay"] == 0 and not group["maximize"]
-
-
-def compiled_kernels(module: str = "bpr_kernel"):
-    """The compiled loops of `lambdaopt.tasks.<module>` (bpr_kernel.py; bpr_lookahead.py and
-    completion_kernel.py use it too), or None where numba cannot be imported (the tensor path)."""
-    try:
-        return importlib.import_module(f"lambdaopt.tasks.{module}")
-    except ImportError:
-        return None
 
 
 def row_gradients(user_table, item_table, item_bias, batch: Batch, scale: float):
@@ -78,7 +68,7 @@ def dot_bpr_loss_and_grads(params: dict[str, torch.Tensor], batch: Batch) -> tup
     gradient for every entry of `params` (zero where the batch does not reach), by the formulas above —
     what λOpt's look-ahead needs twice per step (regularizers/hypergrad.py `loss_grads`)."""
     users, positives, negatives = batch
-    kernels = compiled_kernels()
+    kernels = compiled_kernels("bpr_kernel")
     if (kernels is not None and params["user_embedding"].device.type == "cpu"
             and all(p.dtype == torch.float32 and p.is_contiguous() for p in params.values())):
         return kernels.loss_and_grads({k: v.detach() for k, v in params.items()}, users, positives, negatives)
@@ -116,7 +106,7 @@ class ClosedFormBPRStep:
         (`Regularizer.l2_weights`: fixed λ, learned λ, none), float32 tables on the CPU, dense gradients
         (not SparseAdam's rows), and numba importable (a dependency; a platform without its wheels takes
         the tensor path)."""
-        table, kernels = self.model.user_embedding, compiled_kernels()
+        table, kernels = self.model.user_embedding, compiled_kernels("bpr_kernel")
         if (kernels is None or self.regularizer.l2_weights() is None or table.device.type != "cpu"
                 or table.dtype != torch.float32 or self.model.sparse_grad):
             return None

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from lambdaopt.optimizers import GroupRMSprop
-from lambdaopt.tasks.bpr_step import compiled_kernels
+from lambdaopt.kernels import compiled_kernels
 
 
 class ClosedFormProductStep:
@@ -38,12 +38,19 @@ class ClosedFormProductStep:
         self.model, self.objective, self.optimizer = model, objective, optimizer
         # GroupRMSprop (the deep-MF papers' optimizer) updates without torch's step wrapper; others step
         self.update = optimizer.apply_gradients if isinstance(optimizer, GroupRMSprop) else optimizer.step
-        self.buffers = self.sparse_buffers = None  # of the tensor path, of the compiled one
+        self.buffers = self.sparse_buffers = self.tables = None  # of the tensor path, of the compiled one
         # the compiled path holds the parameters (never replaced during a run; the optimizer holds them too)
         self.parameters = model.factor_parameters()
         table, kernels = self.parameters[0], compiled_kernels("completion_kernel")
         self.kernel = (kernels.observed_residual_grads if kernels is not None and len(self.parameters) > 1
                        and table.device.type == "cpu" and table.dtype in (torch.float32, torch.float64) else None)
+        # per optimizer group, the positions of its parameters in self.parameters — when GroupRMSprop holds
+        # exactly the factor tables (so `apply_to` can take the step's own lists); else None
+        position = {id(p): i for i, p in enumerate(self.parameters)}
+        groups = [[position.get(id(p)) for p in group["params"]] for group in optimizer.param_groups]
+        covered = sorted(i for group in groups for i in group if i is not None)
+        self.groups = groups if isinstance(optimizer, GroupRMSprop) and covered == list(range(len(position))) and \
+            all(i is not None for group in groups for i in group) else None
 
     def _buffers(self, factors: list[torch.Tensor]) -> dict:
         """Output buffers for every product, made on the first step (shapes never change): a fresh
@@ -68,11 +75,17 @@ class ClosedFormProductStep:
         objective, model = self.objective, self.model
         objective.observe(model)  # as FullBatchMSE.loss_and_rows: σ snapshots before the step
         if self.kernel is not None:
-            loss, grads = self._sparse_grads([p.detach() for p in self.parameters], batch)
+            if self.tables is None or self.tables[0].data_ptr() != self.parameters[0].data_ptr():
+                self.tables = [p.detach() for p in self.parameters]  # views: the optimizer updates in place
+            loss, grads = self._sparse_grads(self.tables, batch)
             for param, grad in zip(self.parameters, grads):
                 if param.grad is not grad:  # after the first step they are the same buffers
                     param.grad = grad
-            self.update()
+            if self.groups is not None:  # GroupRMSprop on exactly these parameters: straight to its update
+                self.optimizer.apply_to([[self.tables[i] for i in group] for group in self.groups],
+                                        [[grads[i] for i in group] for group in self.groups])
+            else:
+                self.update()
             return loss
         with torch.no_grad():
             factors = [f.detach() for f in model.factors()]
@@ -106,14 +119,20 @@ class ClosedFormProductStep:
                             "upstream": [torch.empty(m, f.shape[1], dtype=dtype) for f in factors],  # D_jᵀ
                             "grads": [torch.empty_like(f) for f in factors[1:]],
                             "scale": np.array(2.0 / len(batch[2]), dtype=item.numpy().dtype)[()]}
+            self.sparse_buffers["arrays"] = [t.numpy() for t in (self.sparse_buffers["first"],
+                                                                 self.sparse_buffers["upstream"][0])]
         buffers = self.sparse_buffers
+        if buffers.get("batch") is not batch[0]:  # the entries by row: each row's updates adjacent, in cache
+            order = np.lexsort((batch[1].numpy(), batch[0].numpy()))
+            buffers["entries"] = [np.ascontiguousarray(t.numpy()[order]) for t in batch]
+            buffers["batch"] = batch[0]
         right = [item]  # R_{N−1}ᵀ = the item table, then R_jᵀ = R_{j+1}ᵀ F_jᵀ
         for factor, out in zip(reversed(factors[1:]), buffers["right"]):
             right.append(torch.mm(right[-1], factor.T, out=out))
         right.reverse()  # right[j − 1] = R_jᵀ
         upstream = buffers["upstream"][0]  # D_1ᵀ
-        loss = self.kernel(factors[0].numpy(), right[0].numpy(), batch[0].numpy(), batch[1].numpy(),
-                           batch[2].numpy(), buffers["scale"], buffers["first"].numpy(), upstream.numpy())
+        loss = self.kernel(factors[0].numpy(), right[0].numpy(), *buffers["entries"], buffers["scale"],
+                           *buffers["arrays"])
         grads = [buffers["first"]]
         for j, factor in enumerate(factors[1:], start=1):
             grads.append(torch.mm(upstream.T, right[j], out=buffers["grads"][j - 1]))  # D_j R_{j+1}ᵀ

@@ -14,9 +14,10 @@ from lambdaopt.data.interactions import SplitDataset
 from lambdaopt.data.sampling import NegativeSampler, bpr_triples
 from lambdaopt.errors import ConfigError
 from lambdaopt.evaluation.ranking import RankingEvaluator, metric_names
+from lambdaopt.kernels import compiled_kernels
 from lambdaopt.models.rows import score_and_rows, score_blocks
 from lambdaopt.tasks.base import Task, lambda_data, register_task
-from lambdaopt.tasks.bpr_step import ClosedFormBPRStep, compiled_kernels, dot_bpr_loss_and_grads
+from lambdaopt.tasks.bpr_step import ClosedFormBPRStep, dot_bpr_loss_and_grads
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 

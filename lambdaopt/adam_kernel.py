@@ -1,0 +1,81 @@
+"""torch's fused Adam step of one table as a compiled pass that reads the gradient where it is (numba, CPU).
+
+Where a gradient is non-zero only on some rows — the λ rows a one-step look-ahead touched
+(regularizers/lambda_step.py) — torch's route to the λ step is a zero table per λ parameter, the rows
+scattered into it, `clip_grad_norm_` (a norm pass and a scaling pass over every entry), the fused Adam step
+and `clamp_`. Here each entry is read and written once, the gradient taken from a row of `grad_rows` where
+the slot map names one and zero elsewhere: still the dense Adam step (moments decay and λ moves everywhere,
+as the paper's λ optimizer does), with the projection λ ≥ 0 folded in (compiled_adam.py drives it). For
+the model's own tables it would gain nothing: torch's fused step over a dense gradient is already one
+memory-bound pass (the same epoch time, measured).
+
+The arithmetic is that of torch's fused CPU Adam kernel (ATen's FusedAdamKernel.cpp), operation for
+operation and with its fused multiply-adds where it has them, so the result is the same bits
+(tests/test_compiled_adam.py compares every state tensor with `torch.equal`):
+
+    m ← lerp(m, g, w) = fma(w, g − m, m)  for w = 1 − β₁ < ½,  else fma(w − 1, g − m, g)
+    v ← fma(c·g, g, v·β₂) over the vectorized body,  fma(v, β₂, c·g·g) over the scalar tail  (c = 1 − β₂)
+    v̂ ← max(v̂, v) with amsgrad;   θ ← θ − (s·m) / (√v̂ / √(1 − β₂ᵗ) + ε),   s = lr / (1 − β₁ᵗ)
+
+The body/tail split is that of the flattened tensor (`vector_end`: the last multiple of torch's vector
+width, which `compiled_adam.torch_adam_lanes` finds by a probe); the fma is LLVM's intrinsic and nothing else
+may be contracted (no fastmath), so the compiler cannot pick another rounding. Found by comparing with
+torch 2.13 bit for bit; another torch or CPU kernel that rounds otherwise fails the probe, and the step
+then goes through torch's own route.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+from numba import types
+from numba.extending import intrinsic
+
+# constants (one array in the tables' dtype): step size s, the lerp coefficient (w, or w − 1 when lerping
+# from the gradient), β₂, 1 − β₂, √(1 − β₂ᵗ), ε, 0
+STEP_SIZE, LERP_COEFFICIENT, BETA2, ONE_MINUS_BETA2, CORRECTION2_SQRT, EPS, ZERO = range(7)
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a·b + c rounded once (llvm.fma)."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return a(a, b, c), codegen
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def adam_rows_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, ids, grad_rows, slot, c, vector_end, from_grad,
+                   amsgrad, clamp):  # pragma: no cover  (compiled; its result is tested)
+    """One Adam step of every entry of `param` (2-D, rows × width, as are the state tables; contiguous) with
+    the gradient grad_rows[t] on row ids[t] (ids unique) and zero on every other row; then λ ≥ 0 when
+    `clamp`. `slot`: one int per row, −1 everywhere on entry and on return (scratch: row → t).
+    `max_exp_avg_sq` is read and written only when `amsgrad`; `from_grad`: w ≥ ½; entries from flat index
+    `vector_end` on take the scalar tail's rounding (a select, so that the loop vectorizes)."""
+    rows, width = param.shape
+    step_size, coefficient, beta2, zero = c[STEP_SIZE], c[LERP_COEFFICIENT], c[BETA2], c[ZERO]
+    grad_weight, correction2_sqrt, eps = c[ONE_MINUS_BETA2], c[CORRECTION2_SQRT], c[EPS]
+    for t in range(ids.shape[0]):
+        slot[ids[t]] = t
+    for r in range(rows):
+        s = slot[r]
+        for k in range(width):
+            g = grad_rows[s, k] if s >= 0 else zero
+            m0, v0 = exp_avg[r, k], exp_avg_sq[r, k]
+            m = fma(coefficient, g - m0, g if from_grad else m0)
+            scaled = grad_weight * g
+            body, tail = fma(scaled, g, v0 * beta2), fma(v0, beta2, scaled * g)
+            v = tail if r * width + k >= vector_end else body
+            exp_avg[r, k] = m
+            exp_avg_sq[r, k] = v
+            if amsgrad:
+                v = max(max_exp_avg_sq[r, k], v)
+                max_exp_avg_sq[r, k] = v
+            value = param[r, k] - step_size * m / (math.sqrt(v) / correction2_sqrt + eps)
+            param[r, k] = max(value, zero) if clamp else value
+    for t in range(ids.shape[0]):
+        slot[ids[t]] = -1

@@ -1,0 +1,106 @@
+"""torch's fused Adam, stepped from row gradients in one compiled pass per table (adam_kernel.py).
+
+`CompiledAdam.build(optimizer, tensors)` gives one where the pass reproduces `optimizer.step()` bit for bit —
+a `torch.optim.Adam(fused=True)` of one group holding exactly `tensors`, without weight decay or maximize,
+on CPU float tables, numba importable, and torch's rounding recognized (`torch_adam_lanes`) — else None, and
+the caller keeps torch's route. The state lives in `optimizer.state` in torch's own layout (made as torch
+makes it), so checkpoints, `state_dict()` and a later `optimizer.step()` carry on from it.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+
+from lambdaopt.kernels import compiled_kernels
+
+
+class CompiledAdam:
+    """`step_table(tensor, ids, grad_rows)`: torch's Adam step of `tensor` with gradient grad_rows[t] on row
+    ids[t] and zero on every other row."""
+
+    def __init__(self, optimizer: torch.optim.Adam, kernel, lanes: int):
+        self.optimizer, self.kernel, self.lanes = optimizer, kernel, lanes
+        self.tables: dict[int, tuple] = {}  # per tensor: (its exp_avg tensor, the kernel's views, a slot map)
+
+    @classmethod
+    def build(cls, optimizer, tensors: list[torch.Tensor]) -> Optional["CompiledAdam"]:
+        if type(optimizer) is not torch.optim.Adam or len(optimizer.param_groups) != 1:
+            return None
+        group = optimizer.param_groups[0]
+        held = {id(p) for p in group["params"]}
+        if (not group["fused"] or group["weight_decay"] or group["maximize"] or torch.is_tensor(group["lr"])
+                or group["differentiable"] or group["capturable"] or held != {id(t) for t in tensors}
+                or len(held) != len(tensors) or any(t.device.type != "cpu" for t in tensors)
+                or len({t.dtype for t in tensors}) != 1 or tensors[0].dtype not in (torch.float32, torch.float64)):
+            return None
+        lanes = torch_adam_lanes(tensors[0].dtype)
+        if lanes is None:
+            return None
+        return cls(optimizer, compiled_kernels("adam_kernel", "lambdaopt").adam_rows_step, lanes)
+
+    def _views(self, tensor: torch.Tensor, state: dict) -> tuple:
+        """(the arrays the kernel steps — `tensor` and its state as rows × width: 2-D as they are, 1-D as one
+        row —, a slot map), kept while the state tensors are the same (a checkpoint load replaces them)."""
+        kept = self.tables.get(id(tensor))
+        if kept is None or kept[0] is not state["exp_avg"]:
+            tables = [t.detach().view(-1, t.shape[-1]) if t.dim() == 2 else t.detach().view(1, -1)
+                      for t in (tensor, state["exp_avg"], state["exp_avg_sq"],
+                                state.get("max_exp_avg_sq", state["exp_avg_sq"]))]
+            arrays = [t.numpy() for t in tables]
+            kept = self.tables[id(tensor)] = (state["exp_avg"], arrays, np.full(len(arrays[0]), -1, np.int64))
+        return kept[1], kept[2]
+
+    def step_table(self, tensor: torch.Tensor, ids: np.ndarray, grad_rows: np.ndarray, clamp: bool = False) -> None:
+        """One step of `tensor` from `grad_rows` (len(ids) × width) on rows `ids` (unique, of the rows × width
+        view); then max(·, 0) when `clamp`."""
+        group = self.optimizer.param_groups[0]
+        beta1, beta2 = group["betas"]
+        state = self.optimizer.state[tensor]
+        if not state:  # torch's lazy initialization (fused: the step count a float32 tensor)
+            state["step"] = torch.zeros((), dtype=torch.float32, device=tensor.device)
+            for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ()):
+                state[key] = torch.zeros_like(tensor, memory_format=torch.preserve_format)
+        state["step"] += 1
+        step = float(state["step"])
+        arrays, slot = self._views(tensor, state)
+        weight = 1.0 - beta1
+        from_grad = abs(weight) >= 0.5
+        dtype = arrays[0].dtype
+        constants = np.array([group["lr"] / (1 - beta1 ** step), 0.0, beta2, 1 - beta2,
+                              math.sqrt(1 - beta2 ** step), group["eps"], 0.0], dtype)
+        constants[1] = dtype.type(weight) - dtype.type(1) if from_grad else weight  # as ATen rounds it
+        numel = tensor.numel()
+        self.kernel(*arrays, ids, grad_rows, slot, constants, numel - numel % self.lanes, from_grad,
+                    bool(group["amsgrad"]), clamp)
+
+
+@functools.lru_cache(maxsize=None)
+def torch_adam_lanes(dtype: torch.dtype) -> Optional[int]:
+    """The vector width (entries of `dtype`) over which torch's fused CPU Adam runs its vectorized body, found
+    by stepping a probe both ways (the body and the scalar tail round differently: adam_kernel.py) — or None
+    when no width gives torch's bits (another CPU kernel: the compiled step is not used). With torch 2.13 on
+    this project's AVX-512 machines it is 32 bytes: its fused Adam runs the AVX2 kernel there."""
+    kernels = compiled_kernels("adam_kernel", "lambdaopt")
+    if kernels is None:
+        return None
+    generator = torch.Generator().manual_seed(0)
+    start = torch.rand(61, generator=generator, dtype=dtype) * 1e-3
+    grads = [torch.randn(1, 61, generator=generator, dtype=dtype) * 1e-4 for _ in range(5)]
+    first_row = np.zeros(1, np.int64)
+    for vector_bytes in (32, 64, 16, 128):
+        lanes = vector_bytes // start.element_size()
+        reference, twin = (torch.nn.Parameter(start.clone()) for _ in range(2))
+        optimizer, compiled = (torch.optim.Adam([p], lr=1e-3, amsgrad=True, fused=True) for p in (reference, twin))
+        step = CompiledAdam(compiled, kernels.adam_rows_step, lanes)
+        for grad in grads:
+            reference.grad = grad.view(-1).clone()
+            optimizer.step()
+            step.step_table(twin, first_row, grad.numpy())
+        if torch.equal(reference, twin) and all(torch.equal(optimizer.state[reference][key], compiled.state[twin][key])
+                                                 for key in optimizer.state[reference]):
+            return lanes
+    return None

@@ -1,0 +1,152 @@
+"""torch's fused Adam stepped from row gradients (compiled_adam.py) against torch's own route, bit for bit: λ's
+one-pass clip + Adam + projection (regularizers/lambda_step.py) against dense `.grad`, `clip_grad_norm_`, the
+fused step and `project_`."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from lambdaopt.errors import TrainingDiverged
+from lambdaopt.models.mf import MatrixFactorization
+from lambdaopt.regularizers.lambda_step import FusedLambdaAdam, lambda_rows, set_row_grads
+from lambdaopt.regularizers.lambdaopt import LambdaOpt
+from lambdaopt.regularizers.lambdas import GRANULARITIES, LambdaTables
+from lambdaopt.tasks.ranking import BPRObjective
+
+from lookahead_setup import train_with_lambda
+
+N_USERS, N_ITEMS, DIM = 40, 30, 8
+
+
+def hypergradient_rows(rng, dtype, scale):
+    """{role: (unique row ids, h)} as the compiled look-ahead returns them."""
+    rows = {}
+    for role, n in (("user", N_USERS), ("item", N_ITEMS)):
+        ids = np.sort(rng.choice(n, size=n // 2, replace=False))
+        rows[role] = (torch.from_numpy(ids), torch.from_numpy(rng.standard_normal((len(ids), DIM)) * scale).to(dtype))
+    return rows
+
+
+def torch_route(lam, optimizer, rows, grad_clip):
+    optimizer.zero_grad(set_to_none=True)
+    set_row_grads(lam, rows)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(lam.parameters(), grad_clip)
+    optimizer.step()
+    lam.project_()
+
+
+def fused_route(fused, lam, rows, grad_clip):
+    parts = lambda_rows(lam, rows)
+    fused.clip_(parts, grad_clip)
+    fused.step(parts)
+
+
+def two_copies(granularity, dtype, **adam):
+    lam = LambdaTables(granularity, N_USERS, N_ITEMS, DIM).to(dtype)
+    with torch.no_grad():  # near the clamp boundary, so that the projection binds somewhere
+        for p in lam.raw.values():
+            p.copy_(torch.rand(p.shape, generator=torch.Generator().manual_seed(3), dtype=dtype) * 1e-3)
+    copies = []
+    for _ in range(2):
+        twin = copy.deepcopy(lam)
+        copies.append((twin, torch.optim.Adam(twin.parameters(), lr=1e-3, fused=True, **adam)))
+    return copies
+
+
+def assert_identical(a, b):
+    (lam_a, opt_a), (lam_b, opt_b) = a, b
+    for name, tensor in lam_a.raw.items():
+        assert torch.equal(tensor, lam_b.raw[name]), name
+        state_a, state_b = opt_a.state[tensor], opt_b.state[lam_b.raw[name]]
+        assert state_a.keys() == state_b.keys()
+        for key in state_a:
+            assert state_a[key].dtype == state_b[key].dtype and torch.equal(state_a[key], state_b[key]), (name, key)
+
+
+@pytest.mark.parametrize("granularity", list(GRANULARITIES))
+@pytest.mark.parametrize("dtype,amsgrad,betas,start", [
+    (torch.float32, True, (0.9, 0.999), "fused"), (torch.float32, False, (0.9, 0.999), "torch"),
+    (torch.float64, True, (0.9, 0.999), "torch"), (torch.float32, True, (0.3, 0.99), "fused")])
+def test_fused_step_equals_torch_bit_for_bit(granularity, dtype, amsgrad, betas, start):
+    """Every granularity; float32 and float64; amsgrad or not; β₁ < ½ (ATen lerps from the gradient then);
+    the state made by the fused step or by torch's first step; the clip off, and on without binding."""
+    rng = np.random.default_rng(0)
+    reference, fused = two_copies(granularity, dtype, amsgrad=amsgrad, betas=betas)
+    one_pass = FusedLambdaAdam.build(fused[0], fused[1])
+    assert one_pass is not None
+    for step in range(6):
+        rows = hypergradient_rows(rng, dtype, scale=10.0 ** rng.uniform(-6, -3))
+        grad_clip = None if step % 2 else 1e6
+        torch_route(*reference, rows, grad_clip)
+        if start == "torch" and step == 0:
+            torch_route(*fused, rows, grad_clip)
+        else:
+            fused_route(one_pass, fused[0], rows, grad_clip)
+        assert_identical(reference, fused)
+    if granularity != "global":  # one λ: it may stay positive
+        assert any((p == 0).any() for p in fused[0].raw.values())  # the projection was exercised
+
+
+def test_a_binding_clip_scales_as_clip_grad_norm():
+    """Clipped: the same to float rounding (the norm is summed over the touched rows, not the dense table)."""
+    rng = np.random.default_rng(1)
+    reference, fused = two_copies("dui", torch.float32, amsgrad=True)
+    one_pass = FusedLambdaAdam.build(*fused)
+    for _ in range(4):
+        rows = hypergradient_rows(rng, torch.float32, scale=10.0)
+        parts = lambda_rows(fused[0], copy.deepcopy(rows))  # scaled in place
+        norm = one_pass.clip_(parts, 1.0)
+        reference[1].zero_grad()
+        set_row_grads(reference[0], rows)
+        assert norm == pytest.approx(float(torch.nn.utils.clip_grad_norm_(reference[0].parameters(), 1.0)), rel=1e-5)
+        assert norm > 1  # the clip binds
+        reference[1].step()
+        reference[0].project_()
+        one_pass.step(parts)
+        for name, tensor in reference[0].raw.items():
+            torch.testing.assert_close(fused[0].raw[name], tensor, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("options,fused", [({}, True), ({"lambda_optimizer": "sgd"}, False),
+                                           ({"lambda_optimizer": "sparse_adam"}, False),
+                                           ({"nonneg": "softplus", "init": 1e-2}, False)])
+def test_lambdaopt_steps_lambda_in_one_pass_by_default(dataset, options, fused):
+    """The default λ optimizer (fused Adam, clamp) takes the one-pass step; λ after training steps is the
+    same bits as with torch's route (clip at its default 1.0, not binding here)."""
+    results = []
+    for one_pass in ((True, False) if fused else (False,)):
+        torch.manual_seed(0)
+        model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=8, init_std=0.3)
+        objective = BPRObjective(dataset, 24, torch.device("cpu"))
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.05, fused=True)
+        granularity = "user_item" if options.get("lambda_optimizer") == "sparse_adam" else "dui"
+        reg = LambdaOpt(granularity=granularity, lambda_lr=1e-2, **options)
+        reg.setup(model, objective)
+        initial = reg.lam.raw["user"].detach().clone()
+        assert (reg._fused is not None) == fused
+        if not one_pass:
+            reg._fused = None
+        train_with_lambda(model, objective, optimizer, reg, steps=4)
+        assert not torch.equal(reg.lam.raw["user"], initial)  # λ moved
+        results.append(reg)
+    if fused:
+        assert_identical(*((r.lam, r.lambda_optimizer) for r in results))
+
+
+def test_a_nan_hypergradient_stops_the_one_pass_step(dataset):
+    torch.manual_seed(0)
+    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=8)
+    objective = BPRObjective(dataset, 24, torch.device("cpu"))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05, fused=True)
+    reg = LambdaOpt()
+    reg.setup(model, objective)
+    batch = next(objective.batches(np.random.default_rng(0)))
+    with torch.no_grad():
+        model.user_embedding[batch[0][0]] = float("nan")
+    before = {name: p.detach().clone() for name, p in reg.lam.raw.items()}
+    with pytest.raises(TrainingDiverged, match="NaN"):
+        reg.update(model, optimizer, batch, 0)
+    assert reg._fused is not None and all(torch.equal(p, before[name]) for name, p in reg.lam.raw.items())
+
