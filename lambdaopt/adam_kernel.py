@@ -1,13 +1,12 @@
 """torch's fused Adam step of one table as a compiled pass that reads the gradient where it is (numba, CPU).
 
 Where a gradient is non-zero only on some rows — the λ rows a one-step look-ahead touched
-(regularizers/lambda_step.py) — torch's route to the λ step is a zero table per λ parameter, the rows
-scattered into it, `clip_grad_norm_` (a norm pass and a scaling pass over every entry), the fused Adam step
-and `clamp_`. Here each entry is read and written once, the gradient taken from a row of `grad_rows` where
-the slot map names one and zero elsewhere: still the dense Adam step (moments decay and λ moves everywhere,
-as the paper's λ optimizer does), with the projection λ ≥ 0 folded in (compiled_adam.py drives it). For
-the model's own tables it would gain nothing: torch's fused step over a dense gradient is already one
-memory-bound pass (the same epoch time, measured).
+(regularizers/lambda_step.py), the rows of a BPR batch (tasks/bpr_kernel.py `adam_step`) — torch's route to
+an Adam step is a dense `.grad` (for λ: a zero table per λ parameter with the rows scattered in, then
+`clip_grad_norm_`'s norm and scaling passes, then `clamp_`) and `optimizer.step()` with its wrapper. Here
+each entry is read and written once, the gradient taken from row t of `grad_rows` for row ids[t] and zero
+elsewhere: still the dense Adam step (moments decay and parameters move everywhere, as the paper's λ
+optimizer does), with the projection λ ≥ 0 folded in for λ (compiled_adam.py drives it).
 
 The arithmetic is that of torch's fused CPU Adam kernel (ATen's FusedAdamKernel.cpp), operation for
 operation and with its fused multiply-adds where it has them, so the result is the same bits

@@ -1,4 +1,5 @@
-"""torch's fused Adam, stepped from row gradients in one compiled pass per table (adam_kernel.py).
+"""torch's fused Adam, stepped from row gradients in one compiled pass per table (adam_kernel.py): λ's
+default optimizer (regularizers/lambda_step.py) and the model's under `optimizer=adam` (tasks/bpr_step.py).
 
 `CompiledAdam.build(optimizer, tensors)` gives one where the pass reproduces `optimizer.step()` bit for bit —
 a `torch.optim.Adam(fused=True)` of one group holding exactly `tensors`, without weight decay or maximize,

@@ -116,7 +116,9 @@ class LambdaSource(Protocol):
     def compiled_lookahead(self, model: Model, kind: str, hp: dict) -> Optional[Callable]:
         """λ's one-step hypergradient for `model` looking ahead through optimizer rule `kind` with
         hyperparameters `hp` as one compiled pass (tasks/bpr_lookahead.py), when this objective has one
-        that applies; None: the tensor path (regularizers/hypergrad.py)."""
+        that applies; None: the tensor path (regularizers/hypergrad.py). Called as
+        `f(model, optimizer, kind, hp, lam, train, valid)`, it returns (the look-ahead validation loss as a
+        float, {role: (row ids, ∂L_val/∂λ of those rows)}) for regularizers/lambda_step.py to step λ from."""
 
 
 class Evaluator(Protocol):

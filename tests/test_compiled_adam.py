@@ -1,17 +1,20 @@
 """torch's fused Adam stepped from row gradients (compiled_adam.py) against torch's own route, bit for bit: λ's
 one-pass clip + Adam + projection (regularizers/lambda_step.py) against dense `.grad`, `clip_grad_norm_`, the
-fused step and `project_`."""
+fused step and `project_`; the MF-BPR step's Adam (tasks/bpr_step.py) against `optimizer.step()`."""
 import copy
 
 import numpy as np
 import pytest
 import torch
 
+from lambdaopt.compiled_adam import CompiledAdam
 from lambdaopt.errors import TrainingDiverged
 from lambdaopt.models.mf import MatrixFactorization
+from lambdaopt.regularizers.fixed import FixedL2
 from lambdaopt.regularizers.lambda_step import FusedLambdaAdam, lambda_rows, set_row_grads
 from lambdaopt.regularizers.lambdaopt import LambdaOpt
 from lambdaopt.regularizers.lambdas import GRANULARITIES, LambdaTables
+from lambdaopt.tasks.bpr_step import ClosedFormBPRStep
 from lambdaopt.tasks.ranking import BPRObjective
 
 from lookahead_setup import train_with_lambda
@@ -150,3 +153,53 @@ def test_a_nan_hypergradient_stops_the_one_pass_step(dataset):
         reg.update(model, optimizer, batch, 0)
     assert reg._fused is not None and all(torch.equal(p, before[name]) for name, p in reg.lam.raw.items())
 
+
+
+MODEL_ADAMS = {"adam": dict(lr=1e-2), "amsgrad": dict(lr=1e-2, amsgrad=True), "beta1 0.3": dict(lr=1e-2, betas=(0.3, 0.9))}
+
+
+@pytest.mark.parametrize("user_bias,item_bias", [(False, True), (True, True), (False, False)])
+@pytest.mark.parametrize("penalty", ["fixed", "dui"])
+@pytest.mark.parametrize("adam", sorted(MODEL_ADAMS))
+def test_the_mf_bpr_step_takes_torch_adams_step_bit_for_bit(dataset, adam, penalty, user_bias, item_bias):
+    """The closed-form MF-BPR step under torch's fused Adam (`optimizer=adam`) steps the tables from its
+    gradient buffers through `CompiledAdam`: losses, parameters and optimizer state are the same bits as with
+    the gradient handed to `optimizer.step()`; every table, the user bias's zero gradient included."""
+    runs = []
+    for compiled in (True, False):
+        torch.manual_seed(0)
+        model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=DIM, init_std=0.3, user_bias=user_bias,
+                                    item_bias=item_bias)
+        objective = BPRObjective(dataset, 24, torch.device("cpu"))
+        optimizer = torch.optim.Adam(model.parameters(), fused=True, **MODEL_ADAMS[adam])
+        regularizer = FixedL2(0.05) if penalty == "fixed" else LambdaOpt(granularity="dui", init=0.05)
+        regularizer.setup(model, objective)
+        step = ClosedFormBPRStep(model, regularizer, optimizer)
+        assert step.compiled is not None and step.adam is not None
+        if not compiled:
+            step.adam = None
+        initial = model.user_embedding.detach().clone()
+        batches = objective.batches(np.random.default_rng(0))
+        losses = [step(next(batches)) for _ in range(5)]
+        assert not torch.equal(model.user_embedding, initial)
+        runs.append((model, optimizer, losses))
+    (model, optimizer, losses), (reference, reference_optimizer, reference_losses) = runs
+    assert all(torch.equal(a, b) for a, b in zip(losses, reference_losses))
+    for (name, mine), theirs in zip(model.named_parameters(), reference.parameters()):
+        assert torch.equal(mine, theirs), name
+        state, reference_state = optimizer.state[mine], reference_optimizer.state[theirs]
+        assert state.keys() == reference_state.keys()
+        assert all(torch.equal(state[key], reference_state[key]) for key in state), name
+
+
+@pytest.mark.parametrize("optimizer", [
+    lambda p: torch.optim.Adam(p, lr=1e-2), lambda p: torch.optim.Adam(p, lr=1e-2, fused=True, weight_decay=1e-3),
+    lambda p: torch.optim.AdamW(p, lr=1e-2, fused=True), lambda p: torch.optim.Adam(p, lr=1e-2, fused=True, maximize=True),
+    lambda p: torch.optim.SGD(p, lr=1.0, momentum=0.9), lambda p: torch.optim.SGD(p, lr=1.0)])
+def test_other_optimizers_keep_their_own_step(dataset, optimizer):
+    """Unfused Adam, weight decay, AdamW, maximize, SGD: torch's step (lazy rows for plain SGD); an Adam that
+    does not hold every table: no compiled step either."""
+    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=DIM)
+    assert ClosedFormBPRStep(model, FixedL2(0.05), optimizer(model.parameters())).adam is None
+    partial = torch.optim.Adam(list(model.parameters())[:1], lr=1e-2, fused=True)
+    assert CompiledAdam.build(partial, list(model.parameters())) is None

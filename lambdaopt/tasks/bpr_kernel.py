@@ -149,6 +149,7 @@ class CompiledBPRStep:
         self.touched_P = np.zeros(model.n_users, np.bool_)
         self.touched_Q = np.zeros(model.n_items, np.bool_)
         self.no_bias = np.zeros(1, np.float32)
+        self.every_row_P, self.every_row_Q = np.arange(model.n_users), np.arange(model.n_items)
 
     def _tables(self):
         model = self.model
@@ -174,6 +175,29 @@ class CompiledBPRStep:
     def per_sample_sgd_step(self, users, positives, negatives, weights, step_size: float) -> tuple[float, float]:
         return bpr_l2_per_sample_sgd(*self._tables(), users.numpy(), positives.numpy(), negatives.numpy(),
                                      *self._weights(weights), step_size)
+
+    def adam_step(self, users, positives, negatives, weights, adam) -> tuple[float, float]:
+        """The gradient into this step's own buffers (zero off the batch's rows), then `adam` (a `CompiledAdam`
+        of the model's optimizer: torch's fused Adam, bit for bit) steps every table from them — the user
+        bias, whose gradient is zero, too — and the touched rows are zeroed again: no `.grad` tables, and
+        no torch `Optimizer.step` around the update (≈ 9 % of an ML-100K Adam epoch, bench/README.md)."""
+        model = self.model
+        buffers = (self.grad_P, self.grad_Q, self.grad_bias, self.touched_P, self.touched_Q)
+        sums = bpr_l2_gradient(*self._tables(), users.numpy(), positives.numpy(), negatives.numpy(),
+                               *self._weights(weights), *buffers)
+        adam.step_table(model.user_embedding, self.every_row_P, self.grad_P)
+        adam.step_table(model.item_embedding, self.every_row_Q, self.grad_Q)
+        bias_row = self.grad_bias.reshape(1, -1)  # a 1-D table is one row of the kernel's view
+        if model.item_bias is not None:
+            adam.step_table(model.item_bias, self.every_row_P[:1], bias_row)
+        if model.user_bias is not None:
+            adam.step_table(model.user_bias, self.every_row_P[:0], bias_row)  # no rows: a zero gradient
+        self.grad_P[self.touched_P] = 0
+        self.grad_Q[self.touched_Q] = 0
+        self.grad_bias[self.touched_Q] = 0
+        self.touched_P[:] = False
+        self.touched_Q[:] = False
+        return sums
 
     def gradient(self, users, positives, negatives, weights) -> tuple[float, float]:
         model, grads = self.model, []

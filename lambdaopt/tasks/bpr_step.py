@@ -17,14 +17,17 @@ takes ~10 passes over the batch's rows. Measured side by side in bench/peers_spe
 The update. With `torch.optim.SGD` without momentum, weight decay or `maximize`, a step changes only the
 rows in the batch, by −lr·grad: −lr is folded into g and the penalty's coefficient and the rows are added
 in place (a lazy row-wise update; the same step as dense SGD on a gradient that is zero outside the
-batch, up to float rounding where a row occurs twice). Any other optimizer gets the gradient as `.grad`
-— dense, or the rows as a sparse COO tensor when the model gathers with `sparse_grad` (SparseAdam) — and
-takes its own `step()`, so its state and schedule are the optimizer's as usual.
+batch, up to float rounding where a row occurs twice). torch's fused Adam (`optimizer=adam`) on the CPU takes
+its step from the compiled loop's gradient buffers (`CompiledAdam`, lambdaopt/compiled_adam.py: the same bits
+as `optimizer.step()`, its state in the optimizer). Any other optimizer gets the gradient as `.grad` — dense,
+or the rows as a sparse COO tensor when the model gathers with `sparse_grad` (SparseAdam) — and takes its own
+`step()`, so its state and schedule are the optimizer's as usual.
 """
 from __future__ import annotations
 
 import torch
 
+from lambdaopt.compiled_adam import CompiledAdam
 from lambdaopt.contracts import Batch
 from lambdaopt.errors import ConfigError
 from lambdaopt.kernels import compiled_kernels
@@ -96,6 +99,9 @@ class ClosedFormBPRStep:
         self.model, self.regularizer, self.optimizer = model, regularizer, optimizer
         self.lazy_sgd, self.per_sample = lazy_sgd_lr(optimizer), per_sample
         self.compiled = self._compiled_loop()
+        # torch's fused Adam on the model's tables, stepped from the gradient buffers (compiled_adam.py)
+        self.adam = (CompiledAdam.build(optimizer, list(model.parameters()))
+                     if self.compiled is not None and not self.lazy_sgd else None)
         if per_sample and (self.compiled is None or not self.lazy_sgd):
             raise ConfigError("trainer.per_sample=true runs plain SGD (optimizer=sgd, no momentum or weight decay) "
                               "as a compiled CPU loop: it needs float32 tables on the CPU, numba, a weighted L2 "
@@ -122,6 +128,9 @@ class ClosedFormBPRStep:
                     fit, penalty = self.compiled.per_sample_sgd_step(*batch, weights, lr / self.per_sample)
                 else:
                     fit, penalty = self.compiled.sgd_step(*batch, weights, lr)
+                return torch.tensor((fit + penalty) / size, dtype=torch.float32)
+            if self.adam is not None:
+                fit, penalty = self.compiled.adam_step(*batch, weights, self.adam)
                 return torch.tensor((fit + penalty) / size, dtype=torch.float32)
             fit, penalty = self.compiled.gradient(*batch, weights)
             loss = torch.tensor((fit + penalty) / size, dtype=torch.float32)

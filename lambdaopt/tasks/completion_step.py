@@ -48,9 +48,9 @@ class ClosedFormProductStep:
         # exactly the factor tables (so `apply_to` can take the step's own lists); else None
         position = {id(p): i for i, p in enumerate(self.parameters)}
         groups = [[position.get(id(p)) for p in group["params"]] for group in optimizer.param_groups]
-        covered = sorted(i for group in groups for i in group if i is not None)
-        self.groups = groups if isinstance(optimizer, GroupRMSprop) and covered == list(range(len(position))) and \
-            all(i is not None for group in groups for i in group) else None
+        held = [i for group in groups for i in group]
+        exact = None not in held and sorted(held) == list(range(len(self.parameters)))
+        self.groups = groups if isinstance(optimizer, GroupRMSprop) and exact else None
 
     def _buffers(self, factors: list[torch.Tensor]) -> dict:
         """Output buffers for every product, made on the first step (shapes never change): a fresh
@@ -75,7 +75,7 @@ class ClosedFormProductStep:
         objective, model = self.objective, self.model
         objective.observe(model)  # as FullBatchMSE.loss_and_rows: σ snapshots before the step
         if self.kernel is not None:
-            if self.tables is None or self.tables[0].data_ptr() != self.parameters[0].data_ptr():
+            if self.tables is None or any(t.data_ptr() != p.data_ptr() for t, p in zip(self.tables, self.parameters)):
                 self.tables = [p.detach() for p in self.parameters]  # views: the optimizer updates in place
             loss, grads = self._sparse_grads(self.tables, batch)
             for param, grad in zip(self.parameters, grads):
