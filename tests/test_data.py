@@ -69,6 +69,24 @@ def test_sampler_never_returns_a_known_positive(lookup):
     assert set(negatives[users == 0].tolist()) == user0_unknown
 
 
+def test_compiled_rejection_draws_the_same_negatives():
+    """The bitmap sampler's compiled rejection test (data/sampling_kernel.py) leaves every draw to numpy: the
+    same negatives, and the same generator state after, as the numpy rounds."""
+    log = random_log(seed=4)
+    users = np.random.default_rng(1).integers(0, 60, 5000)
+    results = []
+    for compiled in (True, False):
+        sampler = NegativeSampler(60, 80, log, "bitmap")
+        assert sampler.kernel is not None
+        if not compiled:
+            sampler.kernel = None
+        rng = np.random.default_rng(0)
+        results.append((sampler.sample(users, rng), rng.integers(0, 2**62)))
+    assert (results[0][0] == results[1][0]).all() and results[0][1] == results[1][1]
+    first = np.random.default_rng(0).integers(0, 80, len(users))
+    assert sampler.is_known(users, first).sum() > 100  # rounds of redraws were taken
+
+
 def test_bitmap_and_sorted_lookups_agree_on_every_cell():
     log = random_log(seed=3)
     users, items = np.repeat(np.arange(61), 81), np.tile(np.arange(81), 61)  # one past each edge: bytes end there

@@ -5,6 +5,7 @@ import numpy as np
 
 from lambdaopt.data.interactions import Interactions
 from lambdaopt.errors import DataError
+from lambdaopt.kernels import compiled_kernels
 
 
 # A bitmap of every (user, item) cell is used when it takes at most this many bytes, or no more than
@@ -40,6 +41,8 @@ class NegativeSampler:
             self.bits[byte[starts]] = np.add.reduceat(np.left_shift(1, keys & 7), starts) if len(keys) else 0
         else:
             self.bits, self.known_keys = None, keys
+        kernels = compiled_kernels("sampling_kernel", "lambdaopt.data")
+        self.kernel = kernels.still_known if kernels is not None else None
 
     def is_known(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         keys = users * self.n_items + items
@@ -52,6 +55,13 @@ class NegativeSampler:
     def sample(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One negative item per entry of `users`."""
         negatives = rng.integers(0, self.n_items, len(users))
+        if self.bits is not None and self.kernel is not None:  # the same draws, each round's test in one pass
+            users = np.ascontiguousarray(users, dtype=np.int64)
+            pending = self.kernel(self.bits, self.n_items, users, negatives, np.arange(len(users)))
+            while len(pending):
+                negatives[pending] = rng.integers(0, self.n_items, len(pending))
+                pending = self.kernel(self.bits, self.n_items, users, negatives, pending)
+            return negatives
         pending = np.flatnonzero(self.is_known(users, negatives))
         while len(pending):
             negatives[pending] = rng.integers(0, self.n_items, len(pending))
