@@ -23,9 +23,10 @@ class CompiledAdam:
     """`step_table(tensor, ids, grad_rows)`: torch's Adam step of `tensor` with gradient grad_rows[t] on row
     ids[t] and zero on every other row."""
 
-    def __init__(self, optimizer: torch.optim.Adam, kernel, lanes: int):
-        self.optimizer, self.kernel, self.lanes = optimizer, kernel, lanes
-        self.tables: dict[int, tuple] = {}  # per tensor: (its exp_avg tensor, the kernel's views, a slot map)
+    def __init__(self, optimizer: torch.optim.Adam, kernel):
+        self.optimizer, self.kernel = optimizer, kernel
+        # per tensor: (its exp_avg tensor, its storage, the kernel's views, a slot map)
+        self.tables: dict[int, tuple] = {}
 
     @classmethod
     def build(cls, optimizer, tensors: list[torch.Tensor]) -> Optional["CompiledAdam"]:
@@ -38,26 +39,29 @@ class CompiledAdam:
                 or len(held) != len(tensors) or any(t.device.type != "cpu" for t in tensors)
                 or len({t.dtype for t in tensors}) != 1 or tensors[0].dtype not in (torch.float32, torch.float64)):
             return None
-        lanes = torch_adam_lanes(tensors[0].dtype)
-        if lanes is None:
-            return None
-        return cls(optimizer, compiled_kernels("adam_kernel", "lambdaopt").adam_rows_step, lanes)
+        if any(torch_adam_lanes(dtype) is None for dtype in (torch.float32, torch.float64)):
+            return None  # (both: a table's dtype may change after this, e.g. `.double()` before training)
+        return cls(optimizer, compiled_kernels("adam_kernel", "lambdaopt").adam_rows_step)
 
     def _views(self, tensor: torch.Tensor, state: dict) -> tuple:
         """(the arrays the kernel steps — `tensor` and its state as rows × width: 2-D as they are, 1-D as one
-        row —, a slot map), kept while the state tensors are the same (a checkpoint load replaces them)."""
+        row —, a slot map), kept while the tensor's storage and its state tensors are the same (a checkpoint
+        load replaces the state; `.data =` or a dtype change, the storage)."""
         kept = self.tables.get(id(tensor))
-        if kept is None or kept[0] is not state["exp_avg"]:
+        if kept is None or kept[0] is not state["exp_avg"] or kept[1] != tensor.data_ptr():
             tables = [t.detach().view(-1, t.shape[-1]) if t.dim() == 2 else t.detach().view(1, -1)
                       for t in (tensor, state["exp_avg"], state["exp_avg_sq"],
                                 state.get("max_exp_avg_sq", state["exp_avg_sq"]))]
             arrays = [t.numpy() for t in tables]
-            kept = self.tables[id(tensor)] = (state["exp_avg"], arrays, np.full(len(arrays[0]), -1, np.int64))
-        return kept[1], kept[2]
+            kept = (state["exp_avg"], tensor.data_ptr(), arrays, np.full(len(arrays[0]), -1, np.int64))
+            self.tables[id(tensor)] = kept
+        return kept[2], kept[3]
 
-    def step_table(self, tensor: torch.Tensor, ids: np.ndarray, grad_rows: np.ndarray, clamp: bool = False) -> None:
+    def step_table(self, tensor: torch.Tensor, ids: np.ndarray, grad_rows: np.ndarray, clamp: bool = False,
+                   lanes: Optional[int] = None) -> None:
         """One step of `tensor` from `grad_rows` (len(ids) × width) on rows `ids` (unique, of the rows × width
-        view); then max(·, 0) when `clamp`."""
+        view); then max(·, 0) when `clamp`. `lanes`: torch's vector width, found once per dtype unless given
+        (the probe that finds it)."""
         group = self.optimizer.param_groups[0]
         beta1, beta2 = group["betas"]
         state = self.optimizer.state[tensor]
@@ -74,8 +78,8 @@ class CompiledAdam:
         constants = np.array([group["lr"] / (1 - beta1 ** step), 0.0, beta2, 1 - beta2,
                               math.sqrt(1 - beta2 ** step), group["eps"], 0.0], dtype)
         constants[1] = dtype.type(weight) - dtype.type(1) if from_grad else weight  # as ATen rounds it
-        numel = tensor.numel()
-        self.kernel(*arrays, ids, grad_rows, slot, constants, numel - numel % self.lanes, from_grad,
+        numel, lanes = tensor.numel(), lanes or torch_adam_lanes(tensor.dtype)
+        self.kernel(*arrays, ids, grad_rows, slot, constants, numel - numel % lanes, from_grad,
                     bool(group["amsgrad"]), clamp)
 
 
@@ -96,11 +100,11 @@ def torch_adam_lanes(dtype: torch.dtype) -> Optional[int]:
         lanes = vector_bytes // start.element_size()
         reference, twin = (torch.nn.Parameter(start.clone()) for _ in range(2))
         optimizer, compiled = (torch.optim.Adam([p], lr=1e-3, amsgrad=True, fused=True) for p in (reference, twin))
-        step = CompiledAdam(compiled, kernels.adam_rows_step, lanes)
+        step = CompiledAdam(compiled, kernels.adam_rows_step)
         for grad in grads:
             reference.grad = grad.view(-1).clone()
             optimizer.step()
-            step.step_table(twin, first_row, grad.numpy())
+            step.step_table(twin, first_row, grad.numpy(), lanes=lanes)
         if torch.equal(reference, twin) and all(torch.equal(optimizer.state[reference][key], compiled.state[twin][key])
                                                  for key in optimizer.state[reference]):
             return lanes

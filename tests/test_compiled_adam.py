@@ -203,3 +203,25 @@ def test_other_optimizers_keep_their_own_step(dataset, optimizer):
     assert ClosedFormBPRStep(model, FixedL2(0.05), optimizer(model.parameters())).adam is None
     partial = torch.optim.Adam(list(model.parameters())[:1], lr=1e-2, fused=True)
     assert CompiledAdam.build(partial, list(model.parameters())) is None
+
+
+def test_a_table_turned_float64_after_the_build_still_steps_as_torch():
+    """The views follow the tables: λ made float64 after the step was built (as `.double()` on a set-up
+    regularizer does) rounds as torch's float64 step."""
+    rng = np.random.default_rng(2)
+    reference, fused = two_copies("user_item", torch.float32, amsgrad=True)  # 30 × 1: a tail
+    one_pass = FusedLambdaAdam.build(*fused)
+    rows = hypergradient_rows(rng, torch.float32, scale=1e-4)
+    torch_route(*reference, rows, None)
+    fused_route(one_pass, fused[0], rows, None)
+    for lam, optimizer in (reference, fused):
+        lam.double()
+        for state in optimizer.state.values():
+            for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+                state[key] = state[key].double()
+    for _ in range(3):
+        rows = hypergradient_rows(rng, torch.float64, scale=1e-4)
+        torch_route(*reference, rows, None)
+        fused_route(one_pass, fused[0], rows, None)
+        assert_identical(reference, fused)
+    assert fused[0].raw["item"].dtype == torch.float64
