@@ -1,6 +1,6 @@
 """The rejection test of negative sampling as one compiled pass (numba, CPU): which of the pending draws hit a
 known (user, item) cell of the bitmap. sampling.py draws every random number itself, with numpy, so the
-draws — and the triples — are the same as without it (tests/test_sampling.py)."""
+draws — and the triples — are the same as without it (tests/test_data.py)."""
 from __future__ import annotations
 
 import numba
