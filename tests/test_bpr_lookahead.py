@@ -100,3 +100,40 @@ def test_lambdaopt_takes_the_compiled_path_and_learns_the_same_lambda(dataset):
     assert (lams[0]["user"] - 0.1).abs().max() > 1e-3  # λ moved
     for name in lams[0]:
         torch.testing.assert_close(lams[0][name], lams[1][name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("granularity", ["dui", "global"])  # λ per entry, and one λ (the kernel's 1 × 1 branch)
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+def test_the_model_step_reuses_the_lookaheads_fit_gradient(dataset, optimizer_name, granularity):
+    """After λ's step, the model step on the same batch takes the fit gradient the look-ahead summed
+    (`TrainFit`) and adds the penalty's under the new λ: the same step as from the triples, to float32
+    rounding; handed over once, and only for that batch. Adam for one step: over more, an entry whose
+    gradient is ~0 moves by ±lr·(its sign), which rounding decides (here 1 of 320 entries by step 3)."""
+    from lambdaopt.tasks.bpr_step import ClosedFormBPRStep
+
+    steps = 3 if optimizer_name == "sgd" else 1
+
+    def step(shared: bool):
+        torch.manual_seed(0)
+        model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=8, init_std=0.3, item_bias=True)
+        objective = BPRObjective(dataset, 24, torch.device("cpu"))
+        optimizer = COMPILED[optimizer_name](model.parameters())
+        reg = LambdaOpt(granularity=granularity, init=0.1, lambda_lr=0.05)
+        reg.setup(model, objective)
+        closed_form = ClosedFormBPRStep(model, reg, optimizer)
+        calls, from_fit = [], closed_form.compiled.step_from_fit
+        closed_form.compiled.step_from_fit = lambda *a, **k: calls.append(1) or from_fit(*a, **k)
+        batches = objective.batches(np.random.default_rng(0))
+        for index in range(steps):
+            batch = next(batches)
+            reg.update(model, optimizer, batch, index)
+            assert reg._train_fit is not None and reg._train_fit.batch is batch
+            loss = closed_form(batch if shared else (*batch,))  # another tuple: not the batch λ looked through
+            assert reg._train_fit is None  # taken (or dropped) by the step
+        assert reg.train_fit(batch) is None and len(calls) == (steps if shared else 0)
+        return float(loss), {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    (shared_loss, shared), (own_loss, own) = step(True), step(False)
+    assert shared_loss == pytest.approx(own_loss, rel=1e-5)
+    for name in own:
+        torch.testing.assert_close(shared[name], own[name], rtol=1e-5, atol=1e-6)

@@ -83,6 +83,12 @@ class Regularizer(nn.Module):
     def update(self, model: nn.Module, optimizer: torch.optim.Optimizer, train_batch, batch_index: int) -> None:
         """Adjust λ before the model step on `train_batch`. Fixed penalties do nothing."""
 
+    def train_fit(self, batch):
+        """The fit gradient of `batch` at the current parameters if `update` computed it on the way (λOpt's
+        compiled look-ahead: tasks/bpr_lookahead.TrainFit), handed over once for the model step on that
+        same batch to reuse; None otherwise."""
+        return None
+
     def metrics(self) -> dict[str, float]:
         return {}
 

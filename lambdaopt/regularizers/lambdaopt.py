@@ -89,6 +89,7 @@ class LambdaOpt(Regularizer):
         # (model, device, dtype, optimizer) changes during a run
         self._compiled, self._compiled_decided = None, False
         self._fused: FusedLambdaAdam | None = None  # λ's clip + Adam + projection in one pass, where it applies
+        self._train_fit = None  # the compiled look-ahead's fit of the last train batch, for the model step
 
     @classmethod
     def display_name(cls, params) -> str:
@@ -168,7 +169,12 @@ class LambdaOpt(Regularizer):
         values = self.lam.values()
         return {role: values[name].detach() for role, name in self.lam.param_of_role.items()}
 
+    def train_fit(self, batch):
+        fit, self._train_fit = self._train_fit, None
+        return fit if fit is not None and fit.batch is batch else None
+
     def update(self, model, optimizer, train_batch, batch_index):
+        self._train_fit = None
         if batch_index % self.update_every:
             return
         if self.kind is None:
@@ -178,6 +184,8 @@ class LambdaOpt(Regularizer):
         state = optimizer if self.lookahead == "model" else _NO_STATE
         hp = optimizer.param_groups[0] if self.lookahead == "model" else {"lr": optimizer.param_groups[0]["lr"]}
         loss, rows = self._hypergradient(model, state, hp, train_batch, valid_batch)
+        if rows is not None:  # the compiled look-ahead's: it summed the train batch's fit gradient at θ too
+            self._train_fit = self._compiled.last_fit
         if rows is not None and self._fused is not None:  # clip, Adam and λ ≥ 0 in one pass (lambda_step.py)
             parts = lambda_rows(self.lam, rows)
             self._check_finite(self._fused.clip_(parts, self.grad_clip))

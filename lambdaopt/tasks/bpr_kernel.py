@@ -71,6 +71,36 @@ def bpr_l2_gradient(P, Q, bias, has_bias, users, positives, negatives, lam_P, la
 
 
 @numba.njit(cache=True, fastmath=FASTMATH, nogil=True)
+def l2_rows_gradient(table, ids, fit, counts, lam, size, grad, touched):  # pragma: no cover  (compiled; tested)
+    """grad[e] = fit[r] + (2·c_r/B)·λ_e ⊙ θ_e for each row e = ids[r] (fit: that row's fit gradient, c_r:
+    its occurrences in the batch of B = `size` triples), flagging it in `touched`: the gradient
+    `bpr_l2_gradient` adds up per occurrence, from a fit gradient already summed (`TrainFit`). λ per
+    entry (`table`'s shape) or 1 × 1. Returns Σ_r c_r · Σ_k λ θ², the batch's Σ λ ⊙ θ² over occurrences."""
+    dim, per_entry = table.shape[1], lam.size > 1
+    two_over_size = np.float32(2.0 / size)
+    squares = 0.0
+    for r in range(ids.shape[0]):
+        e = ids[r]
+        weight = two_over_size * counts[r]
+        row_squares = np.float32(0.0)
+        if per_entry:
+            for k in range(dim):
+                th, w = table[e, k], lam[e, k]
+                row_squares += w * th * th
+                grad[e, k] = fit[r, k] + weight * w * th
+        else:
+            w = lam[0, 0]
+            for k in range(dim):
+                th = table[e, k]
+                row_squares += th * th
+                grad[e, k] = fit[r, k] + weight * w * th
+            row_squares *= w
+        squares += counts[r] * row_squares
+        touched[e] = True
+    return squares
+
+
+@numba.njit(cache=True, fastmath=FASTMATH, nogil=True)
 def sgd_on_touched_rows(P, Q, bias, has_bias, users, positives, negatives, lr, grad_P, grad_Q, grad_bias,
                         touched_P, touched_Q):  # pragma: no cover  (compiled; its result is tested)
     """θ_r ← θ_r − lr · grad_r for every row `bpr_l2_gradient` touched, leaving the buffers and flags cleared."""
@@ -181,10 +211,37 @@ class CompiledBPRStep:
         of the model's optimizer: torch's fused Adam, bit for bit) steps every table from them — the user
         bias, whose gradient is zero, too — and the touched rows are zeroed again: no `.grad` tables, and
         no torch `Optimizer.step` around the update (≈ 9 % of an ML-100K Adam epoch, bench/README.md)."""
-        model = self.model
         buffers = (self.grad_P, self.grad_Q, self.grad_bias, self.touched_P, self.touched_Q)
         sums = bpr_l2_gradient(*self._tables(), users.numpy(), positives.numpy(), negatives.numpy(),
                                *self._weights(weights), *buffers)
+        self._adam_from_buffers(adam)
+        return sums
+
+    def step_from_fit(self, fit, weights, adam=None, lr: float | None = None) -> tuple[float, float]:
+        """The step `sgd_step` (with `lr`) or `adam_step` (with `adam`) takes on `fit.batch`, from the fit
+        gradient λOpt's look-ahead already summed on its rows (`bpr_lookahead.TrainFit`): only the penalty's
+        gradient under the current λ is added, one pass over the batch's distinct rows instead of one
+        over its triples. The same step up to float rounding (the fit and penalty terms of a row summed
+        in another order; tests/test_bpr_lookahead.py)."""
+        P, Q, bias, has_bias = self._tables()
+        lam_P, lam_Q = self._weights(weights)
+        squares = (l2_rows_gradient(P, fit.user_ids, fit.user_rows, fit.user_counts, lam_P, fit.size, self.grad_P,
+                                    self.touched_P)
+                   + l2_rows_gradient(Q, fit.item_ids, fit.item_rows, fit.item_counts, lam_Q, fit.size, self.grad_Q,
+                                      self.touched_Q))
+        if has_bias:
+            self.grad_bias[fit.item_ids] = fit.bias_rows
+        if adam is not None:
+            self._adam_from_buffers(adam)
+        else:
+            batch = tuple(t.numpy() for t in fit.batch)
+            sgd_on_touched_rows(P, Q, bias, has_bias, *batch, lr, self.grad_P, self.grad_Q, self.grad_bias,
+                                self.touched_P, self.touched_Q)
+        return fit.loss_sum, squares
+
+    def _adam_from_buffers(self, adam) -> None:
+        """`adam` steps every table from the gradient buffers, whose touched rows are zeroed after."""
+        model = self.model
         adam.step_table(model.user_embedding, self.every_row_P, self.grad_P)
         adam.step_table(model.item_embedding, self.every_row_Q, self.grad_Q)
         bias_row = self.grad_bias.reshape(1, -1)  # a 1-D table is one row of the kernel's view
@@ -197,7 +254,6 @@ class CompiledBPRStep:
         self.grad_bias[self.touched_Q] = 0
         self.touched_P[:] = False
         self.touched_Q[:] = False
-        return sums
 
     def gradient(self, users, positives, negatives, weights) -> tuple[float, float]:
         model, grads = self.model, []

@@ -22,6 +22,7 @@ while in cache. tests/test_bpr_lookahead.py checks it against `one_step_hypergra
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -103,7 +104,7 @@ def _bpr_grads(P, Q, bias, has_bias, users, positives, negatives, slot_P, slot_Q
     """Σ −log σ(x) over the triples (ids through slot_*: full-table ids into rows of P, Q, bias) and the
     gradient of the mean loss added into the compact buffers grad_P, grad_Q, grad_bias."""
     size, dim = users.shape[0], P.shape[1]
-    scale = one / size
+    rounded = np.empty(1, P.dtype)  # g in the tables' dtype, rounded once from float64
     fit = 0.0
     for t in range(size):
         u, i, j = users[t], positives[t], negatives[t]
@@ -112,7 +113,10 @@ def _bpr_grads(P, Q, bias, has_bias, users, positives, negatives, slot_P, slot_Q
         for k in range(dim):
             x += P[u, k] * (Q[i, k] - Q[j, k])
         fit += max(-x, 0.0) + math.log1p(math.exp(-abs(x)))  # −log σ(x), stable for any x
-        g = -scale / (one + math.exp(x))  # ∂(mean loss)/∂x = −σ(−x)/B
+        # ∂(mean loss)/∂x = −σ(−x)/B, by the model step's formula (bpr_kernel.bpr_l2_gradient), so the
+        # fit gradient it reuses (`TrainFit`) is the one it would have computed, bit for bit per triple
+        rounded[0] = -1.0 / (1.0 + math.exp(x)) / size
+        g = rounded[0]
         for k in range(dim):
             p = P[u, k]
             grad_P[cu, k] += g * (Q[i, k] - Q[j, k])
@@ -128,15 +132,19 @@ def _bpr_grads(P, Q, bias, has_bias, users, positives, negatives, slot_P, slot_Q
 def one_step_sensitivities(P, Q, bias, has_bias, users, positives, negatives, v_users, v_positives, v_negatives,
                            lam_P, lam_Q, adam, amsgrad, state_P, state_Q, state_bias, c_P, c_Q, c_bias, slot_P,
                            slot_Q):  # pragma: no cover  (compiled; its result is tested)
-    """(validation loss at θ', user ids, h of those user rows, item ids, h of those item rows); see the
-    module docstring. lam_*: λ for every entry of P, Q; state_*: (exp_avg, exp_avg_sq, max_exp_avg_sq)
-    of each table (zeros where absent, any arrays for SGD); c_*: the constants; slot_*: −1 everywhere,
-    left so on return."""
+    """(validation loss at θ', user ids, h of those user rows, item ids, h of those item rows, the train
+    batch's fit); see the module docstring. The fit: (Σ −log σ(x) over the train triples, ∇L_fit(θ) of
+    the user rows it touches — the first rows of the user ids —, their occurrence counts, the same two
+    for the item rows, ∇L_fit of their item bias), what the model step on that batch needs again
+    (`TrainFit`). lam_*: λ for every entry of P, Q; state_*: (exp_avg, exp_avg_sq, max_exp_avg_sq) of
+    each table (zeros where absent, any arrays for SGD); c_*: the constants; slot_*: −1 everywhere, left
+    so on return."""
     dim, dtype = P.shape[1], P.dtype
     order_P = np.empty(users.shape[0] + v_users.shape[0], np.int64)
     order_Q = np.empty(2 * (positives.shape[0] + v_positives.shape[0]), np.int64)
     n_P = _assign_slots(users, slot_P, order_P, 0)
     n_Q = _assign_slots(negatives, slot_Q, order_Q, _assign_slots(positives, slot_Q, order_Q, 0))
+    train_P, train_Q = n_P, n_Q  # the compact rows the train batch touches come first
     n_P = _assign_slots(v_users, slot_P, order_P, n_P)
     n_Q = _assign_slots(v_negatives, slot_Q, order_Q, _assign_slots(v_positives, slot_Q, order_Q, n_Q))
     counts_P, counts_Q = np.zeros(n_P, dtype), np.zeros(n_Q, dtype)
@@ -146,7 +154,8 @@ def one_step_sensitivities(P, Q, bias, has_bias, users, positives, negatives, v_
         counts_Q[slot_Q[negatives[t]]] += 1
     # the fit gradient at θ, then the step: θ' and the sensitivities, per compact row
     fit_P, fit_Q, fit_bias = np.zeros((n_P, dim), dtype), np.zeros((n_Q, dim), dtype), np.zeros(n_Q, dtype)
-    _bpr_grads(P, Q, bias, has_bias, users, positives, negatives, slot_P, slot_Q, fit_P, fit_Q, fit_bias, c_P[ONE])
+    train_loss = _bpr_grads(P, Q, bias, has_bias, users, positives, negatives, slot_P, slot_Q, fit_P, fit_Q,
+                            fit_bias, c_P[ONE])
     ahead_P, sens_P = np.empty((n_P, dim), dtype), np.empty((n_P, dim), dtype)
     ahead_Q, sens_Q = np.empty((n_Q, dim), dtype), np.empty((n_Q, dim), dtype)
     ahead_bias = np.zeros(n_Q, dtype)
@@ -159,11 +168,9 @@ def one_step_sensitivities(P, Q, bias, has_bias, users, positives, negatives, v_
     cu, ci, cj = np.empty_like(v_users), np.empty_like(v_positives), np.empty_like(v_negatives)
     for t in range(v_users.shape[0]):
         cu[t], ci[t], cj[t] = slot_P[v_users[t]], slot_Q[v_positives[t]], slot_Q[v_negatives[t]]
-    outer_P, outer_Q = fit_P, fit_Q  # the fit gradients' buffers, zeroed (fit_bias: scratch, the bias has no h)
-    outer_P[:] = 0
-    outer_Q[:] = 0
+    outer_P, outer_Q, outer_bias = np.zeros((n_P, dim), dtype), np.zeros((n_Q, dim), dtype), np.zeros(n_Q, dtype)
     loss = _bpr_grads(ahead_P, ahead_Q, ahead_bias, has_bias, cu, ci, cj, identity_P, identity_Q, outer_P, outer_Q,
-                      fit_bias, c_P[ONE])
+                      outer_bias, c_P[ONE])  # outer_bias: scratch, the bias has no h
     for r in range(n_P):
         slot_P[order_P[r]] = -1
         for k in range(dim):
@@ -172,10 +179,32 @@ def one_step_sensitivities(P, Q, bias, has_bias, users, positives, negatives, v_
         slot_Q[order_Q[r]] = -1
         for k in range(dim):
             sens_Q[r, k] *= outer_Q[r, k]
-    return loss / v_users.shape[0], order_P[:n_P], sens_P, order_Q[:n_Q], sens_Q
+    fit = (train_loss, fit_P[:train_P], counts_P[:train_P], fit_Q[:train_Q], counts_Q[:train_Q], fit_bias[:train_Q])
+    return loss / v_users.shape[0], order_P[:n_P], sens_P, order_Q[:n_Q], sens_Q, fit
 
 
 STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+@dataclass(frozen=True)
+class TrainFit:
+    """The fit term of the train batch `batch` at θ as the look-ahead computed it: Σ −log σ(x) over its
+    `size` triples (`loss_sum`), and ∇ of the mean loss on the rows it touches, each row once —
+    `user_ids` with `user_rows` and occurrence counts `user_counts`, the same for items, and the item
+    bias's gradient on those items (None without one). The model step on the same batch at the same θ
+    (λOpt takes its λ step first: θ has not moved) needs exactly this; it adds the penalty's gradient
+    under the new λ (`CompiledBPRStep.step_from_fit`) instead of a second pass over the triples."""
+
+    batch: tuple
+    size: int
+    loss_sum: float
+    user_ids: np.ndarray
+    user_rows: np.ndarray
+    user_counts: np.ndarray
+    item_ids: np.ndarray
+    item_rows: np.ndarray
+    item_counts: np.ndarray
+    bias_rows: np.ndarray | None
 
 
 class CompiledLookahead:
@@ -186,6 +215,7 @@ class CompiledLookahead:
         self.slot_P = np.full(model.n_users, -1, np.int64)
         self.slot_Q = np.full(model.n_items, -1, np.int64)
         self.zeros: dict[tuple, np.ndarray] = {}  # stand-ins for optimizer state not created yet (read-only)
+        self.last_fit: TrainFit | None = None  # the train batch's fit at θ, from the last call
 
     @staticmethod
     def applies(model, kind: str, hp: dict) -> bool:
@@ -243,10 +273,13 @@ class CompiledLookahead:
         for role, table in (("user", P), ("item", Q)):
             w = values[lam.param_of_role[role]]
             weights.append(w.expand(table.shape).to(model.user_embedding.dtype).contiguous().numpy())
-        loss, users, h_users, items, h_items = one_step_sensitivities(
+        loss, users, h_users, items, h_items, fit = one_step_sensitivities(
             P, Q, bias, has_bias, *(t.numpy() for t in train), *(t.numpy() for t in valid), *weights,
             kind == "adam", bool(hp.get("amsgrad", False)), *(buffers for _, buffers in parts), *constants,
             self.slot_P, self.slot_Q)
         rows = {"user": (torch.from_numpy(users), torch.from_numpy(h_users)),
                 "item": (torch.from_numpy(items), torch.from_numpy(h_items))}
+        fit_sum, fit_P, counts_P, fit_Q, counts_Q, fit_bias = fit
+        self.last_fit = TrainFit(train, size, fit_sum, users[:len(fit_P)], fit_P, counts_P, items[:len(fit_Q)], fit_Q,
+                                 counts_Q, fit_bias if has_bias else None)
         return float(P.dtype.type(loss)), rows  # the loss rounded to the tables' dtype, as the tensor path's

@@ -122,15 +122,22 @@ class ClosedFormBPRStep:
         size, model = len(batch[0]), self.model
         if self.compiled is not None:
             weights = self.regularizer.l2_weights()
+            # λOpt's look-ahead summed this batch's fit gradient at θ already: the step adds only the penalty's
+            shared = self.regularizer.train_fit(batch) if not self.per_sample else None
             if self.lazy_sgd:
                 lr = float(self.optimizer.param_groups[0]["lr"])
                 if self.per_sample:
                     fit, penalty = self.compiled.per_sample_sgd_step(*batch, weights, lr / self.per_sample)
+                elif shared is not None:
+                    fit, penalty = self.compiled.step_from_fit(shared, weights, lr=lr)
                 else:
                     fit, penalty = self.compiled.sgd_step(*batch, weights, lr)
                 return torch.tensor((fit + penalty) / size, dtype=torch.float32)
             if self.adam is not None:
-                fit, penalty = self.compiled.adam_step(*batch, weights, self.adam)
+                if shared is not None:
+                    fit, penalty = self.compiled.step_from_fit(shared, weights, adam=self.adam)
+                else:
+                    fit, penalty = self.compiled.adam_step(*batch, weights, self.adam)
                 return torch.tensor((fit + penalty) / size, dtype=torch.float32)
             fit, penalty = self.compiled.gradient(*batch, weights)
             loss = torch.tensor((fit + penalty) / size, dtype=torch.float32)
