@@ -100,6 +100,20 @@ def l2_rows_gradient(table, ids, fit, counts, lam, size, grad, touched):  # prag
     return squares
 
 
+@numba.njit(cache=True, nogil=True)
+def clear_touched_rows(grad_P, grad_Q, grad_bias, touched_P, touched_Q):  # pragma: no cover  (compiled; tested)
+    """Zero the gradient buffers' touched rows and their flags (numpy's boolean-mask assignment: ~3× the time)."""
+    for u in range(touched_P.shape[0]):
+        if touched_P[u]:
+            grad_P[u, :] = 0
+            touched_P[u] = False
+    for i in range(touched_Q.shape[0]):
+        if touched_Q[i]:
+            grad_Q[i, :] = 0
+            grad_bias[i] = 0
+            touched_Q[i] = False
+
+
 @numba.njit(cache=True, fastmath=FASTMATH, nogil=True)
 def sgd_on_touched_rows(P, Q, bias, has_bias, users, positives, negatives, lr, grad_P, grad_Q, grad_bias,
                         touched_P, touched_Q):  # pragma: no cover  (compiled; its result is tested)
@@ -249,11 +263,7 @@ class CompiledBPRStep:
             adam.step_table(model.item_bias, self.every_row_P[:1], bias_row)
         if model.user_bias is not None:
             adam.step_table(model.user_bias, self.every_row_P[:0], bias_row)  # no rows: a zero gradient
-        self.grad_P[self.touched_P] = 0
-        self.grad_Q[self.touched_Q] = 0
-        self.grad_bias[self.touched_Q] = 0
-        self.touched_P[:] = False
-        self.touched_Q[:] = False
+        clear_touched_rows(self.grad_P, self.grad_Q, self.grad_bias, self.touched_P, self.touched_Q)
 
     def gradient(self, users, positives, negatives, weights) -> tuple[float, float]:
         model, grads = self.model, []
