@@ -1,4 +1,4 @@
-"""Shared pieces of the bench scripts: ML-100K-shaped synthetic data and an epoch timer."""
+"""Shared pieces of the bench scripts: ML-100K-shaped synthetic data and an interleaved epoch timer."""
 from __future__ import annotations
 
 import resource
@@ -19,20 +19,32 @@ def ml100k_shaped(seed: int = 0):
                           mean_interactions=120, min_interactions=20, seed=seed)
 
 
-def time_epochs(model, regularizer, optimizer, dataset, batch_size=1024, epochs=3, warmup=1, seed=0):
-    """Mean seconds per training epoch (after `warmup` untimed epochs), exactly the trainer's loop."""
+def interleaved_epochs(setups: dict, dataset, batch_size=1024, epochs=3, warmup=1, seed=0,
+                       report=None) -> dict[str, list[float]]:
+    """CPU seconds of each training epoch of every setup ({name: (model, regularizer, optimizer)}), the
+    setups taking turns one epoch at a time (after `warmup` untimed epochs each): a slow spell of a shared
+    machine then falls on every setup alike instead of on whichever ran during it. `report(name, times)`
+    is called as each setup's last epoch is timed. Exactly the trainer's loop."""
     from lambdaopt.trainer import Trainer
     from lambdaopt.tracking import NullTracker
 
-    objective = BPRObjective(dataset, batch_size, torch.device("cpu"))
-    regularizer.setup(model, objective)
-    trainer = Trainer(model, regularizer, optimizer, objective, None, NullTracker(), max_epochs=epochs, seed=seed)
-    for _ in range(warmup):
-        trainer.train_epoch()
-    started = time.process_time()
-    for _ in range(epochs):
-        trainer.train_epoch()
-    return (time.process_time() - started) / epochs, len(dataset.train)
+    trainers = {}
+    for name, (model, regularizer, optimizer) in setups.items():
+        objective = BPRObjective(dataset, batch_size, torch.device("cpu"))
+        regularizer.setup(model, objective)
+        trainers[name] = Trainer(model, regularizer, optimizer, objective, None, NullTracker(), max_epochs=epochs,
+                                 seed=seed)
+        for _ in range(warmup):
+            trainers[name].train_epoch()
+    times = {name: [] for name in trainers}
+    for round_ in range(epochs):
+        for name, trainer in trainers.items():
+            started = time.process_time()
+            trainer.train_epoch()
+            times[name].append(time.process_time() - started)
+            if report is not None and round_ == epochs - 1:
+                report(name, times[name])
+    return times
 
 
 def peak_rss_mb() -> float:
