@@ -18,7 +18,7 @@ def bench(*args, timeout=300):
 
 def test_lambdaopt_epoch_bench_prints_ratios_to_fixed():
     out = bench("lambdaopt_epoch.py", "--epochs", "1", "--dim", "16", "--only", "lambdaopt_dui,")
-    table = out[out.index("setup"):].splitlines()
+    table = out[out.index("\nsetup ") + 1:].splitlines()  # the table after the footer line
     assert table[1].split()[:1] == ["fixed"] and "1.00x" in table[1]
     assert any(line.startswith("lambdaopt_dui, update_every=4") for line in table)
 

@@ -11,7 +11,9 @@ size:
     h_r  = (2·c_r/B)·θ_r ⊙ J_r ⊙ G'_r   =  ∂L_val(θ')/∂λ_r   (λ_r the λ entry each θ entry is scaled by)
 
 The kernel returns h for every touched row; mapping it to λ's shape (per dimension, user, item, …) and
-through its parametrization is left to the λ step (regularizers/lambda_step.py). An
+through its parametrization is left to the λ step (regularizers/lambda_step.py). It also keeps the train
+batch's fit gradient ∇L_fit(θ) per row (`TrainFit`): the model step on that batch, taken next at the same θ,
+adds the penalty's gradient under the new λ to it instead of summing the fit over the triples again. An
 item bias steps too (it moves the validation scores) but is not penalized (h has no bias term); a user
 bias cancels out of every BPR margin and is left out.
 
