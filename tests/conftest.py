@@ -158,19 +158,58 @@ def mlflow_server(folder: Path, backend_uri: str | None = None):
     return served(backend_uri or f"sqlite:///{folder}/mlflow.db", artifacts=folder / "artifacts", cwd=folder)
 
 
+SERVICES_LOCK = os.path.join(tempfile.gettempdir(), "lambdaopt-test-services.lock")
+# marker → the script that installs and starts what tests with that marker use
+SERVICE_SCRIPTS = {"postgres": "local-postgres.sh", "slurm": "local-slurm.sh", "browser": "install-chromium.sh"}
+
+
 def start_service(script: str) -> str:
     """Run scripts/SCRIPT (installs and starts a local service, a no-op when it is up); its last stdout line.
 
-    One script at a time across pytest-xdist workers: they install Debian packages, and two apt-get runs
-    at once fail on dpkg's lock."""
+    One script at a time across pytest-xdist workers and the background preparation below: they install
+    Debian packages, and two apt-get runs at once fail on dpkg's lock."""
     import fcntl
 
-    with open(os.path.join(tempfile.gettempdir(), "lambdaopt-test-services.lock"), "w") as lock:
+    with open(SERVICES_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         result = subprocess.run(["bash", str(ROOT / "scripts" / script)], capture_output=True, text=True,
                                 timeout=900)
     assert result.returncode == 0, f"scripts/{script} failed:\n{result.stderr[-3000:]}"
     return (result.stdout.strip().splitlines() or [""])[-1]
+
+
+def pytest_collection_finish(session):
+    """Start the services the selected tests use in the background, as soon as collection knows them.
+
+    On a fresh machine the scripts install Debian packages (~40 s); run by the first test that needs
+    them, a worker would sit through that, here it overlaps the tests that run first. The background
+    holds the services lock until the scripts are done (`flock`, its `-o`: not inherited by the daemons
+    they start), so a test's `start_service` waits for it and then finds its service up (a no-op), or
+    runs the script again and reports why it fails (as does a test that takes the lock before `flock`
+    does). Each xdist worker collects every test: the first to claim the run's marker file starts the
+    preparation. Its output is dropped: a test's own run of a script reports a failure."""
+    import shutil
+
+    needed = [script for marker, script in SERVICE_SCRIPTS.items()
+              if any(item.get_closest_marker(marker) for item in session.items)]
+    if not needed or shutil.which("flock") is None:
+        return
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # the same in every worker of one pytest run
+    if run_id is not None:
+        try:
+            os.close(os.open(f"{SERVICES_LOCK}.{run_id}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:  # another worker started it
+            return
+    loop = 'for script; do timeout 900 bash "$ROOT/scripts/$script"; done'
+    subprocess.Popen(["flock", "-o", SERVICES_LOCK, "bash", "-c", loop, "prepare", *needed],
+                     env={**os.environ, "ROOT": str(ROOT)}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def pytest_sessionfinish(session):
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run_id is not None:  # the marker `pytest_collection_finish` claimed (each worker collected before this)
+        Path(f"{SERVICES_LOCK}.{run_id}").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
@@ -214,8 +253,9 @@ def _isolated_tracking_uri():
 
 # The longest files first (worker-seconds measured with `pytest --durations=0`). Under `--dist loadfile` a
 # file runs whole on one worker, in collection order (alphabetical otherwise), so a long file that starts
-# last leaves the other worker idle at the end; longest-first shortened the suite's tail.
-LONGEST_FIRST = ["test_slurm.py", "test_optuna_sweeper.py", "test_concurrency.py", "test_sweeps.py",
+# last leaves the other worker idle at the end; longest-first shortened the suite's tail. The SLURM file
+# comes third: by then the background preparation (`pytest_collection_finish`) has installed its cluster.
+LONGEST_FIRST = ["test_optuna_sweeper.py", "test_concurrency.py", "test_slurm.py", "test_sweeps.py",
                  "test_bad_inputs.py", "test_hostile.py", "test_resume.py", "test_bench.py", "test_quality.py"]
 
 

@@ -10,7 +10,7 @@ from lambdaopt.experiment import run
 from lambdaopt.mlflow_ui import chromium, dump_dom, served
 from lambdaopt.tracking import experiment_url
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
 @pytest.fixture(scope="session")
