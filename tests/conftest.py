@@ -183,11 +183,12 @@ def pytest_collection_finish(session):
 
     On a fresh machine the scripts install Debian packages (~40 s); run by the first test that needs
     them, a worker would sit through that, here it overlaps the tests that run first. The background
-    holds the services lock until the scripts are done (`flock`, its `-o`: not inherited by the daemons
-    they start), so a test's `start_service` waits for it and then finds its service up (a no-op), or
-    runs the script again and reports why it fails (as does a test that takes the lock before `flock`
-    does). Each xdist worker collects every test: the first to claim the run's marker file starts the
-    preparation. Its output is dropped: a test's own run of a script reports a failure."""
+    holds the services lock while it runs each script (`flock`, its `-o`: not inherited by the daemons
+    they start), so a test's `start_service` waits for that script and then finds its service up (a
+    no-op), or runs the script again and reports why it fails (as does a test that takes the lock
+    before `flock` does); between scripts a waiting test gets its turn. Each xdist worker collects every
+    test: the first to claim the run's marker file starts the preparation. Its output is dropped: a
+    test's own run of a script reports a failure."""
     import shutil
 
     needed = [script for marker, script in SERVICE_SCRIPTS.items()
@@ -200,10 +201,10 @@ def pytest_collection_finish(session):
             os.close(os.open(f"{SERVICES_LOCK}.{run_id}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:  # another worker started it
             return
-    loop = 'for script; do timeout 900 bash "$ROOT/scripts/$script"; done'
-    subprocess.Popen(["flock", "-o", SERVICES_LOCK, "bash", "-c", loop, "prepare", *needed],
-                     env={**os.environ, "ROOT": str(ROOT)}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True)
+    loop = 'for script; do flock -o "$LOCK" timeout 900 bash "$ROOT/scripts/$script"; done'
+    subprocess.Popen(["bash", "-c", loop, "prepare", *needed],
+                     env={**os.environ, "ROOT": str(ROOT), "LOCK": SERVICES_LOCK}, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def pytest_sessionfinish(session):
