@@ -19,12 +19,10 @@ def ml100k_shaped(seed: int = 0):
                           mean_interactions=120, min_interactions=20, seed=seed)
 
 
-def interleaved_epochs(setups: dict, dataset, batch_size=1024, epochs=3, warmup=1, seed=0,
-                       report=None) -> dict[str, list[float]]:
+def interleaved_epochs(setups: dict, dataset, batch_size=1024, epochs=3, warmup=1, seed=0) -> dict[str, list[float]]:
     """CPU seconds of each training epoch of every setup ({name: (model, regularizer, optimizer)}), the
     setups taking turns one epoch at a time (after `warmup` untimed epochs each): a slow spell of a shared
-    machine then falls on every setup alike instead of on whichever ran during it. `report(name, times)`
-    is called as each setup's last epoch is timed. Exactly the trainer's loop."""
+    machine then falls on every setup alike instead of on whichever ran during it. Exactly the trainer's loop."""
     from lambdaopt.trainer import Trainer
     from lambdaopt.tracking import NullTracker
 
@@ -37,13 +35,11 @@ def interleaved_epochs(setups: dict, dataset, batch_size=1024, epochs=3, warmup=
         for _ in range(warmup):
             trainers[name].train_epoch()
     times = {name: [] for name in trainers}
-    for round_ in range(epochs):
+    for _ in range(epochs):
         for name, trainer in trainers.items():
             started = time.process_time()
             trainer.train_epoch()
             times[name].append(time.process_time() - started)
-            if report is not None and round_ == epochs - 1:
-                report(name, times[name])
     return times
 
 

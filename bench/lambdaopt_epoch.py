@@ -47,17 +47,14 @@ def main():
         model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=args.dim, item_bias=False)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)  # as lambdaopt/conf/optimizer/adam.yaml
         built[name] = (model, make(), optimizer)
-    rows, n_triples, medians = [], len(dataset.train), {}
-
-    def report(name, times):
-        seconds = medians[name] = float(np.median(times))
-        base = medians["fixed"]
+    times = interleaved_epochs(built, dataset, epochs=args.epochs)
+    base, n_triples = float(np.median(times["fixed"])), len(dataset.train)
+    rows = []
+    for name, epochs in times.items():
+        seconds = float(np.median(epochs))
         rows.append((name, f"{seconds:.3f}", f"{seconds / base:.2f}x", f"{n_triples / seconds:,.0f}",
-                     f"{min(times):.3f}–{max(times):.3f}"))
-        print(*rows[-1], flush=True)
-
-    interleaved_epochs(built, dataset, epochs=args.epochs, report=report)
-    print(f"\n{dataset.n_users} users x {dataset.n_items} items, {len(dataset.train)} train triples/epoch, "
+                     f"{min(epochs):.3f}–{max(epochs):.3f}"))
+    print(f"\n{dataset.n_users} users x {dataset.n_items} items, {n_triples} train triples/epoch, "
           f"d={args.dim}, batch 1024, Adam, 1 thread, CPU s/epoch: median (and range) of {args.epochs} epochs, "
           "the setups taking turns\n")
     print_table(rows, ["setup", "s/epoch", "vs fixed", "triples/s", "range"])
