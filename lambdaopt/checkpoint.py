@@ -19,9 +19,9 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from lambdaopt.errors import ConfigError
+from lambdaopt.store import local_artifact_dir
 from lambdaopt.tracking import store_uri
 
 log = logging.getLogger(__name__)
@@ -29,16 +29,6 @@ log = logging.getLogger(__name__)
 FILENAME = "checkpoint.pt"
 ARTIFACT_DIR = "checkpoint"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def local_artifact_dir(artifact_uri: str) -> Path | None:
-    """The local folder behind an artifact URI (`file://...` or a plain path), None for remote stores."""
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
-        return Path(artifact_uri)
-    return None
 
 
 def checkpoint_dir(artifact_uri: str, run_id: str) -> tuple[Path, bool]:

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import unquote, urlparse
 
 from lambdaopt.console import route_mlflow_logs
 from lambdaopt.errors import ConfigError
@@ -85,14 +86,17 @@ def check_sqlite(uri: str) -> None:
 
 
 def local_artifact_dir(location: str | None) -> Path | None:
-    """The local folder of an artifact location (a path or file:// URI), None for remote stores."""
+    """The local folder behind an artifact location (a plain path or `file://` URI); None for a remote
+    store: any other scheme, e.g. a server's proxied `mlflow-artifacts:/1`, which as a path would be a
+    folder named `mlflow-artifacts:` in the working directory."""
     if not location:
         return None
-    if location.startswith("file://"):
-        from urllib.parse import unquote, urlparse
-
-        return Path(unquote(urlparse(location).path))
-    return None if "://" in location else Path(location)
+    parsed = urlparse(location)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):  # C:\... is a path
+        return Path(location)
+    return None
 
 
 def check_artifact_dir(folder: Path, key: str) -> None:

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 import lambdaopt
 from conftest import ROOT, TINY, one_error_line, run_cli, run_in
 from lambdaopt import checkpoint
+from lambdaopt.store import local_artifact_dir
 
 pytestmark = pytest.mark.slow
 
@@ -82,8 +83,8 @@ def test_sigkill_after_an_epoch_then_resume_gives_identical_metrics(tmp_path, re
     _, run = only_run(interrupted)
     assert run.data.tags["resumed_at_epoch"] == "2"
     # the finished run's checkpoint is deleted (trainer.keep_checkpoint=false); model.pt remains
-    assert not (checkpoint.local_artifact_dir(run.info.artifact_uri) / "checkpoint").exists()
-    assert (checkpoint.local_artifact_dir(run.info.artifact_uri) / "model.pt").exists()
+    assert not (local_artifact_dir(run.info.artifact_uri) / "checkpoint").exists()
+    assert (local_artifact_dir(run.info.artifact_uri) / "model.pt").exists()
 
 
 def test_sigterm_mid_epoch_checkpoints_ends_killed_and_resume_last_is_exact(tmp_path, run_from):
@@ -143,4 +144,4 @@ def test_ctrl_c_during_training_ends_the_run_killed_with_exit_130(tmp_path):
     one_error_line((job.returncode, stderr), "interrupted by SIGINT", 130)
     _, run = only_run(tmp_path)
     assert run.info.status == "KILLED"
-    assert (checkpoint.local_artifact_dir(run.info.artifact_uri) / "checkpoint" / checkpoint.FILENAME).is_file()
+    assert (local_artifact_dir(run.info.artifact_uri) / "checkpoint" / checkpoint.FILENAME).is_file()

@@ -6,6 +6,7 @@ import urllib.request
 import pytest
 
 from conftest import TINY, mlflow_server, run_cli
+from lambdaopt.store import open_store
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +24,7 @@ def server(tmp_path):
         yield base
 
 
-def test_a_run_logged_to_mlflow_server_reads_back_over_rest(tmp_path, server):
+def test_a_run_logged_to_mlflow_server_reads_back_over_rest(tmp_path, server, monkeypatch):
     work = tmp_path / "client"
     work.mkdir()
     result = run_cli([*TINY, "trainer.max_epochs=2", f"tracking.uri={server}"], work)
@@ -40,3 +41,9 @@ def test_a_run_logged_to_mlflow_server_reads_back_over_rest(tmp_path, server):
     assert params["model.dim"] == "8"
     artifacts = rest(server, f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}")
     assert {"config.yaml", "model.pt"} <= {f["path"] for f in artifacts.get("files", [])}
+    # the next job finds the experiment with its proxied location (mlflow-artifacts:/1): nothing local to check
+    # or create (as a path it would be a folder named "mlflow-artifacts:" in the working directory)
+    monkeypatch.chdir(work)
+    before = sorted(work.iterdir())
+    assert open_store(server, "lambdaopt", "mlartifacts") == experiment["experiment_id"]
+    assert experiment["artifact_location"].startswith("mlflow-artifacts:") and sorted(work.iterdir()) == before
