@@ -250,16 +250,3 @@ def _isolated_tracking_uri():
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     yield
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-
-
-# The longest files first (worker-seconds measured with `pytest --durations=0`). Under `--dist loadfile` a
-# file runs whole on one worker, in collection order (alphabetical otherwise), so a long file that starts
-# last leaves the other worker idle at the end; longest-first shortened the suite's tail. The SLURM file
-# comes third: by then the background preparation (`pytest_collection_finish`) has installed its cluster.
-LONGEST_FIRST = ["test_optuna_sweeper.py", "test_concurrency.py", "test_slurm.py", "test_sweeps.py",
-                 "test_bad_inputs.py", "test_hostile.py", "test_resume.py", "test_bench.py", "test_quality.py"]
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

@@ -44,38 +44,48 @@ def run_py(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
 
 
 # ----------------------------------------------------------------------------- concurrency
-STORE_CREATOR = """
-import sys
+# One process imports MLflow once and forks the openers (12 imports would cost ~35 s of CPU): each child is
+# a process of its own with its own SQLite connection, as concurrent runs are, released together once
+# every one is ready. Exit status: the number of children that failed.
+STORE_OPENERS = """
+import os, sys, traceback
+import mlflow.tracking, mlflow.store.tracking.sqlalchemy_store  # imported once, before the fork
 from lambdaopt.tracking import ensure_experiment
-print("ready", flush=True)
-sys.stdin.readline()  # released together: every process opens the fresh store at the same moment
-ensure_experiment(sys.argv[1], "lambdaopt", sys.argv[2])
+folders, per_folder = sys.argv[1:-1], int(sys.argv[-1])
+go_read, go_write = os.pipe()
+children = []
+for folder in folders:
+    for _ in range(per_folder):
+        pid = os.fork()
+        if pid == 0:  # the child: wait for the release, open the fresh store, exit 0 or 1
+            os.close(go_write)
+            os.read(go_read, 1)
+            try:
+                ensure_experiment(f"sqlite:///{folder}/mlflow.db", "lambdaopt", f"{folder}/art")
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            sys.stderr.flush()
+            os._exit(code)
+        children.append(pid)
+os.close(go_read)
+os.write(go_write, b"x" * len(children))  # the release: every child reads its byte at once
+sys.exit(sum(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0 for pid in children))
 """
 
 
 def test_runs_started_together_in_a_fresh_folder_share_one_intact_store(tmp_path):
     """Before the creation lock, 2 runs started at once left mlflow.db half-migrated in 3 of 6 tries.
-    Three fresh folders, four processes each, all released at once once every one has imported MLflow."""
+    Three fresh folders, four processes each, all released at once."""
     from mlflow.tracking import MlflowClient
 
     folders = [tmp_path / str(attempt) for attempt in range(3)]
-    processes = []
     for folder in folders:
         folder.mkdir()
-        processes += [subprocess.Popen([sys.executable, "-c", STORE_CREATOR, f"sqlite:///{folder}/mlflow.db",
-                                        str(folder / "art")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-                      for _ in range(4)]
-    try:
-        assert all(p.stdout.readline().strip() == "ready" for p in processes), [p.stderr.read() for p in processes]
-        for p in processes:  # the release: one write each, back to back
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        failures = [p.communicate(timeout=120)[1] for p in processes if p.wait(timeout=120) != 0]
-    finally:
-        for p in processes:
-            p.kill()
-    assert not failures, failures[0]
+    result = subprocess.run([sys.executable, "-c", STORE_OPENERS, *map(str, folders), "4"], capture_output=True,
+                            text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
     for folder in folders:
         client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
         assert sorted(e.name for e in client.search_experiments()) == ["Default", "lambdaopt"]  # one, not 4 or a crash

@@ -45,6 +45,7 @@ def test_scancel_ends_the_run_killed_and_it_resumes_to_finished(tmp_path, slurm_
            "trainer.stop_loss=0", "tracking.log_model=false"]
     sweep = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *job, *SLURM], cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    resume = None
     try:
         deadline, run = time.monotonic() + 180, None
         while run is None:  # until the job's run has logged two epochs
@@ -57,19 +58,27 @@ def test_scancel_ends_the_run_killed_and_it_resumes_to_finished(tmp_path, slurm_
         job_ids = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout.split()
         assert len(job_ids) == 1, job_ids
         subprocess.run(["scancel", job_ids[0]], check=True)  # SIGTERM, then SIGKILL after KillWait
+        deadline = time.monotonic() + 120
+        while subprocess.run(["squeue", "-h", "-j", job_ids[0]], capture_output=True, text=True).stdout.strip():
+            assert time.monotonic() < deadline, "the cancelled job did not leave the queue"
+            time.sleep(0.5)
+        killed = client.get_run(run.info.run_id)
+        assert killed.info.status == "KILLED" and "interrupted by SIGTERM" in killed.data.tags["failure_reason"]
+        epochs_before = len(client.get_metric_history(run.info.run_id, "train_loss"))
+        assert 2 <= epochs_before < 100
+        # The sweep learns of the cancelled job only at submitit's next sacct poll (2, 4, 8, 16, 32 s after
+        # submitting): the job is gone, so resume it meanwhile, again through SLURM.
+        resume = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *SLURM, f"resume={run.info.run_id}"],
+                                  cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _, stderr = sweep.communicate(timeout=180)
+        _, resume_stderr = resume.communicate(timeout=600)
     finally:
-        sweep.kill()
+        for process in (sweep, resume):
+            if process is not None:
+                process.kill()
     assert sweep.returncode != 0 and "UncompletedJobError" in stderr  # the launcher reports the cancelled job
-    client, parents, children = sweep_runs(tmp_path)
-    killed = client.get_run(run.info.run_id)
-    assert killed.info.status == "KILLED" and "interrupted by SIGTERM" in killed.data.tags["failure_reason"]
-    assert parents[0].info.status == "FAILED"
-    epochs_before = len(client.get_metric_history(run.info.run_id, "train_loss"))
-    assert 2 <= epochs_before < 100
-
-    resumed = run_cli(["-m", *SLURM, f"resume={run.info.run_id}"], tmp_path, timeout=600)  # again through SLURM
-    assert resumed.returncode == 0, resumed.stderr
+    assert client.get_run(run.data.tags["mlflow.parentRunId"]).info.status == "FAILED"
+    assert resume.returncode == 0, resume_stderr
     finished = client.get_run(run.info.run_id)
     assert finished.info.status == "FINISHED" and finished.data.tags["resumed_at_epoch"] == str(epochs_before)
     history = client.get_metric_history(run.info.run_id, "train_loss")
