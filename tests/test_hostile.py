@@ -1,26 +1,26 @@
 """Faults beyond a bad value or file: concurrent first runs, no permission, killed writers, a corrupt
 cached raw file, ids far beyond the row count, metrics the data cannot define, too many threads.
 
-Permission cases run the real entry point without the right to bypass file permissions: as root (as
-in CI) through `setpriv` with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH dropped, otherwise as is.
+Permission cases run the command's entry point, all in one process (tests/run_cases.py), without the
+right to bypass file permissions: as root (as in CI) through `setpriv` with CAP_DAC_OVERRIDE and
+CAP_DAC_READ_SEARCH dropped, otherwise as is.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY, compose_config, one_error_line
+from conftest import ROOT, TINY, Outcome, compose_config, one_error_line
 from lambdaopt.data import fetch
 from lambdaopt.data.interactions import Interactions
 from lambdaopt.data.real import load_dataset
@@ -36,11 +36,6 @@ def unprivileged(command: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return command
     return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
-
-
-def run_py(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(unprivileged([sys.executable, str(ROOT / "run.py"), *args]), cwd=cwd, capture_output=True,
-                          text=True, timeout=180, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
 
 
 # ----------------------------------------------------------------------------- concurrency
@@ -94,7 +89,7 @@ def test_runs_started_together_in_a_fresh_folder_share_one_intact_store(tmp_path
 # ----------------------------------------------------------------------------- permissions
 @pytest.fixture(scope="module")
 def permission_cases(tmp_path_factory):
-    """Each case's folder, command and outcome; run two at a time."""
+    """Each case's folder, command and outcome."""
     base = tmp_path_factory.mktemp("permissions")
     cases = {}
 
@@ -129,9 +124,13 @@ def permission_cases(tmp_path_factory):
     launch.chmod(0o555)
     cases["read-only launch folder"] = (launch, [*TINY])
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        outcomes = dict(zip(cases, pool.map(lambda c: run_py(c[1], c[0]), cases.values())))
-    yield {name: (cases[name][0], outcome) for name, outcome in outcomes.items()}
+    # all cases in one unprivileged process (tests/run_cases.py), each as the command would run it
+    result = subprocess.run(unprivileged([sys.executable, str(ROOT / "tests" / "run_cases.py")]), capture_output=True,
+                            text=True, timeout=300, input=json.dumps([[str(cwd), args] for cwd, args in cases.values()]),
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcomes = [Outcome(code, out, err, 0.0) for code, out, err in json.loads(result.stdout.splitlines()[-1])]
+    yield {name: (cases[name][0], outcome) for name, outcome in zip(cases, outcomes)}
     for path in base.rglob("*"):  # let pytest clean up
         if not path.is_symlink():
             path.chmod(0o755 if path.is_dir() else 0o644)
