@@ -129,7 +129,7 @@ def permission_cases(tmp_path_factory):
                             text=True, timeout=300, input=json.dumps([[str(cwd), args] for cwd, args in cases.values()]),
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
-    outcomes = [Outcome(code, out, err, 0.0) for code, out, err in json.loads(result.stdout.splitlines()[-1])]
+    outcomes = [Outcome(*outcome) for outcome in json.loads(result.stdout.splitlines()[-1])]
     yield {name: (cases[name][0], outcome) for name, outcome in zip(cases, outcomes)}
     for path in base.rglob("*"):  # let pytest clean up
         if not path.is_symlink():

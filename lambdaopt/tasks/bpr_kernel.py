@@ -192,6 +192,8 @@ class CompiledBPRStep:
         self.grad_bias = np.zeros(model.n_items, np.float32)
         self.touched_P = np.zeros(model.n_users, np.bool_)
         self.touched_Q = np.zeros(model.n_items, np.bool_)
+        # the kernels' trailing arguments: the gradient rows of the batch and which rows they are
+        self.buffers = (self.grad_P, self.grad_Q, self.grad_bias, self.touched_P, self.touched_Q)
         self.no_bias = np.zeros(1, np.float32)
         self.every_row_P, self.every_row_Q = np.arange(model.n_users), np.arange(model.n_items)
 
@@ -211,9 +213,8 @@ class CompiledBPRStep:
 
     def sgd_step(self, users, positives, negatives, weights, lr: float) -> tuple[float, float]:
         tables, batch = self._tables(), (users.numpy(), positives.numpy(), negatives.numpy())
-        buffers = (self.grad_P, self.grad_Q, self.grad_bias, self.touched_P, self.touched_Q)
-        sums = bpr_l2_gradient(*tables, *batch, *self._weights(weights), *buffers)
-        sgd_on_touched_rows(*tables, *batch, lr, *buffers)
+        sums = bpr_l2_gradient(*tables, *batch, *self._weights(weights), *self.buffers)
+        sgd_on_touched_rows(*tables, *batch, lr, *self.buffers)
         return sums
 
     def per_sample_sgd_step(self, users, positives, negatives, weights, step_size: float) -> tuple[float, float]:
@@ -225,9 +226,8 @@ class CompiledBPRStep:
         of the model's optimizer: torch's fused Adam, bit for bit) steps every table from them — the user
         bias, whose gradient is zero, too — and the touched rows are zeroed again: no `.grad` tables, and
         no torch `Optimizer.step` around the update (≈ 9 % of an ML-100K Adam epoch, bench/README.md)."""
-        buffers = (self.grad_P, self.grad_Q, self.grad_bias, self.touched_P, self.touched_Q)
         sums = bpr_l2_gradient(*self._tables(), users.numpy(), positives.numpy(), negatives.numpy(),
-                               *self._weights(weights), *buffers)
+                               *self._weights(weights), *self.buffers)
         self._adam_from_buffers(adam)
         return sums
 
@@ -248,9 +248,7 @@ class CompiledBPRStep:
         if adam is not None:
             self._adam_from_buffers(adam)
         else:
-            batch = tuple(t.numpy() for t in fit.batch)
-            sgd_on_touched_rows(P, Q, bias, has_bias, *batch, lr, self.grad_P, self.grad_Q, self.grad_bias,
-                                self.touched_P, self.touched_Q)
+            sgd_on_touched_rows(P, Q, bias, has_bias, *(t.numpy() for t in fit.batch), lr, *self.buffers)
         return fit.loss_sum, squares
 
     def _adam_from_buffers(self, adam) -> None:
@@ -263,7 +261,7 @@ class CompiledBPRStep:
             adam.step_table(model.item_bias, self.every_row_P[:1], bias_row)
         if model.user_bias is not None:
             adam.step_table(model.user_bias, self.every_row_P[:0], bias_row)  # no rows: a zero gradient
-        clear_touched_rows(self.grad_P, self.grad_Q, self.grad_bias, self.touched_P, self.touched_Q)
+        clear_touched_rows(*self.buffers)
 
     def gradient(self, users, positives, negatives, weights) -> tuple[float, float]:
         model, grads = self.model, []
