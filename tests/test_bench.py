@@ -30,10 +30,17 @@ def test_scale_bench_runs_each_setup_in_its_own_process(tmp_path):
     assert all(float(row[-1].replace(",", "")) > 0 for row in rows[-4:])  # peak RSS of each child
 
 
-def test_peers_speed_bench_times_every_contender_against_cornac():
-    out = bench("peers_speed.py", "dataset=synthetic", "dataset.n_users=80", "dataset.n_items=60",
-                "dataset.mean_interactions=15", "model.dim=8", "evaluation.ks=[5,10]", "--rounds", "2")
-    table = out[out.index("contender"):].splitlines()[1:]
+@pytest.fixture(scope="module")
+def peers_speed():
+    """One run of bench/peers_speed.py (the epoch table, then with --quality the time to quality)."""
+    return bench("peers_speed.py", "dataset=synthetic", "dataset.n_users=80", "dataset.n_items=60",
+                 "dataset.mean_interactions=15", "model.dim=8", "evaluation.ks=[5,10]", "--rounds", "2",
+                 "--quality", "--quality-epochs", "12")
+
+
+def test_peers_speed_bench_times_every_contender_against_cornac(peers_speed):
+    out = peers_speed
+    table = out[out.index("contender"):out.index("seed 0:")].splitlines()[1:]
     names = [line.split("  ")[0] for line in table if line.strip()]
     assert names[-2:] == ["cornac 3.0.1 BPR", "implicit 0.7.3 BPR"] and len(names) == 8
     ratios = {line.split("  ")[0]: line.split()[-1] for line in table if line.strip()}
@@ -41,10 +48,8 @@ def test_peers_speed_bench_times_every_contender_against_cornac():
     assert all(float(ratio.rstrip("x")) > 0 for ratio in ratios.values())
 
 
-def test_peers_speed_quality_times_each_run_to_both_targets():
-    out = bench("peers_speed.py", "dataset=synthetic", "dataset.n_users=80", "dataset.n_items=60",
-                "dataset.mean_interactions=15", "model.dim=8", "evaluation.ks=[5,10]", "--rounds", "1",
-                "--quality", "--quality-epochs", "12")
+def test_peers_speed_quality_times_each_run_to_both_targets(peers_speed):
+    out = peers_speed
     table = out[out.index("seed 0:"):].splitlines()
     assert "baseline's selected" in table[1] and "cornac's best" in table[1]
     rows = {line.split("  ")[0]: line for line in table[2:] if line.strip()}

@@ -14,7 +14,7 @@ from lambdaopt.data.formats import (read_amazon_food, read_amazon_reviews_csv, r
 from lambdaopt.data.real import load_dataset
 from lambdaopt.errors import ConfigError, DataError
 
-from conftest import compose_config, one_error_line, run_cli
+from conftest import compose_config, one_error_line, run_in_process
 from builders import SPLIT, nothing_cached, one_line_error, ratings_rows, write_u_data
 
 
@@ -269,6 +269,6 @@ def test_run_py_prints_one_error_line_and_exits_2(tmp_path, content, needle):
     path = tmp_path / "u.data"
     if content is not None:
         path.write_text(content)
-    result = run_cli(["dataset=ml-100k", f"dataset.path={path}", f"dataset.cache_dir={tmp_path / 'c'}",
-                      "tracking.enabled=false"], tmp_path)
+    result = run_in_process("run.py", ["dataset=ml-100k", f"dataset.path={path}",
+                                       f"dataset.cache_dir={tmp_path / 'c'}", "tracking.enabled=false"], tmp_path, {})
     assert str(path) in one_error_line(result, needle) and nothing_cached(tmp_path / "c")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, compose_config, run_cli
+from conftest import TINY, compose_config, run_in_process
 from lambdaopt import console
 from lambdaopt.experiment import build, run
 
@@ -23,7 +23,7 @@ class FakeTerminal(io.StringIO):
 @pytest.mark.slow
 def test_a_run_logs_its_dataset_a_loadable_model_system_metrics_and_the_selected_epoch(tmp_path):
     env = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.2", "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1"}
-    result = run_cli([*TINY, "regularizer=lambdaopt_dui", "tracking.system_metrics=true"], tmp_path, env=env)
+    result = run_in_process("run.py", [*TINY, "regularizer=lambdaopt_dui", "tracking.system_metrics=true"], tmp_path, env)
     assert result.returncode == 0, result.stderr
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     [run_] = client.search_runs([client.get_experiment_by_name("lambdaopt").experiment_id])

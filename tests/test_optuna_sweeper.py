@@ -72,7 +72,7 @@ def test_unreachable_storage_is_one_clear_error(tmp_path):
 # ----------------------------------------------------------------------------- end to end (slow)
 @pytest.mark.slow
 def test_search_optimizes_validation_resumes_and_reports_to_one_parent(tmp_path):
-    result = run_cli(["-m", *SEARCH, "hydra.sweeper.n_trials=3"], tmp_path)
+    result = run_in_process("run.py", ["-m", *SEARCH, "hydra.sweeper.n_trials=3"], tmp_path, {})
     assert result.returncode == 0, result.stderr
     trials = study(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
@@ -95,7 +95,7 @@ def test_search_optimizes_validation_resumes_and_reports_to_one_parent(tmp_path)
     assert parent.data.tags["best_child"].endswith(f"({best.info.run_id})")
 
     # the same command with a larger budget resumes the stored study: only the missing trials run
-    result = run_cli(["-m", *SEARCH, "hydra.sweeper.n_trials=5"], tmp_path)
+    result = run_in_process("run.py", ["-m", *SEARCH, "hydra.sweeper.n_trials=5"], tmp_path, {})
     assert result.returncode == 0, result.stderr
     assert [t.state for t in study(tmp_path).trials] == [TrialState.COMPLETE] * 5
     _, parents, children = sweep_runs(tmp_path)

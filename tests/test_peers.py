@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY, run_cli
+from conftest import ROOT, TINY, run_in_process
 
 sys.path.insert(0, str(ROOT / "bench"))
 import peers  # noqa: E402
@@ -27,7 +27,6 @@ def test_factor_scorer_ranks_cold_items_last_without_infinities():
 @pytest.mark.parametrize("peer", ["cornac", "implicit"])
 def test_tune_selects_the_best_validation_point_of_the_grid(peer):
     from lambdaopt.evaluation.ranking import RankingEvaluator
-    from lambdaopt.data.synthetic import load_synthetic
     from conftest import compose_config
     from hydra.utils import instantiate
 
@@ -48,7 +47,8 @@ def sweep(tmp_path_factory):
 
     cwd = tmp_path_factory.mktemp("sweep")
     uri = f"sqlite:///{cwd / 'mlflow.db'}"
-    done = run_cli(["-m", *TINY, "regularizer.lam=1e-3,1e-2", "seed=0,1", f"tracking.uri={uri}"], cwd)
+    done = run_in_process("run.py", ["-m", *TINY, "regularizer.lam=1e-3,1e-2", "seed=0,1", f"tracking.uri={uri}"],
+                          cwd, {})
     assert done.returncode == 0, done.stderr
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("lambdaopt")

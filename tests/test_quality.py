@@ -13,9 +13,18 @@ from conftest import compose_config
 pytestmark = [pytest.mark.slow, pytest.mark.research]
 
 
-def test_default_mf_beats_popularity_on_test_ndcg(tmp_path):
+GRID = (0.0, 1e-3, 3e-3, 5e-3, 1e-2, 3e-2)
+
+
+@pytest.fixture(scope="module")
+def fixed_grid():
+    """{λ: result} of the default experiment at each λ of the grid; the default λ is one of them."""
+    return {lam: run(compose_config(["tracking.enabled=false", f"regularizer.lam={lam}"])) for lam in GRID}
+
+
+def test_default_mf_beats_popularity_on_test_ndcg(fixed_grid):
     cfg = compose_config(["tracking.enabled=false"])
-    test = run(cfg).test
+    test = fixed_grid[cfg.regularizer.lam].test  # the default run
     dataset = instantiate(cfg.dataset)
     popularity = RankingEvaluator(dataset.n_users, dataset.n_items, dataset.test,
                                   dataset.train.concat(dataset.valid), ks=cfg.evaluation.ks)(
@@ -24,15 +33,13 @@ def test_default_mf_beats_popularity_on_test_ndcg(tmp_path):
     assert test["auc"] > popularity["auc"]
 
 
-def test_lambdaopt_dui_matches_the_validation_selected_fixed_lambda_within_noise():
+def test_lambdaopt_dui_matches_the_validation_selected_fixed_lambda_within_noise(fixed_grid):
     """λOpt-DUI (defaults) against the fixed-λ grid's validation-selected model, on test NDCG@10.
 
     With the strong defaults (item bias, SGD; README, Strong baselines) the tuned fixed λ is hard to
     beat here: measured, the grid selects λ = 5e-3 (test .215) and λOpt-DUI reaches .212 — a match within
     the seed-to-seed spread (≈ .003), not a win. The test keeps it a match, and λOpt above no penalty."""
-    grid = {lam: run(compose_config(["tracking.enabled=false", f"regularizer.lam={lam}"]))
-            for lam in (0.0, 1e-3, 3e-3, 5e-3, 1e-2, 3e-2)}
-    best_lam = max(grid, key=lambda lam: grid[lam].valid["ndcg@10"])
+    best_lam = max(fixed_grid, key=lambda lam: fixed_grid[lam].valid["ndcg@10"])
     learned = run(compose_config(["tracking.enabled=false", "regularizer=lambdaopt_dui"]))
-    assert learned.test["ndcg@10"] >= grid[best_lam].test["ndcg@10"] - 0.005
-    assert learned.test["ndcg@10"] > grid[0.0].test["ndcg@10"] + 0.005
+    assert learned.test["ndcg@10"] >= fixed_grid[best_lam].test["ndcg@10"] - 0.005
+    assert learned.test["ndcg@10"] > fixed_grid[0.0].test["ndcg@10"] + 0.005

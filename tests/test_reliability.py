@@ -2,7 +2,7 @@
 bit-identical metrics on CPU with one thread."""
 import pytest
 
-from conftest import TINY, compose_config, run_cli, run_in, tracked_runs
+from conftest import TINY, compose_config, run_in, run_in_process, tracked_runs
 from lambdaopt.experiment import run
 
 DIVERGING = ["optimizer=sgd", "optimizer.lr=1e30"]  # embeddings overflow float32 within a few steps
@@ -25,7 +25,7 @@ def test_nan_stops_the_run_failed_with_a_reason(tmp_path, extra, needle):
 
 @pytest.mark.slow
 def test_a_diverging_job_fails_and_the_sweep_goes_on(tmp_path):
-    result = run_cli(["-m", *TINY, "optimizer=sgd", "optimizer.lr=1e30,0.05"], tmp_path)
+    result = run_in_process("run.py", ["-m", *TINY, "optimizer=sgd", "optimizer.lr=1e30,0.05"], tmp_path, {})
     assert result.returncode == 0, result.stderr
     runs = tracked_runs(tmp_path, with_parents=True)[1]
     parent = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]

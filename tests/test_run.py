@@ -38,5 +38,5 @@ def test_unknown_option_and_wrong_type_are_reported_by_hydra(tmp_path):
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path):
-    result = run_cli(["--cfg", "job"], tmp_path)
+    result = run_in_process("run.py", ["--cfg", "job"], tmp_path, {})
     assert result.returncode == 0 and "regularizer:" in result.stdout and "lam:" in result.stdout

@@ -5,7 +5,7 @@ import urllib.request
 
 import pytest
 
-from conftest import TINY, mlflow_server, run_cli
+from conftest import TINY, mlflow_server, run_in_process
 from lambdaopt.store import open_store
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ def server(tmp_path):
 def test_a_run_logged_to_mlflow_server_reads_back_over_rest(tmp_path, server, monkeypatch):
     work = tmp_path / "client"
     work.mkdir()
-    result = run_cli([*TINY, "trainer.max_epochs=2", f"tracking.uri={server}"], work)
+    result = run_in_process("run.py", [*TINY, "trainer.max_epochs=2", f"tracking.uri={server}"], work, {})
     assert result.returncode == 0, result.stderr
     assert not (work / "mlflow.db").exists() and not (work / "mlartifacts").exists()  # all on the server
     experiment = rest(server, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=lambdaopt")["experiment"]
