@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -64,9 +65,37 @@ def fails_in_one_line(overrides: list[str], needle: str) -> str:
 
 def run_in(folder: Path, overrides: list[str]):
     """In process: `lambdaopt.run(overrides)` logging where `python run.py OVERRIDES` run in `folder` logs
-    (folder/mlflow.db, artifacts beside it); the result, or the user error it raises."""
+    (folder/mlflow.db — an empty store put there first if there is none —, artifacts beside it); the
+    result, or the user error it raises."""
+    empty_store_in(folder)
     return lambdaopt.run([*overrides, f"tracking.uri=sqlite:///{folder}/mlflow.db",
                           f"tracking.artifact_location={folder}/mlartifacts"])
+
+
+EMPTY_STORE: dict[str, Path] = {}
+_EMPTY_STORE_LOCK = threading.Lock()  # test_bad_inputs.py runs cases from two threads
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _empty_store_path(tmp_path_factory):
+    EMPTY_STORE["path"] = tmp_path_factory.mktemp("empty_store") / "mlflow.db"  # made on first use
+
+
+def empty_store_in(folder: Path) -> Path:
+    """folder/mlflow.db: unless it exists, a copy of an empty MLflow store made (migrated) once per pytest
+    process — a new SQLite store takes ~1.3 s of MLflow's schema migrations. For tests whose subject is
+    not the store's creation (that one: test_run.py, test_mlflow_record.py, test_hostile.py)."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    target, template = Path(folder) / "mlflow.db", EMPTY_STORE["path"]
+    with _EMPTY_STORE_LOCK:
+        if not target.exists():
+            if not template.exists():
+                MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments(max_results=1)
+            shutil.copyfile(template, target)
+    return target
 
 
 class Outcome:

@@ -16,7 +16,6 @@ seconds instead of 50 interpreter starts (~180 s of a worker).
 import gzip
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, TINY, Outcome, run_in_process
+from conftest import ROOT, TINY, Outcome, empty_store_in, run_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -121,12 +120,12 @@ def run_in_subprocess(entry: str, args: list[str], cwd: Path, env: dict) -> Outc
     return Outcome(result.returncode, result.stdout, result.stderr, time.monotonic() - started)
 
 
-def run_case(name: str, base: Path, store: Path) -> tuple[Outcome, Path]:
+def run_case(name: str, base: Path) -> tuple[Outcome, Path]:
     entry, args, content, _, _ = CASES[name]
     cwd = base / re.sub(r"\W+", "_", name)
     cwd.mkdir()
-    if entry == "run.py":
-        shutil.copyfile(store, cwd / "mlflow.db")
+    if entry == "run.py":  # (the check below then sees each store and that no run was added to it)
+        empty_store_in(cwd)
     data_file = cwd / "u.data"
     if isinstance(content, bytes):
         data_file.write_bytes(content)
@@ -140,14 +139,9 @@ def run_case(name: str, base: Path, store: Path) -> tuple[Outcome, Path]:
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
     base = tmp_path_factory.mktemp("bad_inputs")
-    # Every run.py case starts beside a copy of one empty MLflow store, made (migrated) once here: a new
-    # SQLite store takes ~1.3 s of MLflow's migrations, ~25 s over the cases that open one. The check
-    # below then sees each store and that no run was added to it.
-    store = base / "empty_store.db"
-    MlflowClient(tracking_uri=f"sqlite:///{store}").search_experiments(max_results=1)
     with ThreadPoolExecutor(max_workers=1) as pool:  # the subprocess cases beside the in-process ones
-        spawned = {name: pool.submit(run_case, name, base, store) for name in CASES if name in IN_SUBPROCESS}
-        here = {name: run_case(name, base, store) for name in CASES if name not in IN_SUBPROCESS}
+        spawned = {name: pool.submit(run_case, name, base) for name in CASES if name in IN_SUBPROCESS}
+        here = {name: run_case(name, base) for name in CASES if name not in IN_SUBPROCESS}
         return {name: here[name] if name in here else spawned[name].result() for name in CASES}
 
 

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from conftest import TINY, compose_config, start_service
+from conftest import TINY, compose_config, empty_store_in, start_service
 from lambdaopt.console import number
 from lambdaopt.experiment import run
 from lambdaopt.mlflow_ui import chromium, dump_dom, served
@@ -29,7 +29,7 @@ def visible_text(dom: str) -> str:
 
 
 def test_the_run_page_shows_the_name_and_the_selected_epochs_values(tmp_path, browser):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = f"sqlite:///{empty_store_in(tmp_path)}"
     cfg = compose_config([*TINY, f"tracking.uri={uri}", f"tracking.artifact_location={tmp_path}/artifacts"])
     result = run(cfg)
     with served(uri) as base:

@@ -20,7 +20,7 @@ from lambdaopt.experiment import run
 from lambdaopt.evaluation.ranking import RankingEvaluator
 from lambdaopt.models.popularity import Popularity
 
-from conftest import ROOT, compose_config
+from conftest import ROOT, compose_config, empty_store_in
 
 pytestmark = pytest.mark.real_data
 
@@ -87,7 +87,7 @@ def test_random_split_is_seeded_and_explicit_keeps_ratings(ml100k_cache):
 @pytest.mark.slow
 @pytest.mark.research
 def test_short_real_experiment_beats_popularity(ml100k_cache, tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = f"sqlite:///{empty_store_in(tmp_path)}"
     cfg = compose_config(["dataset=ml-100k", f"dataset.cache_dir={ml100k_cache}", "model.dim=64",
                           "trainer.max_epochs=15", "evaluation.ks=[10,100]", f"tracking.uri={uri}",
                           f"tracking.artifact_location={tmp_path}/artifacts", "tracking.log_model=false"])

@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import FAST, ROOT, one_error_line, run_cli, run_in_process, sweep_runs
+from conftest import FAST, ROOT, empty_store_in, one_error_line, run_cli, run_in_process, sweep_runs
 from lambdaopt.errors import ConfigError
 from lambdaopt.search import build_plugin, open_storage, search_space
 
@@ -72,6 +72,7 @@ def test_unreachable_storage_is_one_clear_error(tmp_path):
 # ----------------------------------------------------------------------------- end to end (slow)
 @pytest.mark.slow
 def test_search_optimizes_validation_resumes_and_reports_to_one_parent(tmp_path):
+    empty_store_in(tmp_path)
     result = run_in_process("run.py", ["-m", *SEARCH, "hydra.sweeper.n_trials=3"], tmp_path, {})
     assert result.returncode == 0, result.stderr
     trials = study(tmp_path).trials

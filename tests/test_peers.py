@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY, run_in_process
+from conftest import ROOT, TINY, empty_store_in, run_in_process
 
 sys.path.insert(0, str(ROOT / "bench"))
 import peers  # noqa: E402
@@ -46,7 +46,7 @@ def sweep(tmp_path_factory):
     from mlflow.tracking import MlflowClient
 
     cwd = tmp_path_factory.mktemp("sweep")
-    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    uri = f"sqlite:///{empty_store_in(cwd)}"
     done = run_in_process("run.py", ["-m", *TINY, "regularizer.lam=1e-3,1e-2", "seed=0,1", f"tracking.uri={uri}"],
                           cwd, {})
     assert done.returncode == 0, done.stderr

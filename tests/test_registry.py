@@ -10,7 +10,7 @@ from lambdaopt.errors import ConfigError
 from lambdaopt.registry import MODELS, REGULARIZERS
 from lambdaopt.tasks import TASKS
 
-from conftest import CONF_DIR, TINY
+from conftest import CONF_DIR, TINY, empty_store_in
 
 REGULARIZER_OPTIONS = sorted(p.stem for p in (Path(CONF_DIR) / "regularizer").glob("*.yaml"))
 # the smallest data of each task (completion: the low-rank matrix, a few full-batch steps)
@@ -67,7 +67,7 @@ def test_worked_example_l1_is_one_grid_row_of_the_report(tmp_path):
     report row, λ selected per seed on validation, named by its display name."""
     from lambdaopt.report import label_runs, load_runs, paper_table
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = f"sqlite:///{empty_store_in(tmp_path)}"
     for lam in (1e-4, 1e-2):
         lambdaopt.run([*TINY, "regularizer=l1", f"regularizer.lam={lam}", f"tracking.uri={uri}", "device=cpu",
                        f"tracking.artifact_location={tmp_path}/artifacts"])

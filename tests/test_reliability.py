@@ -2,7 +2,7 @@
 bit-identical metrics on CPU with one thread."""
 import pytest
 
-from conftest import TINY, compose_config, run_in, run_in_process, tracked_runs
+from conftest import TINY, compose_config, empty_store_in, run_in, run_in_process, tracked_runs
 from lambdaopt.experiment import run
 
 DIVERGING = ["optimizer=sgd", "optimizer.lr=1e30"]  # embeddings overflow float32 within a few steps
@@ -25,6 +25,7 @@ def test_nan_stops_the_run_failed_with_a_reason(tmp_path, extra, needle):
 
 @pytest.mark.slow
 def test_a_diverging_job_fails_and_the_sweep_goes_on(tmp_path):
+    empty_store_in(tmp_path)
     result = run_in_process("run.py", ["-m", *TINY, "optimizer=sgd", "optimizer.lr=1e30,0.05"], tmp_path, {})
     assert result.returncode == 0, result.stderr
     runs = tracked_runs(tmp_path, with_parents=True)[1]
@@ -49,7 +50,7 @@ def test_a_failed_job_returns_its_run_id_to_the_sweep(tmp_path, monkeypatch):
 
     job = SimpleNamespace(mode=SimpleNamespace(name="MULTIRUN"), overrides=SimpleNamespace(task=[]),
                           sweep=SimpleNamespace(dir="multirun/x"), job=SimpleNamespace(num=0))
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(empty_store_in(tmp_path).parent)
     monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
     monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: job))
     returned = hydra_task(compose_config([*TINY, *DIVERGING]))

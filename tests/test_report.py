@@ -7,6 +7,7 @@ from lambdaopt.report import figures, label_runs, paper_table, to_markdown
 from lambdaopt.report.table import metric_columns
 
 from builders import fake_runs
+from conftest import empty_store_in
 
 
 def test_fixed_grid_row_is_the_validation_selected_lambda_with_the_whole_grids_cost():
@@ -78,7 +79,7 @@ def test_a_report_over_ranking_and_completion_runs_has_one_section_each_and_neve
 
     from lambdaopt.report import write_report
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = f"sqlite:///{empty_store_in(tmp_path)}"
     client = MlflowClient(uri)
     experiment = client.create_experiment("mixed", artifact_location=(tmp_path / "art").as_uri())
     for feedback, model, metrics in (

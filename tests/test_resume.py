@@ -10,7 +10,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import lambdaopt
-from conftest import ROOT, TINY, one_error_line, run_cli, run_in
+from conftest import ROOT, TINY, empty_store_in, one_error_line, run_cli, run_in
 from lambdaopt import checkpoint
 from lambdaopt.store import local_artifact_dir
 
@@ -40,7 +40,7 @@ def run_from(monkeypatch):
     """`lambdaopt.run(overrides)` from `folder`: with the command's default tracking settings, relative to
     it, so its params equal those of `python run.py` run there."""
     def run(folder, overrides):
-        monkeypatch.chdir(folder)
+        monkeypatch.chdir(empty_store_in(folder).parent)
         return lambdaopt.run(overrides)
     return run
 
@@ -62,7 +62,7 @@ def test_sigkill_after_an_epoch_then_resume_gives_identical_metrics(tmp_path, re
 
     args = [*TINY, "trainer.max_epochs=4", f"regularizer={regularizer}"]
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    straight.mkdir(), interrupted.mkdir()
+    straight.mkdir(), interrupted.mkdir(), empty_store_in(interrupted)
     run_from(straight, args)
 
     killed = run_cli(["2", *args], interrupted, script=ROOT / "tests" / "kill_after_checkpoint.py")
@@ -92,7 +92,7 @@ def test_sigterm_mid_epoch_checkpoints_ends_killed_and_resume_last_is_exact(tmp_
     args = [*TINY, "trainer.max_epochs=6", "trainer.patience=0", "trainer.batch_size=32", "optimizer.lr=1.5",
             "trainer.stop_loss=0", "regularizer=lambdaopt_dui"]
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    straight.mkdir(), interrupted.mkdir()
+    straight.mkdir(), interrupted.mkdir(), empty_store_in(interrupted)
     job = run_cli(["4", "10", *args], interrupted, script=ROOT / "tests" / "term_in_epoch.py")
     line = one_error_line(job, "interrupted by SIGTERM in epoch 4 after step 11", 128 + signal.SIGTERM)
     assert "resume=" in line

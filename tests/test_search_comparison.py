@@ -5,7 +5,7 @@ summed training seconds of every run it needed."""
 import pandas as pd
 import pytest
 
-from conftest import FAST, run_in_process, sweep_runs
+from conftest import FAST, empty_store_in, run_in_process, sweep_runs
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "search_vs_lambdaopt"
@@ -15,6 +15,7 @@ EXPERIMENT = "search_vs_lambdaopt"
 def compared(tmp_path_factory):
     """Both sweeps and the report, each run as its command would be, in this process (faster than three)."""
     cwd = tmp_path_factory.mktemp("search")
+    empty_store_in(cwd)
     grid = run_in_process("run.py", ["-m", *FAST, "+sweep=search_vs_lambdaopt", "regularizer.lam=0,1e-2", "seed=0,1"],
                           cwd, {})
     assert grid.returncode == 0, grid.stderr

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from conftest import FAST, ROOT, compose_config, run_cli, run_in_process, sweep_runs
+from conftest import FAST, ROOT, compose_config, empty_store_in, run_cli, run_in_process, sweep_runs
 
 
 # ----------------------------------------------------------------------------- presets (fast)
@@ -68,6 +68,7 @@ def test_union_sweeper_expands_each_grid_and_routes_command_line_overrides(tmp_p
 def grid_sweep(tmp_path_factory):
     """A 2 × 2 grid (λ × seed) under the basic launcher, run once for the tests below."""
     cwd = tmp_path_factory.mktemp("grid")
+    empty_store_in(cwd)
     result = run_in_process("run.py", ["-m", *FAST, "regularizer.lam=0,1e-2", "seed=0,1"], cwd, {})
     assert result.returncode == 0, result.stderr
     (cwd / "stdout.txt").write_text(result.stdout)
@@ -151,6 +152,7 @@ def subprocess_report(args, cwd):
 
 @pytest.mark.slow
 def test_a_failed_job_fails_the_parent_and_is_named(tmp_path):
+    empty_store_in(tmp_path)
     result = run_in_process("run.py", ["-m", *FAST, "optimizer.lr=0,1e-2"], tmp_path, {})
     assert result.returncode == 0, result.stderr  # a user error does not stop the sweep
     _, parents, children = sweep_runs(tmp_path)
@@ -178,6 +180,7 @@ def test_bad_sweeps_are_reported_by_hydra_and_leave_no_parent(tmp_path, args, ne
 
 @pytest.mark.slow
 def test_submitit_local_sweep_gives_one_parent_and_two_children(tmp_path):
+    empty_store_in(tmp_path)
     result = run_in_process("run.py", ["-m", *FAST, "hydra/launcher=submitit_local", "regularizer.lam=0,1e-2"],
                             tmp_path, {})
     assert result.returncode == 0, result.stderr
