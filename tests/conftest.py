@@ -67,8 +67,7 @@ def run_in(folder: Path, overrides: list[str]):
     """In process: `lambdaopt.run(overrides)` logging where `python run.py OVERRIDES` run in `folder` logs
     (folder/mlflow.db — an empty store put there first if there is none —, artifacts beside it); the
     result, or the user error it raises."""
-    empty_store_in(folder)
-    return lambdaopt.run([*overrides, f"tracking.uri=sqlite:///{folder}/mlflow.db",
+    return lambdaopt.run([*overrides, f"tracking.uri=sqlite:///{empty_store_in(folder)}",
                           f"tracking.artifact_location={folder}/mlartifacts"])
 
 

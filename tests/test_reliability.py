@@ -50,7 +50,8 @@ def test_a_failed_job_returns_its_run_id_to_the_sweep(tmp_path, monkeypatch):
 
     job = SimpleNamespace(mode=SimpleNamespace(name="MULTIRUN"), overrides=SimpleNamespace(task=[]),
                           sweep=SimpleNamespace(dir="multirun/x"), job=SimpleNamespace(num=0))
-    monkeypatch.chdir(empty_store_in(tmp_path).parent)
+    empty_store_in(tmp_path)
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
     monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: job))
     returned = hydra_task(compose_config([*TINY, *DIVERGING]))

@@ -40,7 +40,8 @@ def run_from(monkeypatch):
     """`lambdaopt.run(overrides)` from `folder`: with the command's default tracking settings, relative to
     it, so its params equal those of `python run.py` run there."""
     def run(folder, overrides):
-        monkeypatch.chdir(empty_store_in(folder).parent)
+        empty_store_in(folder)
+        monkeypatch.chdir(folder)
         return lambdaopt.run(overrides)
     return run
 
