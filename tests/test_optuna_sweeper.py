@@ -150,6 +150,8 @@ def test_two_processes_work_on_one_study_through_basic_and_submitit_launchers(tm
     assert 6 <= len(trials) <= 7 and all(t.state == TrialState.COMPLETE for t in trials)
     _, parents, children = sweep_runs(tmp_path)
     assert len(parents) == 2 and len(children) == len(trials)
+    assert sorted(p.data.tags["launcher"] for p in parents) == ["BasicLauncher", "LocalLauncher"]  # submitit_local
+    assert all(run.info.status == "FINISHED" for run in [*parents, *children])
     per_parent = {p.info.run_id: sum(c.data.tags["mlflow.parentRunId"] == p.info.run_id for c in children)
                   for p in parents}
     assert all(n >= 1 for n in per_parent.values()), per_parent  # both processes ran trials of the study
