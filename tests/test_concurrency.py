@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from omegaconf import OmegaConf
 
-from conftest import TINY, compose_config, mlflow_server, run_cli
+from conftest import TINY, compose_config, mlflow_server, run_in_process
 from lambdaopt.store import open_store
 from lambdaopt.tracking import ensure_experiment, flatten
 
@@ -26,7 +26,8 @@ def sweep_and_count(tmp_path, uri: str, swept: list[str]):
     """Run a joblib sweep (2 workers, one job per combination of the `swept` overrides) against `uri` (a fresh
     store: the jobs create it together); assert nothing was lost: every run, param and metric point is there."""
     job = [*TINY, f"trainer.max_epochs={EPOCHS}", "trainer.patience=0", f"tracking.uri={uri}"]
-    result = run_cli(["-m", *job, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *swept], tmp_path, timeout=240)
+    result = run_in_process("run.py", ["-m", *job, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *swept],
+                            tmp_path, {})  # the sweep's launcher here; its jobs in the 2 loky worker processes
     assert result.returncode == 0, result.stderr
     experiment_id = ensure_experiment(uri, "lambdaopt")
     client = MlflowClient(tracking_uri=uri)
