@@ -1,5 +1,7 @@
 """The bench scripts still run end to end (smallest settings): their numbers live in bench/README.md."""
-import subprocess
+import contextlib
+import io
+import runpy
 import sys
 
 import pytest
@@ -9,11 +11,21 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def bench(*args, timeout=300):
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / args[0]), *args[1:]], capture_output=True,
-                            text=True, timeout=timeout)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+def bench(script: str, *args: str) -> str:
+    """What `python bench/SCRIPT ARGS` prints, run in this process (runpy with its sys.argv): what is checked
+    is the script's output, and a process of its own would add ~5 s of imports. (bench/scale.py still starts
+    a process per setup: that is what it measures.)"""
+    path = str(ROOT / "bench" / script)
+    out, saved = io.StringIO(), (sys.argv, sys.path[:])
+    sys.argv = [path, *args]
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(path, run_name="__main__")
+    except SystemExit as exit_:
+        assert exit_.code in (None, 0), exit_.code
+    finally:
+        sys.argv, sys.path[:] = saved
+    return out.getvalue()
 
 
 def test_lambdaopt_epoch_bench_prints_ratios_to_fixed():

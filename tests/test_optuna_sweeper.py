@@ -114,6 +114,7 @@ def test_search_optimizes_validation_resumes_and_reports_to_one_parent(tmp_path)
     assert "3 of 5 trials there" in result.stdout + result.stderr
 
 
+@pytest.mark.filterwarnings("ignore:BruteForceSampler is experimental")  # Optuna's note to a user, chosen here
 @pytest.mark.slow
 def test_joblib_trials_pruned_failed_and_one_study_per_seed(tmp_path):
     # ThresholdPruner(lower=2): every NDCG is below 2, so each trial is pruned at its first step past
@@ -181,6 +182,7 @@ def test_two_processes_work_on_one_study_through_basic_and_submitit_launchers(tm
     assert {c.data.tags["optuna_trial"] for c in children} == {str(t.number) for t in trials}
 
 
+@pytest.mark.filterwarnings("ignore:BruteForceSampler is experimental")  # Optuna's note to a user, chosen here
 @pytest.mark.slow
 @pytest.mark.parametrize("args,needle,in_process", [
     (["hydra.sweeper.storage=postgresql://nobody:x@127.0.0.1:1/optuna"], "cannot open the Optuna storage", False),
