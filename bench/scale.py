@@ -77,9 +77,10 @@ def child(path: Path, size: str, setup: str, dim: int) -> dict:
     torch.set_num_threads(1)
     dataset = load(path, size)
     torch.manual_seed(0)
-    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=dim, item_bias=False)
-    if setup == "fixed_sparse":  # optimizer=sparse_adam: lazy Adam on the batch rows, sparse gradients
-        model.sparse_grad = True
+    # optimizer=sparse_adam: sparse gradients, lazy Adam on the batch rows
+    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=dim, item_bias=False,
+                                sparse_grad=setup == "fixed_sparse")
+    if setup == "fixed_sparse":
         optimizer = torch.optim.SparseAdam(model.parameters(), lr=1e-2)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)  # as lambdaopt/conf/optimizer/adam.yaml

@@ -149,6 +149,12 @@ def run_in_process(entry: str, args: list[str], cwd: Path, env: dict) -> Outcome
         logging.getLogger().handlers[:] = saved[3]
         logging.getLogger().setLevel(saved[4])
         GlobalHydra.instance().clear()
+        if "hydra/launcher=joblib" in args:
+            # joblib's loky workers outlive the sweep, in the working folder they started in: stop them as the
+            # command's exit does, so that a later sweep in this process starts its own
+            from joblib.externals.loky import get_reusable_executor
+
+            get_reusable_executor().shutdown(wait=True)
     return Outcome(status, out.getvalue(), err.getvalue(), time.monotonic() - started)
 
 

@@ -1,6 +1,9 @@
-"""Parallel jobs (joblib launcher, 2 workers) logging to one SQLite file, to a loopback `mlflow server`,
-and to one on PostgreSQL (the team setup): every run, param and metric point arrives (counted)."""
+"""Parallel jobs (joblib launcher, 2 workers) logging to one SQLite file and to an `mlflow server` on
+PostgreSQL (the team setup; its runs read back through the REST API too): every run, param and metric point
+arrives (counted). (A server over a SQLite file, MLflow's default, is what test_mlflow_ui.py browses.)"""
 import itertools
+import json
+import urllib.request
 import uuid
 
 import psycopg
@@ -9,12 +12,13 @@ from mlflow.tracking import MlflowClient
 
 from omegaconf import OmegaConf
 
-from conftest import TINY, compose_config, mlflow_server, run_cli
+from conftest import TINY, compose_config, mlflow_server, run_in_process
+from lambdaopt.store import open_store
 from lambdaopt.tracking import ensure_experiment, flatten
 
 pytestmark = pytest.mark.slow
 
-LAMS = ["0.0", "0.001", "0.01", "0.1"]
+LAMS = ["0.0", "0.001", "0.01", "0.1", "0.2", "0.5", "1.0", "2.0"]  # the PostgreSQL sweep: 8 jobs
 EPOCHS = 3
 
 
@@ -22,7 +26,8 @@ def sweep_and_count(tmp_path, uri: str, swept: list[str]):
     """Run a joblib sweep (2 workers, one job per combination of the `swept` overrides) against `uri` (a fresh
     store: the jobs create it together); assert nothing was lost: every run, param and metric point is there."""
     job = [*TINY, f"trainer.max_epochs={EPOCHS}", "trainer.patience=0", f"tracking.uri={uri}"]
-    result = run_cli(["-m", *job, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *swept], tmp_path, timeout=240)
+    result = run_in_process("run.py", ["-m", *job, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *swept],
+                            tmp_path, {})  # the sweep's launcher here; its jobs in the 2 loky worker processes
     assert result.returncode == 0, result.stderr
     experiment_id = ensure_experiment(uri, "lambdaopt")
     client = MlflowClient(tracking_uri=uri)
@@ -59,21 +64,38 @@ def test_parallel_jobs_into_one_sqlite_file(tmp_path):
     assert sorted(r.data.tags["regularizer"] for r in runs) == ["FixedL2", "FixedL2", "LambdaOpt", "LambdaOpt"]
 
 
-def test_parallel_jobs_into_a_loopback_mlflow_server(tmp_path):
-    with mlflow_server(tmp_path / "server") as base:
-        sweep_and_count(tmp_path, base, ["regularizer.lam=" + ",".join(LAMS)])
+def rest(base: str, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
 
 
 @pytest.mark.postgres
-def test_eight_parallel_jobs_into_an_mlflow_server_on_postgresql(tmp_path, postgres_uri):
-    """The team setup: `mlflow server` on PostgreSQL with proxied artifacts, 8 jobs by 2 joblib workers."""
+def test_eight_parallel_jobs_into_an_mlflow_server_on_postgresql(tmp_path, postgres_uri, monkeypatch):
+    """The team setup: `mlflow server` on PostgreSQL with proxied artifacts, 8 jobs by 2 joblib workers; a run
+    read back through the REST API, nothing of it on the client's disk."""
     database = f"mlflow_{uuid.uuid4().hex[:12]}"  # a fresh database: counts start from zero
     with psycopg.connect(postgres_uri, autocommit=True) as connection:  # CREATE DATABASE: outside a transaction
         connection.execute(f'CREATE DATABASE "{database}"')
     with mlflow_server(tmp_path / "server", postgres_uri.rsplit("/", 1)[0] + "/" + database) as base:
-        runs = sweep_and_count(tmp_path, base, ["regularizer.lam=" + ",".join(LAMS + ["0.2", "0.5", "1.0", "2.0"])])
+        runs = sweep_and_count(tmp_path, base, ["regularizer.lam=" + ",".join(LAMS)])
+        experiment = rest(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=lambdaopt")["experiment"]
+        run = rest(base, f"/api/2.0/mlflow/runs/get?run_id={runs[0].info.run_id}")["run"]
+        assert run["info"]["status"] == "FINISHED" and run["info"]["experiment_id"] == experiment["experiment_id"]
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        assert 0.0 <= metrics["test/auc"] <= 1.0 and "test/ndcg_at_10" in metrics
+        assert {p["key"]: p["value"] for p in run["data"]["params"]}["model.dim"] == "8"
+        artifacts = rest(base, f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}")
+        assert {"config.yaml", "model.pt"} <= {f["path"] for f in artifacts.get("files", [])}
+        # the next job finds the experiment with its proxied location (mlflow-artifacts:/1): nothing local to
+        # check or create (as a path it would be a folder named "mlflow-artifacts:" in the working directory)
+        monkeypatch.chdir(tmp_path)
+        before = sorted(tmp_path.iterdir())
+        assert open_store(base, "lambdaopt", "mlartifacts") == experiment["experiment_id"]
+        assert experiment["artifact_location"].startswith("mlflow-artifacts:") and sorted(tmp_path.iterdir()) == before
     with psycopg.connect(postgres_uri.rsplit("/", 1)[0] + "/" + database) as connection:  # the rows themselves
         assert connection.execute("SELECT count(*) FROM runs WHERE lifecycle_stage = 'active'").fetchone()[0] == 9
         assert connection.execute("SELECT count(*) FROM metrics WHERE key = 'train_loss'").fetchone()[0] == 8 * EPOCHS
-    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlartifacts").exists()  # artifacts: the server's
-    assert len(runs) == 8
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()  # all on the server
+    assert not (tmp_path / "mlartifacts").exists() and len(runs) == 8

@@ -3,8 +3,10 @@ trials through the basic, joblib and submitit launchers, two processes on one st
 validation (never test), FAIL and PRUNED trials, one MLflow parent with the best trial's metrics, and
 one-line errors."""
 import json
+import os
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
@@ -15,6 +17,14 @@ from lambdaopt.errors import ConfigError
 from lambdaopt.search import build_plugin, open_storage, search_space
 
 SEARCH = [*FAST, "+sweep=optuna_lambda", "hydra.sweeper.n_jobs=2"]
+
+
+def shared_trials(storage: str) -> list:
+    """The trials of study "shared" in `storage` (none before it exists)."""
+    try:
+        return optuna.load_study(study_name="shared", storage=open_storage(storage)).trials
+    except KeyError:  # not created yet
+        return []
 
 
 def study(cwd, name="optuna_lambda"):
@@ -104,19 +114,22 @@ def test_search_optimizes_validation_resumes_and_reports_to_one_parent(tmp_path)
     assert "3 of 5 trials there" in result.stdout + result.stderr
 
 
+@pytest.mark.filterwarnings("ignore:BruteForceSampler is experimental")  # Optuna's note to a user, chosen here
 @pytest.mark.slow
 def test_joblib_trials_pruned_failed_and_one_study_per_seed(tmp_path):
     # ThresholdPruner(lower=2): every NDCG is below 2, so each trial is pruned at its first step past
     # warm-up (epoch 2 of 6);
     # optimizer.lr=0 is refused by the job (a FAILED dict), which the study records as FAIL.
     pruner = json.dumps({"name": "ThresholdPruner", "lower": 2.0, "n_warmup_steps": 2}).replace('"', "")
-    result = run_cli(["-m", *FAST, "+sweep=optuna_lambda", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                      "trainer.max_epochs=6", "trainer.min_epochs=0", "trainer.patience=0", "seed=0,1",
-                      "regularizer.lam=1e-3",  # set on the command line: not searched
-                      "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=null", f"hydra.sweeper.pruner={pruner}",
-                      "+hydra.sweeper.params.optimizer.lr={type: categorical, choices: [0.0, 50.0]}",
-                      "hydra.sweeper.sampler=null", "hydra.sweeper.sampler={name: BruteForceSampler, seed: 0}"],
-                     tmp_path)  # (`=null` first: a new mapping would be merged into the preset's)
+    # the sweeper and launcher in this process, the trials in the 2 loky worker processes
+    result = run_in_process("run.py", [
+        "-m", *FAST, "+sweep=optuna_lambda", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        "trainer.max_epochs=6", "trainer.min_epochs=0", "trainer.patience=0", "seed=0,1",
+        "regularizer.lam=1e-3",  # set on the command line: not searched
+        "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=null", f"hydra.sweeper.pruner={pruner}",
+        "+hydra.sweeper.params.optimizer.lr={type: categorical, choices: [0.0, 50.0]}",
+        "hydra.sweeper.sampler=null", "hydra.sweeper.sampler={name: BruteForceSampler, seed: 0}",
+    ], tmp_path, {})  # (`=null` first: a new mapping would be merged into the preset's)
     assert result.returncode == 0, result.stderr
     _, parents, children = sweep_runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FAILED"  # a trial failed
@@ -135,27 +148,41 @@ def test_joblib_trials_pruned_failed_and_one_study_per_seed(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_work_on_one_study_through_basic_and_submitit_launchers(tmp_path):
-    """Two sweeps started together on one stored study (Optuna's journal file: no SQLite locking) share its
-    budget — trials running in the other process count — one with the basic launcher, one through submitit."""
+    """Two sweeps at once on one stored study (Optuna's journal file: no SQLite locking) share its budget —
+    trials running in the other process count: one through submitit in a process of its own, one with the
+    basic launcher in this process, started once the other has taken its first trial (in this process it
+    needs no start-up, and would otherwise run the whole budget before the other one asks)."""
     storage = f"journal:{tmp_path}/study.log"
     args = [*SEARCH, "hydra.sweeper.n_jobs=1", "hydra.sweeper.n_trials=6", f"hydra.sweeper.storage={storage}",
             "hydra.sweeper.study_name=shared"]
-    launchers = ([], ["hydra/launcher=submitit_local"])
-    processes = [subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *args, *extra], cwd=tmp_path,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for extra in launchers]
-    outcomes = [process.communicate(timeout=600) for process in processes]
-    assert [process.returncode for process in processes] == [0, 0], [err[-2000:] for _, err in outcomes]
-    trials = optuna.load_study(study_name="shared", storage=open_storage(storage)).trials
+    other = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *args, "hydra/launcher=submitit_local"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(f"{tmp_path}/study.log") or not shared_trials(storage):
+            assert other.poll() is None, other.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the other sweep took no trial in 120 s"
+            time.sleep(0.2)
+        here = run_in_process("run.py", ["-m", *args], tmp_path, {})
+        _, other_stderr = other.communicate(timeout=600)
+    finally:
+        other.kill()
+    assert here.returncode == 0, here.stderr[-2000:]
+    assert other.returncode == 0, other_stderr[-2000:]
+    trials = shared_trials(storage)
     # 6 asked in all; two processes counting at the same moment may each ask the last one (one extra)
     assert 6 <= len(trials) <= 7 and all(t.state == TrialState.COMPLETE for t in trials)
     _, parents, children = sweep_runs(tmp_path)
     assert len(parents) == 2 and len(children) == len(trials)
+    assert sorted(p.data.tags["launcher"] for p in parents) == ["BasicLauncher", "LocalLauncher"]  # submitit_local
+    assert all(run.info.status == "FINISHED" for run in [*parents, *children])
     per_parent = {p.info.run_id: sum(c.data.tags["mlflow.parentRunId"] == p.info.run_id for c in children)
                   for p in parents}
     assert all(n >= 1 for n in per_parent.values()), per_parent  # both processes ran trials of the study
     assert {c.data.tags["optuna_trial"] for c in children} == {str(t.number) for t in trials}
 
 
+@pytest.mark.filterwarnings("ignore:BruteForceSampler is experimental")  # Optuna's note to a user, chosen here
 @pytest.mark.slow
 @pytest.mark.parametrize("args,needle,in_process", [
     (["hydra.sweeper.storage=postgresql://nobody:x@127.0.0.1:1/optuna"], "cannot open the Optuna storage", False),

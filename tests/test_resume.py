@@ -10,7 +10,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import lambdaopt
-from conftest import ROOT, TINY, empty_store_in, one_error_line, run_cli, run_in
+from conftest import ROOT, TINY, empty_store_in, one_error_line, run_cli, run_in, run_in_process
 from lambdaopt import checkpoint
 from lambdaopt.store import local_artifact_dir
 
@@ -103,7 +103,7 @@ def test_sigterm_mid_epoch_checkpoints_ends_killed_and_resume_last_is_exact(tmp_
     assert (saved["trainer"]["epoch"], saved["trainer"]["step_in_epoch"]) == (3, 11)  # 3 epochs and 11 steps done
 
     run_from(straight, args)  # the uninterrupted run in this process
-    resumed = run_cli(["resume=last"], interrupted)
+    resumed = run_in_process("run.py", ["resume=last"], interrupted, {})  # the command's resume, here
     assert resumed.returncode == 0, resumed.stderr
     assert_same_results(straight, interrupted)
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import FAST, ROOT, TINY, run_cli, sweep_runs
+from conftest import FAST, ROOT, TINY, empty_store_in, run_in_process, sweep_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -26,7 +26,9 @@ def slurm_states(sweep_dir) -> dict[str, str]:
 
 
 def test_four_job_sweep_runs_on_slurm(tmp_path, slurm_cluster):
-    result = run_cli(["-m", *FAST, *SLURM, "regularizer.lam=0,1e-3,1e-2,1e-1"], tmp_path, timeout=600)
+    empty_store_in(tmp_path)
+    # the sweep and its launcher in this process; the jobs are SLURM's
+    result = run_in_process("run.py", ["-m", *FAST, *SLURM, "regularizer.lam=0,1e-3,1e-2,1e-1"], tmp_path, {})
     assert result.returncode == 0, result.stderr
     _, parents, children = sweep_runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -35,7 +37,11 @@ def test_four_job_sweep_runs_on_slurm(tmp_path, slurm_cluster):
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert sorted(float(c.data.params["regularizer.lam"]) for c in children) == [0, 1e-3, 1e-2, 1e-1]
     [sweep_dir] = [p.parent for p in tmp_path.glob("multirun/*/*/mlflow_parent_run_id")]
-    states = slurm_states(sweep_dir)
+    deadline, states = time.monotonic() + 60, slurm_states(sweep_dir)
+    # a task's result reaches the launcher while its job is still exiting (RUNNING, then COMPLETING)
+    while not set(states.values()) <= {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"} and time.monotonic() < deadline:
+        time.sleep(0.5)
+        states = slurm_states(sweep_dir)
     assert sorted(states.values()) == ["COMPLETED"] * 4, states  # one array of 4 tasks, run by SLURM
 
 

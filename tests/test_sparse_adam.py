@@ -35,9 +35,10 @@ def test_sparse_gradients_equal_the_dense_ones(setup):
     dataset, objective, batch = setup
     torch.manual_seed(0)
     model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=6, init_std=0.3, item_bias=False).double()
+    sparse_model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=6, item_bias=False, sparse_grad=True)
+    sparse_model.double().load_state_dict(model.state_dict())  # the same weights
     dense_loss, dense = loss_and_grads(model, objective, batch)
-    model.sparse_grad = True
-    sparse_loss, sparse = loss_and_grads(model, objective, batch)
+    sparse_loss, sparse = loss_and_grads(sparse_model, objective, batch)
     assert sparse_loss == dense_loss
     for name in dense:
         assert sparse[name].is_sparse and not dense[name].is_sparse
@@ -47,8 +48,8 @@ def test_sparse_gradients_equal_the_dense_ones(setup):
 def test_sparse_adam_moves_only_the_rows_in_the_batch(setup):
     dataset, objective, batch = setup
     torch.manual_seed(0)
-    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=6, init_std=0.3, item_bias=False)
-    model.sparse_grad = True
+    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=6, init_std=0.3, item_bias=False,
+                                sparse_grad=True)
     optimizer = torch.optim.SparseAdam(model.parameters(), lr=0.05)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     loss_and_grads(model, objective, batch)

@@ -1,5 +1,6 @@
-"""Sweeps end to end: presets, the union sweeper, MLflow parent runs under the basic and submitit launchers
-(joblib: test_concurrency.py), the report on the runs a sweep made, and the one-line errors."""
+"""Sweeps end to end: presets, the union sweeper, MLflow parent runs under the basic launcher (joblib:
+test_concurrency.py; submitit: test_optuna_sweeper.py's two processes and test_slurm.py), the report on
+the runs a sweep made, and the one-line errors."""
 import json
 import sys
 from pathlib import Path
@@ -176,15 +177,3 @@ def test_bad_sweeps_are_reported_by_hydra_and_leave_no_parent(tmp_path, args, ne
     if (tmp_path / "mlflow.db").exists():
         _, parents, children = sweep_runs(tmp_path)
         assert not [p for p in parents if p.info.lifecycle_stage == "active"] and not children
-
-
-@pytest.mark.slow
-def test_submitit_local_sweep_gives_one_parent_and_two_children(tmp_path):
-    empty_store_in(tmp_path)
-    result = run_in_process("run.py", ["-m", *FAST, "hydra/launcher=submitit_local", "regularizer.lam=0,1e-2"],
-                            tmp_path, {})
-    assert result.returncode == 0, result.stderr
-    _, parents, children = sweep_runs(tmp_path)
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
