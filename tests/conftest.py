@@ -158,6 +158,25 @@ def run_in_process(entry: str, args: list[str], cwd: Path, env: dict) -> Outcome
     return Outcome(status, out.getvalue(), err.getvalue(), time.monotonic() - started)
 
 
+def run_script(path: Path, *args: str) -> str:
+    """What `python PATH ARGS` prints, run in this process (runpy, its sys.argv set, stdout captured; a non-zero
+    exit fails): for scripts whose output is what a test checks, without ~5 s of imports in a process of its own."""
+    import contextlib
+    import io
+    import runpy
+
+    out, saved = io.StringIO(), (sys.argv, sys.path[:])
+    sys.argv = [str(path), *args]
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as exit_:
+        assert exit_.code in (None, 0), exit_.code
+    finally:
+        sys.argv, sys.path[:] = saved
+    return out.getvalue()
+
+
 def tracked_runs(folder: Path, experiment: str = "lambdaopt", with_parents: bool = False):
     """(client, runs of `experiment` in folder/mlflow.db; sweep parents left out unless `with_parents`)."""
     from mlflow.tracking import MlflowClient

@@ -1,31 +1,15 @@
 """The bench scripts still run end to end (smallest settings): their numbers live in bench/README.md."""
-import contextlib
-import io
-import runpy
-import sys
-
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 
 pytestmark = pytest.mark.slow
 
 
 def bench(script: str, *args: str) -> str:
-    """What `python bench/SCRIPT ARGS` prints, run in this process (runpy with its sys.argv): what is checked
-    is the script's output, and a process of its own would add ~5 s of imports. (bench/scale.py still starts
-    a process per setup: that is what it measures.)"""
-    path = str(ROOT / "bench" / script)
-    out, saved = io.StringIO(), (sys.argv, sys.path[:])
-    sys.argv = [path, *args]
-    try:
-        with contextlib.redirect_stdout(out):
-            runpy.run_path(path, run_name="__main__")
-    except SystemExit as exit_:
-        assert exit_.code in (None, 0), exit_.code
-    finally:
-        sys.argv, sys.path[:] = saved
-    return out.getvalue()
+    """What `python bench/SCRIPT ARGS` prints (run in this process; bench/scale.py still starts a process per
+    setup: that is what it measures)."""
+    return run_script(ROOT / "bench" / script, *args)
 
 
 def test_lambdaopt_epoch_bench_prints_ratios_to_fixed():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY, empty_store_in, run_in_process
+from conftest import ROOT, TINY, empty_store_in, run_in_process, run_script
 
 sys.path.insert(0, str(ROOT / "bench"))
 import peers  # noqa: E402
@@ -74,15 +74,11 @@ def test_peers_table_beside_a_lambdaopt_sweep(sweep, tmp_path, capsys):
 
 
 def test_select_on_validation_selects_once_per_seed(sweep):
-    import subprocess
-
     from mlflow.tracking import MlflowClient
 
     _, uri, parent = sweep
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "select_on_validation.py"), "--uri", uri,
-                             "--ks", "5,10"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    marked = [line.split() for line in result.stdout.splitlines() if line.endswith(" *")]
+    printed = run_script(ROOT / "bench" / "select_on_validation.py", "--uri", uri, "--ks", "5,10")
+    marked = [line.split() for line in printed.splitlines() if line.endswith(" *")]
     assert sorted(row[0] for row in marked) == ["0", "1"]  # one selected run per seed, not one overall
     children = MlflowClient(uri).search_runs(
         [MlflowClient(uri).get_experiment_by_name("lambdaopt").experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
@@ -90,4 +86,4 @@ def test_select_on_validation_selects_once_per_seed(sweep):
         same_seed = [r for r in children if r.data.params["seed"] == seed]
         best = max(same_seed, key=lambda r: r.data.metrics["best_valid/ndcg_at_10_smoothed"])
         assert best.data.params["regularizer.lam"] == lam
-    assert "selected on validation ndcg@10, per seed: seed 0:" in result.stdout
+    assert "selected on validation ndcg@10, per seed: seed 0:" in printed

@@ -51,7 +51,6 @@ def test_scancel_ends_the_run_killed_and_it_resumes_to_finished(tmp_path, slurm_
            "trainer.stop_loss=0", "tracking.log_model=false"]
     sweep = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *job, *SLURM], cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    resume = None
     try:
         deadline, run = time.monotonic() + 180, None
         while run is None:  # until the job's run has logged two epochs
@@ -73,18 +72,14 @@ def test_scancel_ends_the_run_killed_and_it_resumes_to_finished(tmp_path, slurm_
         epochs_before = len(client.get_metric_history(run.info.run_id, "train_loss"))
         assert 2 <= epochs_before < 100
         # The sweep learns of the cancelled job only at submitit's next sacct poll (2, 4, 8, 16, 32 s after
-        # submitting): the job is gone, so resume it meanwhile, again through SLURM.
-        resume = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *SLURM, f"resume={run.info.run_id}"],
-                                  cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # submitting): the job is gone, so resume it meanwhile, again through SLURM (launched from this process)
+        resume = run_in_process("run.py", ["-m", *SLURM, f"resume={run.info.run_id}"], tmp_path, {})
         _, stderr = sweep.communicate(timeout=180)
-        _, resume_stderr = resume.communicate(timeout=600)
     finally:
-        for process in (sweep, resume):
-            if process is not None:
-                process.kill()
+        sweep.kill()
     assert sweep.returncode != 0 and "UncompletedJobError" in stderr  # the launcher reports the cancelled job
     assert client.get_run(run.data.tags["mlflow.parentRunId"]).info.status == "FAILED"
-    assert resume.returncode == 0, resume_stderr
+    assert resume.returncode == 0, resume.stderr
     finished = client.get_run(run.info.run_id)
     assert finished.info.status == "FINISHED" and finished.data.tags["resumed_at_epoch"] == str(epochs_before)
     history = client.get_metric_history(run.info.run_id, "train_loss")
