@@ -149,7 +149,7 @@ def run_in_process(entry: str, args: list[str], cwd: Path, env: dict) -> Outcome
         logging.getLogger().handlers[:] = saved[3]
         logging.getLogger().setLevel(saved[4])
         GlobalHydra.instance().clear()
-        if "hydra/launcher=joblib" in args:
+        if "joblib.externals.loky" in sys.modules:  # a joblib sweep ran here (this costs ~1 ms when none is left)
             # joblib's loky workers outlive the sweep, in the working folder they started in: stop them as the
             # command's exit does, so that a later sweep in this process starts its own
             from joblib.externals.loky import get_reusable_executor
@@ -200,15 +200,6 @@ def sweep_runs(where: Path | str, experiment: str = "lambdaopt"):
     runs = client.search_runs([found.experiment_id], max_results=50000) if found else []
     parents = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
     return client, parents, [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
-
-
-def mlflow_server(folder: Path, backend_uri: str | None = None):
-    """A real `mlflow server` on 127.0.0.1 (backend: `backend_uri`, default a SQLite file in `folder`;
-    artifacts stored under `folder` and proxied to clients); a context yielding its URL, stopped after."""
-    from lambdaopt.mlflow_ui import served
-
-    folder.mkdir(parents=True, exist_ok=True)
-    return served(backend_uri or f"sqlite:///{folder}/mlflow.db", artifacts=folder / "artifacts", cwd=folder)
 
 
 SERVICES_LOCK = os.path.join(tempfile.gettempdir(), "lambdaopt-test-services.lock")
@@ -305,16 +296,16 @@ def _isolated_tracking_uri():
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
-# The longest files first (seconds on one worker, `-p` timeline of a whole run, 2026-12-03: concurrency 99,
-# optuna_sweeper 60, slurm 61, resume 50, quality 44, bench 39, sweeps 36; the rest ≤ 22). Under `--dist
-# loadfile` a file runs whole on one worker, and with `--no-loadscope-reorder` (pyproject) files are handed out
-# in this order, so the two workers end close together; xdist's own order (most tests first) hands out these
-# few-test files last, and one worker then ran the SLURM file alone for a minute at the end. Measured, two
-# rounds alternating: the workers ended 3 and 5 s apart (xdist's order: 58 and 81 s), CPU utilization
-# 87.0 / 87.3 % against 81.5 / 81.5 %. The SLURM file starts third: the background preparation
+# The longest files first (seconds on one worker, `-p` timeline of a whole run at 20302c8, 2026-12-03:
+# optuna_sweeper 99, concurrency 80, slurm 71, resume 44, quality 42, bad_inputs 23, hostile 21, sweeps 21; the
+# rest ≤ 17). Under `--dist loadfile` a file runs whole on one worker, and with `--no-loadscope-reorder`
+# (pyproject) files are handed out in this order, so the two workers end close together; xdist's own order (most
+# tests first) hands out these few-test files last, and one worker then ran the SLURM file alone for a minute at
+# the end. Measured, two rounds alternating: the workers ended 3 and 5 s apart (xdist's order: 58 and 81 s), CPU
+# utilization 87.0 / 87.3 % against 81.5 / 81.5 %. The SLURM file starts third: the background preparation
 # (`pytest_collection_finish`) has had a minute to start its cluster.
-LONGEST_FIRST = ["test_concurrency.py", "test_optuna_sweeper.py", "test_slurm.py", "test_resume.py",
-                 "test_quality.py", "test_bench.py", "test_sweeps.py"]
+LONGEST_FIRST = ["test_optuna_sweeper.py", "test_concurrency.py", "test_slurm.py", "test_resume.py",
+                 "test_quality.py", "test_bad_inputs.py", "test_hostile.py", "test_sweeps.py"]
 
 
 def pytest_collection_modifyitems(items):

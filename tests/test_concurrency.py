@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from omegaconf import OmegaConf
 
-from conftest import TINY, compose_config, mlflow_server, run_in_process
+from conftest import TINY, compose_config, run_in_process
+from lambdaopt.mlflow_ui import served
 from lambdaopt.store import open_store
 from lambdaopt.tracking import ensure_experiment, flatten
 
@@ -64,10 +65,9 @@ def test_parallel_jobs_into_one_sqlite_file(tmp_path):
     assert sorted(r.data.tags["regularizer"] for r in runs) == ["FixedL2", "FixedL2", "LambdaOpt", "LambdaOpt"]
 
 
-def rest(base: str, path: str, body: dict | None = None) -> dict:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
+def rest(base: str, path: str) -> dict:
+    """GET `path` of the server's REST API."""
+    with urllib.request.urlopen(base + path, timeout=30) as response:
         return json.loads(response.read())
 
 
@@ -78,7 +78,9 @@ def test_eight_parallel_jobs_into_an_mlflow_server_on_postgresql(tmp_path, postg
     database = f"mlflow_{uuid.uuid4().hex[:12]}"  # a fresh database: counts start from zero
     with psycopg.connect(postgres_uri, autocommit=True) as connection:  # CREATE DATABASE: outside a transaction
         connection.execute(f'CREATE DATABASE "{database}"')
-    with mlflow_server(tmp_path / "server", postgres_uri.rsplit("/", 1)[0] + "/" + database) as base:
+    server = tmp_path / "server"
+    server.mkdir()
+    with served(postgres_uri.rsplit("/", 1)[0] + "/" + database, artifacts=server / "artifacts", cwd=server) as base:
         runs = sweep_and_count(tmp_path, base, ["regularizer.lam=" + ",".join(LAMS)])
         experiment = rest(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=lambdaopt")["experiment"]
         run = rest(base, f"/api/2.0/mlflow/runs/get?run_id={runs[0].info.run_id}")["run"]
