@@ -10,6 +10,7 @@ makes it), so checkpoints, `state_dict()` and a later `optimizer.step()` carry o
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import Optional
 
@@ -83,6 +84,9 @@ class CompiledAdam:
                     bool(group["amsgrad"]), clamp)
 
 
+torch_adam_step = inspect.unwrap(torch.optim.Adam.step)
+
+
 @functools.lru_cache(maxsize=None)
 def torch_adam_lanes(dtype: torch.dtype) -> Optional[int]:
     """The vector width (entries of `dtype`) over which torch's fused CPU Adam runs its vectorized body, found
@@ -103,7 +107,8 @@ def torch_adam_lanes(dtype: torch.dtype) -> Optional[int]:
         step = CompiledAdam(compiled, kernels.adam_rows_step)
         for grad in grads:
             reference.grad = grad.view(-1).clone()
-            optimizer.step()
+            with torch.no_grad():  # Adam.step itself without its wrapper, which imports torch._dynamo (startup.py)
+                torch_adam_step(optimizer)
             step.step_table(twin, first_row, grad.numpy(), lanes=lanes)
         if torch.equal(reference, twin) and all(torch.equal(optimizer.state[reference][key], compiled.state[twin][key])
                                                  for key in optimizer.state[reference]):

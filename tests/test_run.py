@@ -7,8 +7,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_single_run_logs_a_finished_mlflow_run(tmp_path):
-    result = run_cli(TINY, tmp_path)
+    result = run_cli(TINY, tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})  # its imports, on stderr
     assert result.returncode == 0, result.stderr
+    imported = [line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
+    assert "torch" in imported and "torch._dynamo" not in imported  # lambdaopt/startup.py
     assert "test" in result.stdout and "mlflow ui --backend-store-uri sqlite:///mlflow.db" in result.stdout
     client, runs = tracked_runs(tmp_path)
     assert len(runs) == 1
