@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from omegaconf import OmegaConf
 
-from conftest import TINY, compose_config, run_in_process
+from conftest import TINY, compose_config, empty_store_in, run_in_process
 from lambdaopt.mlflow_ui import served
 from lambdaopt.store import open_store
 from lambdaopt.tracking import ensure_experiment, flatten
@@ -61,6 +61,7 @@ def sweep_and_count(tmp_path, uri: str, swept: list[str]):
 
 def test_parallel_jobs_into_one_sqlite_file(tmp_path):
     """Fixed λ and λOpt (its look-ahead, validation sampler and λ state) in the loky workers."""
+    empty_store_in(tmp_path)
     runs = sweep_and_count(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", ["regularizer=fixed,lambdaopt_d", "seed=0,1"])
     assert sorted(r.data.tags["regularizer"] for r in runs) == ["FixedL2", "FixedL2", "LambdaOpt", "LambdaOpt"]
 

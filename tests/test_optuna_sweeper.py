@@ -120,6 +120,7 @@ def test_joblib_trials_pruned_failed_and_one_study_per_seed(tmp_path):
     # ThresholdPruner(lower=2): every NDCG is below 2, so each trial is pruned at its first step past
     # warm-up (epoch 2 of 6);
     # optimizer.lr=0 is refused by the job (a FAILED dict), which the study records as FAIL.
+    empty_store_in(tmp_path)
     pruner = json.dumps({"name": "ThresholdPruner", "lower": 2.0, "n_warmup_steps": 2}).replace('"', "")
     # the sweeper and launcher in this process, the trials in the 2 loky worker processes
     result = run_in_process("run.py", [
@@ -152,6 +153,7 @@ def test_two_processes_work_on_one_study_through_basic_and_submitit_launchers(tm
     trials running in the other process count: one through submitit in a process of its own, one with the
     basic launcher in this process, started once the other has taken its first trial (in this process it
     needs no start-up, and would otherwise run the whole budget before the other one asks)."""
+    empty_store_in(tmp_path)
     storage = f"journal:{tmp_path}/study.log"
     args = [*SEARCH, "hydra.sweeper.n_jobs=1", "hydra.sweeper.n_trials=6", f"hydra.sweeper.storage={storage}",
             "hydra.sweeper.study_name=shared"]
@@ -192,6 +194,7 @@ def test_two_processes_work_on_one_study_through_basic_and_submitit_launchers(tm
 def test_bad_search_is_one_line_and_runs_nothing(tmp_path, args, needle, in_process):
     """One case as the process it is: the sweep's empty parent run is deleted at exit (parent_run.py's
     atexit step, which only a process exit runs); the others in this process, to the same one line."""
+    empty_store_in(tmp_path)
     if in_process:
         result = run_in_process("run.py", ["-m", *SEARCH, *args], tmp_path, {})
     else:

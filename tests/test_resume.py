@@ -131,6 +131,7 @@ def test_save_atomic_keeps_the_old_checkpoint_when_writing_fails(tmp_path):
 
 def test_ctrl_c_during_training_ends_the_run_killed_with_exit_130(tmp_path):
     args = [*TINY, "trainer.max_epochs=200", "trainer.patience=0", "trainer.stop_loss=0"]
+    empty_store_in(tmp_path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     job = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

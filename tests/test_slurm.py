@@ -49,6 +49,7 @@ def test_scancel_ends_the_run_killed_and_it_resumes_to_finished(tmp_path, slurm_
     # many small steps per epoch and no early stop: the job is still training when it is cancelled
     job = [*TINY, "trainer.max_epochs=100", "trainer.batch_size=32", "optimizer.lr=1.5", "trainer.patience=0",
            "trainer.stop_loss=0", "tracking.log_model=false"]
+    empty_store_in(tmp_path)
     sweep = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *job, *SLURM], cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
