@@ -61,8 +61,8 @@ def sweep_and_count(tmp_path, uri: str, swept: list[str]):
 
 def test_parallel_jobs_into_one_sqlite_file(tmp_path):
     """Fixed λ and λOpt (its look-ahead, validation sampler and λ state) in the loky workers."""
-    empty_store_in(tmp_path)
-    runs = sweep_and_count(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", ["regularizer=fixed,lambdaopt_d", "seed=0,1"])
+    uri = f"sqlite:///{empty_store_in(tmp_path)}"
+    runs = sweep_and_count(tmp_path, uri, ["regularizer=fixed,lambdaopt_d", "seed=0,1"])
     assert sorted(r.data.tags["regularizer"] for r in runs) == ["FixedL2", "FixedL2", "LambdaOpt", "LambdaOpt"]
 
 
