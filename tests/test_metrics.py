@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lambdaopt.data.interactions import Interactions
-from lambdaopt.evaluation.ranking import RankingEvaluator
+from lambdaopt.evaluation.ranking import RankingEvaluator, count_below
 
 
 class FixedScores:
@@ -65,6 +65,21 @@ def test_ranking_metrics_equal_brute_force(seed, tie_levels, chunk):
     want = brute_force(scores, heldout, excluded, ks)
     for name in want:
         assert got[name] == pytest.approx(want[name], abs=1e-9), name
+
+
+def test_count_below_is_searchsorted_within_each_run():
+    """Runs of 0..9 values with many ties, several values per run, values below, between, at and above."""
+    rng = np.random.default_rng(0)
+    runs = [np.sort(rng.integers(0, 4, size=rng.integers(0, 10))).astype(np.float32) for _ in range(30)]
+    bounds = np.cumsum([0] + [len(r) for r in runs])
+    run_of, values, want = [], [], []
+    for i, r in enumerate(runs):
+        for v in rng.integers(-1, 5, size=rng.integers(0, 6)) + rng.choice([0.0, 0.5], size=1):
+            run_of.append(i), values.append(v), want.append(np.searchsorted(r, np.float32(v)))
+    run_of = torch.tensor(run_of)
+    got = count_below(torch.from_numpy(np.concatenate(runs)), torch.from_numpy(bounds)[run_of],
+                      torch.from_numpy(bounds)[run_of + 1], torch.tensor(values, dtype=torch.float32))
+    assert got.tolist() == want
 
 
 def test_constant_scores_are_not_rewarded():
