@@ -147,11 +147,12 @@ class RankingEvaluator:
         scores[excl_row, excl_item] = -torch.inf  # excluded items fall below every real score
         n_excluded = torch.bincount(excl_row, minlength=n_chunk)
 
-        # Candidates (held-out items included) scoring ≥ / > each held-out score s: those not below s in its
-        # sorted row, and those not below the next float32 above s (s' ≤ s ⇔ s' < that): one search for both.
+        # Candidates (held-out items included) scoring ≥ / > each held-out score s: those not < s and those
+        # not ≤ s in its sorted row, one search for both. (Not "< the next float32 above s": where a library
+        # has set the CPU to treat subnormals as zero, the float above 0 compares equal to 0.)
         row_start = torch.cat([row, row]) * n_items
-        below = count_below(sort_rows(scores).reshape(-1), row_start, row_start + n_items,
-                            torch.cat([heldout, torch.nextafter(heldout, torch.full_like(heldout, torch.inf))]))
+        or_equal = torch.arange(2 * len(row), device=self.device) >= len(row)
+        below = count_below(sort_rows(scores).reshape(-1), row_start, row_start + n_items, heldout.repeat(2), or_equal)
         cand_ge, cand_gt = n_items - below[:len(row)], n_items - below[len(row):]
         # The held-out items ahead of each one, and those scoring ≥ / > it: its place in its row's entries
         # sorted by descending score, ties in CSR order (stable sorts), and the bounds of its run of ties.
@@ -194,18 +195,22 @@ class RankingEvaluator:
         return result
 
 
-def count_below(flat_sorted: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """For each value, how many elements of its ascending run `flat_sorted[lo:hi]` are < it (`lo`, `hi` per
-    value): `torch.searchsorted(run, value)` for any number of values per run, with no padding. Binary
-    lifting: the elements below a value are a prefix of its run, grown by 2^j, ..., 2, 1 where the element
-    ending the longer prefix is still below; ⌈log2(longest run + 1)⌉ vectorized steps."""
+def count_below(flat_sorted: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, values: torch.Tensor,
+                or_equal: torch.Tensor | bool = False) -> torch.Tensor:
+    """For each value, how many elements of its ascending run `flat_sorted[lo:hi]` are < it, or ≤ it where
+    `or_equal` (`lo`, `hi`, `or_equal` per value): `torch.searchsorted(run, value, right=or_equal)` for any
+    number of values per run, with no padding. Binary lifting: the elements below a value are a prefix of
+    its run, grown by 2^j, ..., 2, 1 where the element ending the longer prefix is still below;
+    ⌈log2(longest run + 1)⌉ vectorized steps."""
     count = torch.zeros_like(lo)
+    or_equal = torch.as_tensor(or_equal, device=values.device)
     last = len(flat_sorted) - 1
     step = 1 << (int((hi - lo).max()).bit_length() - 1) if len(lo) else 0
     while step:
         longer = count + step
         end = lo + longer  # one past the longer prefix
-        below = (end <= hi) & (flat_sorted[(end - 1).clamp_(max=last)] < values)
+        element = flat_sorted[(end - 1).clamp_(max=last)]
+        below = (end <= hi) & torch.where(or_equal, element <= values, element < values)
         count = torch.where(below, longer, count)
         step >>= 1
     return count
