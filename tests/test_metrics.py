@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lambdaopt.data.interactions import Interactions
-from lambdaopt.evaluation.ranking import RankingEvaluator
+from lambdaopt.evaluation.ranking import RankingEvaluator, count_below
 
 
 class FixedScores:
@@ -56,8 +56,17 @@ def random_problem(seed, n_users=25, n_items=40, tie_levels=None):
     return scores.astype(np.float32), heldout, excluded, to_log(pairs_h), to_log(pairs_e)
 
 
+@pytest.fixture(params=[False, True], ids=["subnormals", "flushed"])
+def flush_denormal(request):
+    """Both CPU modes: a training run sets subnormals to be flushed to zero for the whole process
+    (experiment.py), and an evaluation once broke there (the float32 above 0 then compares equal to 0)."""
+    torch.set_flush_denormal(request.param)
+    yield
+    torch.set_flush_denormal(False)
+
+
 @pytest.mark.parametrize("seed,tie_levels,chunk", [(0, None, 1024), (1, 2, 7), (2, 1, 3), (3, 4, 1)])
-def test_ranking_metrics_equal_brute_force(seed, tie_levels, chunk):
+def test_ranking_metrics_equal_brute_force(seed, tie_levels, chunk, flush_denormal):
     scores, heldout, excluded, heldout_log, excluded_log = random_problem(seed, tie_levels=tie_levels)
     ks = [1, 3, 10, 40]
     evaluator = RankingEvaluator(scores.shape[0], scores.shape[1], heldout_log, excluded_log, ks=ks, chunk_users=chunk)
@@ -67,7 +76,24 @@ def test_ranking_metrics_equal_brute_force(seed, tie_levels, chunk):
         assert got[name] == pytest.approx(want[name], abs=1e-9), name
 
 
-def test_constant_scores_are_not_rewarded():
+@pytest.mark.parametrize("right", [False, True])
+def test_count_below_is_searchsorted_within_each_run(right):
+    """Runs of 0..9 values with many ties, several values per run, values below, between, at and above."""
+    rng = np.random.default_rng(0)
+    runs = [np.sort(rng.integers(0, 4, size=rng.integers(0, 10))).astype(np.float32) for _ in range(30)]
+    bounds = np.cumsum([0] + [len(r) for r in runs])
+    run_of, values, want = [], [], []
+    for i, r in enumerate(runs):
+        for v in rng.integers(-1, 5, size=rng.integers(0, 6)) + rng.choice([0.0, 0.5], size=1):
+            run_of.append(i), values.append(v)
+            want.append(np.searchsorted(r, np.float32(v), side="right" if right else "left"))
+    run_of = torch.tensor(run_of)
+    got = count_below(torch.from_numpy(np.concatenate(runs)), torch.from_numpy(bounds)[run_of],
+                      torch.from_numpy(bounds)[run_of + 1], torch.tensor(values, dtype=torch.float32), right)
+    assert got.tolist() == want
+
+
+def test_constant_scores_are_not_rewarded(flush_denormal):
     """All-equal scores: pessimistic ties put every negative first, AUC is exactly 0.5."""
     scores = np.zeros((3, 10), np.float32)
     heldout = Interactions.from_arrays([0, 1, 2], [0, 5, 9])

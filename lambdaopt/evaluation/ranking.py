@@ -14,8 +14,9 @@ and with it, averaged over users with ≥ 1 held-out item,
     NDCG@K_u = Σ_{p: rank_p ≤ K} 1/log2(1 + rank_p)  /  Σ_{r=1}^{min(K, |H_u|)} 1/log2(1 + r)
     AUC_u    = mean over (p, n) ∈ H_u × negatives of [s_p > s_n] + ½[s_p = s_n].
 
-Everything is computed per chunk of users with one sort of the score matrix and `searchsorted`,
-so the cost is O(chunk · n_items · log n_items) with no Python loop over users or items.
+Everything is computed per chunk of users with one sort of the score matrix and a vectorized binary
+search per held-out item (`count_below`), so the cost is O(chunk · n_items · log n_items) with no
+Python loop over users or items.
 """
 from __future__ import annotations
 
@@ -130,44 +131,86 @@ class RankingEvaluator:
 
     def _chunk_metrics(self, users: torch.Tensor, scores: torch.Tensor) -> dict[str, torch.Tensor]:
         scores = scores.to(self.device, torch.float32).clone()
-        if not torch.isfinite(scores).all():
+        low, high = torch.aminmax(scores)  # one pass, no mask: NaN propagates into both, ±inf shows in one
+        if not (torch.isfinite(low) and torch.isfinite(high)):
             raise FloatingPointError("the model produced NaN/Inf scores")
         n_chunk, n_items = scores.shape
-        pos_row, pos_slot, pos_item = gather_rows(self.heldout_indptr, self.heldout_items, users)
-        n_pos = torch.bincount(pos_row, minlength=n_chunk)
-        max_pos = int(n_pos.max())
-        heldout_scores = torch.full((n_chunk, max_pos), -torch.inf, device=self.device)
-        heldout_scores[pos_row, pos_slot] = scores[pos_row, pos_item]
-        valid = torch.zeros((n_chunk, max_pos), dtype=torch.bool, device=self.device)
-        valid[pos_row, pos_slot] = True
+        # The chunk's held-out entries, flat and grouped by row in CSR order (`slot` = place within the row).
+        # Every count below is per entry: padding each row to the longest (150 vs a mean of 7.5 on the
+        # default validation split) cost more than the sort.
+        row, slot, item = gather_rows(self.heldout_indptr, self.heldout_items, users)
+        n_pos = torch.bincount(row, minlength=n_chunk)
+        first_entry = torch.cumsum(n_pos, 0) - n_pos
+        heldout = scores[row, item]
 
         excl_row, _, excl_item = gather_rows(self.excluded_indptr, self.excluded_items, users)
         scores[excl_row, excl_item] = -torch.inf  # excluded items fall below every real score
         n_excluded = torch.bincount(excl_row, minlength=n_chunk)
 
-        # Counts of candidates (held-out items included) scoring ≥ / > each held-out score.
-        sorted_scores = sort_rows(scores)
-        cand_ge = n_items - torch.searchsorted(sorted_scores, heldout_scores, right=False)
-        cand_gt = n_items - torch.searchsorted(sorted_scores, heldout_scores, right=True)
-        sorted_heldout = torch.sort(heldout_scores, dim=1).values  # padding (−inf) first
-        pos_ge = max_pos - torch.searchsorted(sorted_heldout, heldout_scores, right=False)
-        pos_gt = max_pos - torch.searchsorted(sorted_heldout, heldout_scores, right=True)
+        # Candidates (held-out items included) scoring ≥ / > each held-out score s: those not < s and those
+        # not ≤ s in its sorted row, one search for both. (Not "< the next float32 above s": where a library
+        # has set the CPU to treat subnormals as zero, the float above 0 compares equal to 0.)
+        row_start = torch.cat([row, row]) * n_items
+        or_equal = torch.arange(2 * len(row), device=self.device) >= len(row)
+        below = count_below(sort_rows(scores).reshape(-1), row_start, row_start + n_items, heldout.repeat(2), or_equal)
+        cand_ge, cand_gt = n_items - below[:len(row)], n_items - below[len(row):]
+        # The held-out items ahead of each one, and those scoring ≥ / > it: its place in its row's entries
+        # sorted by descending score, ties in CSR order (stable sorts), and the bounds of its run of ties.
+        order = torch.sort(heldout, descending=True, stable=True).indices
+        order = order[torch.sort(row[order], stable=True).indices]
+        place = torch.arange(len(order), device=self.device)
+        in_row, score = row[order], heldout[order]
+        row_first = first_entry[in_row]
+        new_run = torch.ones(len(order), dtype=torch.bool, device=self.device)
+        new_run[1:] = (in_row[1:] != in_row[:-1]) | (score[1:] != score[:-1])
+        run_first = torch.cummax(torch.where(new_run, place, 0), 0).values
+        last_of_run = torch.ones_like(new_run)
+        last_of_run[:-1] = new_run[1:]
+        run_last = torch.flip(torch.cummin(torch.flip(torch.where(last_of_run, place, len(order)), (0,)), 0).values, (0,))
+        pos_before, pos_gt, pos_ge = (torch.empty_like(place) for _ in range(3))
+        pos_before[order] = place - row_first
+        pos_gt[order] = run_first - row_first
+        pos_ge[order] = run_last + 1 - row_first
         neg_ge, neg_gt = cand_ge - pos_ge, cand_gt - pos_gt
-        # Held-out items ahead of p: stable descending sort keeps id order among ties.
-        order = torch.sort(heldout_scores, dim=1, descending=True, stable=True).indices
-        pos_before = torch.empty_like(order)
-        pos_before.scatter_(1, order, torch.arange(max_pos, device=self.device).expand(n_chunk, max_pos))
         rank = (1 + neg_ge + pos_before).to(torch.float64)
 
         n_pos64 = n_pos.to(torch.float64)
         n_neg = (n_items - n_excluded - n_pos).to(torch.float64)
-        wrong_pairs = torch.where(valid, neg_gt + 0.5 * (neg_ge - neg_gt), 0).sum(1)
+        # a sum of halves: exact in float64 in any order (float32 stops being exact past 2^23)
+        wrong_pairs = torch.zeros(n_chunk, dtype=torch.float64, device=self.device).index_add_(
+            0, row, neg_gt.to(torch.float64) + 0.5 * (neg_ge - neg_gt))
         auc = torch.where(n_neg > 0, 1.0 - wrong_pairs / (n_pos64 * n_neg.clamp(min=1)), torch.nan)
         result = {"auc": auc}
-        gain = torch.where(valid, 1.0 / torch.log2(rank + 1.0), 0.0)
+        gain = 1.0 / torch.log2(rank + 1.0)
+        # DCG is a sum of irrationals: summed along a zero-padded row, so its order (and every bit of the
+        # result) is fixed, on CUDA too (an index_add_ there adds in whatever order its threads run)
+        gains = torch.zeros((n_chunk, int(n_pos.max())), dtype=torch.float64, device=self.device)
         for k in self.ks:
-            hit = valid & (rank <= k)
-            result[f"hr@{k}"] = hit.sum(1) / n_pos64
+            hit = rank <= k
+            result[f"hr@{k}"] = torch.bincount(row[hit], minlength=n_chunk) / n_pos64
+            gains.zero_()
+            gains[row, slot] = torch.where(hit, gain, 0.0)
             ideal = self.ideal_dcg[torch.clamp(n_pos, max=k) - 1]
-            result[f"ndcg@{k}"] = torch.where(hit, gain, 0.0).sum(1) / ideal
+            result[f"ndcg@{k}"] = gains.sum(1) / ideal
         return result
+
+
+def count_below(flat_sorted: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, values: torch.Tensor,
+                or_equal: torch.Tensor | bool = False) -> torch.Tensor:
+    """For each value, how many elements of its ascending run `flat_sorted[lo:hi]` are < it, or ≤ it where
+    `or_equal` (`lo`, `hi`, `or_equal` per value): `torch.searchsorted(run, value, right=or_equal)` for any
+    number of values per run, with no padding. Binary lifting: the elements below a value are a prefix of
+    its run, grown by 2^j, ..., 2, 1 where the element ending the longer prefix is still below;
+    ⌈log2(longest run + 1)⌉ vectorized steps."""
+    count = torch.zeros_like(lo)
+    or_equal = torch.as_tensor(or_equal, device=values.device)
+    last = len(flat_sorted) - 1
+    step = 1 << (int((hi - lo).max()).bit_length() - 1) if len(lo) else 0
+    while step:
+        longer = count + step
+        end = lo + longer  # one past the longer prefix
+        element = flat_sorted[(end - 1).clamp_(max=last)]
+        below = (end <= hi) & torch.where(or_equal, element <= values, element < values)
+        count = torch.where(below, longer, count)
+        step >>= 1
+    return count
