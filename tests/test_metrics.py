@@ -59,10 +59,12 @@ def random_problem(seed, n_users=25, n_items=40, tie_levels=None):
 @pytest.fixture(params=[False, True], ids=["subnormals", "flushed"])
 def flush_denormal(request):
     """Both CPU modes: a training run sets subnormals to be flushed to zero for the whole process
-    (experiment.py), and an evaluation once broke there (the float32 above 0 then compares equal to 0)."""
+    (experiment.py), and an evaluation once broke there (the float32 above 0 then compares equal to 0).
+    The process's mode is put back after (torch has no getter: read off a subnormal's comparison)."""
+    flushed_before = not bool(torch.tensor([1e-45]) > 0)
     torch.set_flush_denormal(request.param)
     yield
-    torch.set_flush_denormal(False)
+    torch.set_flush_denormal(flushed_before)
 
 
 @pytest.mark.parametrize("seed,tie_levels,chunk", [(0, None, 1024), (1, 2, 7), (2, 1, 3), (3, 4, 1)])

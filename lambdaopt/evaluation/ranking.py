@@ -148,8 +148,8 @@ class RankingEvaluator:
         n_excluded = torch.bincount(excl_row, minlength=n_chunk)
 
         # Candidates (held-out items included) scoring ≥ / > each held-out score s: those not < s and those
-        # not ≤ s in its sorted row, one search for both. (Not "< the next float32 above s": where a library
-        # has set the CPU to treat subnormals as zero, the float above 0 compares equal to 0.)
+        # not ≤ s in its sorted row, one search for both. (Not "< the next float32 above s": with subnormals
+        # flushed to zero, as a training run sets them (experiment.py), the float above 0 compares equal to 0.)
         row_start = torch.cat([row, row]) * n_items
         or_equal = torch.arange(2 * len(row), device=self.device) >= len(row)
         below = count_below(sort_rows(scores).reshape(-1), row_start, row_start + n_items, heldout.repeat(2), or_equal)
