@@ -9,8 +9,15 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-import lambdaopt
+# Bytecode on, for this process and every one the tests start (xdist workers, jobs, servers): `.ci/run`
+# installs with `--no-compile`, so the ~3,400 modules a job imports (of ~12,000 installed) are compiled
+# once, by the first process that imports them, instead of all of them ahead of time (~30 s on 2 cores) —
+# or, with PYTHONDONTWRITEBYTECODE set in the caller's environment, again in every job (~9 s each).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
+import pytest  # noqa: E402
+import lambdaopt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = str(ROOT / "lambdaopt" / "conf")
