@@ -9,6 +9,7 @@ import hydra
 
 from lambdaopt.experiment import hydra_task
 from lambdaopt.launch import check_launch_dir
+from lambdaopt.startup import collect_garbage_rarely
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -17,5 +18,6 @@ def _main(cfg):
 
 
 def main() -> None:
+    collect_garbage_rarely()  # before Hydra composes (startup.py)
     check_launch_dir(sys.argv[1:])
     _main()
