@@ -19,17 +19,45 @@ def ml100k_shaped(seed: int = 0):
                           mean_interactions=120, min_interactions=20, seed=seed)
 
 
-def interleaved_epochs(setups: dict, dataset, batch_size=1024, epochs=3, warmup=1, seed=0) -> dict[str, list[float]]:
-    """CPU seconds of each training epoch of every setup ({name: (model, regularizer, optimizer)}), the
-    setups taking turns one epoch at a time (after `warmup` untimed epochs each): a slow spell of a shared
-    machine then falls on every setup alike instead of on whichever ran during it. Exactly the trainer's loop."""
+class Clock:
+    """Seconds of work on `device`. On the CPU, this process's CPU time (a busy neighbour on a shared
+    machine does not count); on CUDA, wall time read after a synchronization — kernels run asynchronously,
+    so the CPU time of the launching thread would count the launches, not the work."""
+
+    def __init__(self, device="cpu"):
+        self.device = torch.device(device)
+        self.unit = "wall s (CUDA, synchronized)" if self.device.type == "cuda" else "CPU s"
+
+    def now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return time.perf_counter()
+        return time.process_time()
+
+
+def device_name(device) -> str:
+    """What the numbers ran on, for a table's caption."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
+
+
+def interleaved_epochs(setups: dict, dataset, batch_size=1024, epochs=3, warmup=1, seed=0,
+                       device="cpu") -> dict[str, list[float]]:
+    """Seconds (`Clock`) of each training epoch of every setup ({name: (model, regularizer, optimizer)},
+    the model already on `device`), the setups taking turns one epoch at a time (after `warmup` untimed
+    epochs each): a slow spell of a shared machine then falls on every setup alike instead of on whichever
+    ran during it. Exactly the trainer's loop."""
     from lambdaopt.trainer import Trainer
     from lambdaopt.tracking import NullTracker
 
+    clock = Clock(device)
     trainers = {}
     for name, (model, regularizer, optimizer) in setups.items():
-        objective = BPRObjective(dataset, batch_size, torch.device("cpu"))
+        objective = BPRObjective(dataset, batch_size, clock.device)
         regularizer.setup(model, objective)
+        regularizer.to(clock.device)
         trainers[name] = Trainer(model, regularizer, optimizer, objective, None, NullTracker(), max_epochs=epochs,
                                  seed=seed)
         for _ in range(warmup):
@@ -37,9 +65,9 @@ def interleaved_epochs(setups: dict, dataset, batch_size=1024, epochs=3, warmup=
     times = {name: [] for name in trainers}
     for _ in range(epochs):
         for name, trainer in trainers.items():
-            started = time.process_time()
+            started = clock.now()
             trainer.train_epoch()
-            times[name].append(time.process_time() - started)
+            times[name].append(clock.now() - started)
     return times
 
 

@@ -10,7 +10,7 @@ steps; the check is timed too. With `--reference DIR` it also runs the reference
 implementation (a checkout patched as bench/reference_speed.md says) on the very same ground truth and
 observed entries, alternating with ours for `--rounds` rounds, and prints the ratio of the medians.
 
-    python bench/deep_mf_convergence.py [--target 1e-4] [--check-every 100] [--threads 1] [--autograd]
+    python bench/deep_mf_convergence.py [--target 1e-4] [--check-every 100] [--threads 1] [--autograd] [--device cuda]
     python bench/deep_mf_convergence.py --reference /tmp/dmf --reference-python /tmp/dmfvenv/bin/python --rounds 3
 """
 from __future__ import annotations
@@ -35,15 +35,15 @@ from lambdaopt.tracking import NullTracker
 
 
 OVERRIDES = ["dataset=lowrank", "dataset.n=100", "dataset.rank=5", "dataset.n_train_samples=2000", "model=deep_mf",
-             "model.init_scale=1e-3", "optimizer=group_rmsprop", "optimizer.lr=1e-3", "device=cpu",
-             "tracking.enabled=false"]
+             "model.init_scale=1e-3", "optimizer=group_rmsprop", "optimizer.lr=1e-3", "tracking.enabled=false"]
 
 
 def ours(args, seed: int = 0):
     """(seconds, steps, relative error) of lambdaopt's run to the target; the task for its data."""
     cfg = lambdaopt.compose([*OVERRIDES, f"model.depth={args.depth}", f"trainer.steps_per_epoch={args.check_every}",
-                             f"seed={seed}", f"trainer.closed_form_step={str(not args.autograd).lower()}"])
-    parts = build_parts(cfg, torch.device("cpu"))
+                             f"seed={seed}", f"trainer.closed_form_step={str(not args.autograd).lower()}",
+                             f"device={args.device}"])
+    parts = build_parts(cfg, torch.device(args.device))
     task, model, trainer = parts.task, parts.model, build_trainer(cfg, parts, NullTracker())
     started = time.perf_counter()
     error = float("inf")
@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--autograd", action="store_true", help="trainer.closed_form_step=false")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the error check synchronizes)")
     parser.add_argument("--reference", help="a patched checkout of the reference (bench/reference_speed.md): time "
                                             "it on the same data, in alternating rounds")
     parser.add_argument("--reference-python", default=sys.executable, help="the Python that runs the reference")
@@ -104,7 +105,7 @@ def main() -> None:
             print(f"round {round_ + 1}: reference {seconds:.1f} s, {steps} steps "
                   f"({seconds / steps * 1e3:.3f} ms/step), error {error:.3g}", flush=True)
     print(f"\nwhat:   deep MF depth {args.depth}, n=100 rank 5, 2000 entries, init 1e-3, GroupRMSprop lr 1e-3, "
-          f"full batch, {args.threads} thread(s); time from the first step to relative error <= {args.target:g} "
+          f"full batch, {args.device}, {args.threads} thread(s); time from the first step to relative error <= {args.target:g} "
           f"(lambdaopt checks every {args.check_every} steps, the reference every step)")
     medians = {}
     for who in ("lambdaopt", "reference"):

@@ -1,8 +1,9 @@
 """Epoch time of fixed λ vs every λOpt granularity vs `higher`, on ML-100K-shaped synthetic data.
 
-    python bench/lambdaopt_epoch.py [--epochs 5] [--dim 128]
+    python bench/lambdaopt_epoch.py [--epochs 5] [--dim 128] [--device cuda]
 
-d=128, batch 1024, Adam lr 1e-2, 1 thread, CPU time per epoch (evaluation excluded): the median over
+d=128, batch 1024, Adam lr 1e-2, 1 thread, CPU time per epoch (on CUDA: wall time between two
+synchronizations; evaluation excluded): the median over
 `--epochs` epochs, the setups taking turns one epoch at a time so that a slow spell of the machine falls on
 all of them alike. Ratios are to the fixed-λ epoch measured in the same process.
 """
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_epochs, ml100k_shaped, print_table  # noqa: E402
+from common import Clock, device_name, interleaved_epochs, ml100k_shaped, print_table  # noqa: E402
 
 from lambdaopt.models.mf import MatrixFactorization  # noqa: E402
 from lambdaopt.regularizers.fixed import FixedL2  # noqa: E402
@@ -28,6 +29,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--only", nargs="*", help="setups whose name contains one of these (fixed always runs)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -44,10 +46,10 @@ def main():
     built = {}
     for name, make in setups.items():
         torch.manual_seed(0)
-        model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=args.dim, item_bias=False)
+        model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=args.dim, item_bias=False).to(args.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)  # as lambdaopt/conf/optimizer/adam.yaml
         built[name] = (model, make(), optimizer)
-    times = interleaved_epochs(built, dataset, epochs=args.epochs)
+    times = interleaved_epochs(built, dataset, epochs=args.epochs, device=args.device)
     base, n_triples = float(np.median(times["fixed"])), len(dataset.train)
     rows = []
     for name, epochs in times.items():
@@ -55,8 +57,8 @@ def main():
         rows.append((name, f"{seconds:.3f}", f"{seconds / base:.2f}x", f"{n_triples / seconds:,.0f}",
                      f"{min(epochs):.3f}–{max(epochs):.3f}"))
     print(f"\n{dataset.n_users} users x {dataset.n_items} items, {n_triples} train triples/epoch, "
-          f"d={args.dim}, batch 1024, Adam, 1 thread, CPU s/epoch: median (and range) of {args.epochs} epochs, "
-          "the setups taking turns\n")
+          f"d={args.dim}, batch 1024, Adam, {device_name(args.device)}, {Clock(args.device).unit}/epoch: median "
+          f"(and range) of {args.epochs} epochs, the setups taking turns\n")
     print_table(rows, ["setup", "s/epoch", "vs fixed", "triples/s", "range"])
 
 

@@ -1,6 +1,7 @@
 """Epoch time, evaluation time and peak memory at three sizes: ML-100K-, ML-1M- and ML-10M-shaped data.
 
     python bench/scale.py                       # --sizes ml-100k ml-1m ml-10m --setups fixed dui --dim 128
+    python bench/scale.py --device cuda         # the same on a GPU: wall seconds between synchronizations
 
 For each size a synthetic log of that shape (users × items × interactions, long-tailed, the project's
 own generator) is drawn once and kept in --cache-dir. Each (size, setup) then runs in a fresh child
@@ -9,7 +10,8 @@ process, so its peak RSS is its own: build the objective, train one epoch (MF d=
 λ updated by AMSGrad or, `dui_sparse_lambda`, by SparseAdam (regularizer.lambda_optimizer=sparse_adam)),
 then one full-ranking evaluation of the test split
 (AUC + HR/NDCG@{10,50,100}, train ∪ validation excluded). Printed: CPU seconds of the epoch and of
-the evaluation, training triples per second, and the child's peak RSS (training + evaluation).
+the evaluation, training triples per second, and the child's peak RSS (training + evaluation); on CUDA
+wall seconds instead of CPU seconds, and the peak of GPU memory torch allocated.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import peak_rss_mb, print_table  # noqa: E402
+from common import Clock, device_name, peak_rss_mb, print_table  # noqa: E402
 
 from lambdaopt.data.interactions import Interactions, SplitDataset  # noqa: E402
 
@@ -64,7 +66,7 @@ def load(path: Path, size: str) -> SplitDataset:
         return SplitDataset(size, int(f["n_users"]), int(f["n_items"]), **parts)
 
 
-def child(path: Path, size: str, setup: str, dim: int) -> dict:
+def child(path: Path, size: str, setup: str, dim: int, device: str) -> dict:
     """One epoch + one evaluation in this process; what it measured, as a dict."""
     from lambdaopt.evaluation.ranking import RankingEvaluator
     from lambdaopt.models.mf import MatrixFactorization
@@ -75,11 +77,12 @@ def child(path: Path, size: str, setup: str, dim: int) -> dict:
     from lambdaopt.tracking import NullTracker
 
     torch.set_num_threads(1)
+    clock = Clock(device)
     dataset = load(path, size)
     torch.manual_seed(0)
     # optimizer=sparse_adam: sparse gradients, lazy Adam on the batch rows
     model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=dim, item_bias=False,
-                                sparse_grad=setup == "fixed_sparse")
+                                sparse_grad=setup == "fixed_sparse").to(clock.device)
     if setup == "fixed_sparse":
         optimizer = torch.optim.SparseAdam(model.parameters(), lr=1e-2)
     else:
@@ -88,20 +91,22 @@ def child(path: Path, size: str, setup: str, dim: int) -> dict:
         regularizer = LambdaOpt(granularity="dui", lambda_optimizer="sparse_adam")
     else:
         regularizer = LambdaOpt(granularity="dui") if setup == "dui" else FixedL2(1e-2)
-    objective = BPRObjective(dataset, 1024, torch.device("cpu"))
+    objective = BPRObjective(dataset, 1024, clock.device)
     regularizer.setup(model, objective)
+    regularizer.to(clock.device)
     trainer = Trainer(model, regularizer, optimizer, objective, None, NullTracker(), max_epochs=1)
-    started = time.process_time()
+    started = clock.now()
     trainer.train_epoch()
-    epoch = time.process_time() - started
+    epoch = clock.now() - started
     evaluator = RankingEvaluator(dataset.n_users, dataset.n_items, dataset.test, dataset.train.concat(dataset.valid),
-                                 ks=[10, 50, 100])
-    started = time.process_time()
+                                 ks=[10, 50, 100], device=clock.device)
+    started = clock.now()
     metrics = evaluator(model.eval())
-    evaluation = time.process_time() - started
+    evaluation = clock.now() - started
+    gpu_mb = torch.cuda.max_memory_allocated(clock.device) / 2**20 if clock.device.type == "cuda" else 0.0
     return {"size": size, "setup": setup, "users": dataset.n_users, "items": dataset.n_items,
             "train": len(dataset.train), "test": len(dataset.test), "epoch_s": epoch, "eval_s": evaluation,
-            "rss_mb": peak_rss_mb(), "auc": metrics["auc"]}
+            "rss_mb": peak_rss_mb(), "gpu_mb": gpu_mb, "auc": metrics["auc"]}
 
 
 def main():
@@ -109,14 +114,16 @@ def main():
     parser.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--setups", nargs="*", default=list(SETUPS), choices=list(SETUPS))
     parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "lambdaopt-bench")
     parser.add_argument("--child", nargs=2, metavar=("SIZE", "SETUP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         size, setup = args.child
-        print(json.dumps(child(dataset_file(args.cache_dir, size), size, setup, args.dim)))
+        print(json.dumps(child(dataset_file(args.cache_dir, size), size, setup, args.dim, args.device)))
         return
-    rows = []
+    torch.set_num_threads(1)  # as in each child (the caption reads it)
+    rows, cuda = [], args.device.startswith("cuda")
     for size in args.sizes:
         path = dataset_file(args.cache_dir, size)
         if not path.exists():
@@ -125,17 +132,20 @@ def main():
             print(f"built {size} in {time.perf_counter() - started:.0f} s -> {path}", flush=True)
         for setup in args.setups:
             out = subprocess.run([sys.executable, __file__, "--child", size, setup, "--dim", str(args.dim),
-                                  "--cache-dir", str(args.cache_dir)], capture_output=True, text=True)
+                                  "--device", args.device, "--cache-dir", str(args.cache_dir)],
+                                 capture_output=True, text=True)
             if out.returncode:
                 sys.exit(f"{size} {setup} failed:\n{out.stderr[-2000:]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append((size, f"{r['users']}x{r['items']}", f"{r['train']:,}", setup, f"{r['epoch_s']:.2f}",
-                         f"{r['train'] / r['epoch_s']:,.0f}", f"{r['eval_s']:.2f}", f"{r['rss_mb']:,.0f}"))
+                         f"{r['train'] / r['epoch_s']:,.0f}", f"{r['eval_s']:.2f}", f"{r['rss_mb']:,.0f}")
+                        + ((f"{r['gpu_mb']:,.0f}",) if cuda else ()))
             print(*rows[-1], flush=True)
-    print(f"\nMF d={args.dim}, batch 1024, lr 1e-2, 1 thread; CPU s for one epoch and one full-ranking "
-          "evaluation; peak RSS of a fresh process doing both\n")
+    print(f"\nMF d={args.dim}, batch 1024, lr 1e-2, {device_name(args.device)}; {Clock(args.device).unit} for one "
+          "epoch and one full-ranking evaluation; peak RSS of a fresh process doing both"
+          + (" and the peak GPU memory torch allocated" if cuda else "") + "\n")
     print_table(rows, ["size", "users x items", "train triples", "setup", "epoch s", "triples/s", "eval s",
-                       "peak RSS MB"])
+                       "peak RSS MB", *(["peak GPU MB"] if cuda else [])])
 
 
 if __name__ == "__main__":

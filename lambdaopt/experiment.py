@@ -222,10 +222,11 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> ExperimentResult
         new_tags = {"resumed_at_epoch": str(resume_state["trainer"]["epoch"])}
 
     with tracked_run(cfg.tracking, run_name, flatten(resolved), new_tags, run_id=resume_id, client=client) as tracker:
-        if resume_id is None:
+        if resume_id is None and tracker.run_id is not None:
             tracker.log_dict(resolved, "config.yaml")
             tracker.log_dict({"overrides": overrides}, "overrides.yaml")
-            from lambdaopt.mlflow_data import log_dataset  # imports mlflow: only once a run is tracked
+            # imported only when a run is tracked: tracking.enabled=false needs no MLflow installed
+            from lambdaopt.mlflow_data import log_dataset
 
             log_dataset(tracker, dataset, cfg.dataset)  # MLflow's Dataset column; statistics in its profile
 
@@ -254,7 +255,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> ExperimentResult
             run_name, dataset, task.monitor, fit.best_epoch, fit.epochs_run, fit.best_valid, test,
             task.valid_evaluator.log_prefix)})
         task.finish(tracker, title=run_name)
-        if cfg.tracking.log_model:
+        if cfg.tracking.log_model and tracker.run_id is not None:
             save_state_dict(tracker, model.state_dict())  # for init_from=
             from lambdaopt.mlflow_model import log_model
 

@@ -41,16 +41,19 @@ def with_ratings(dataset):
 
 
 def make_setup(dataset, optimizer_name, granularity, dim=4, batch_size=24, warm_steps=2, item_bias=False,
-               task="ranking"):
-    """task: ranking (BPR triples) or rating (MSE on the ratings of `with_ratings(dataset)`)."""
+               task="ranking", device="cpu"):
+    """task: ranking (BPR triples) or rating (MSE on the ratings of `with_ratings(dataset)`); everything on
+    `device` (the model's init and λ's draw are the CPU's either way)."""
     torch.manual_seed(0)
-    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=dim, init_std=0.3, item_bias=item_bias).double()
+    device = torch.device(device)
+    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=dim, init_std=0.3, item_bias=item_bias)
+    model = model.double().to(device)
     if task == "rating":
-        objective = RatingObjective(with_ratings(dataset), batch_size, torch.device("cpu"))
+        objective = RatingObjective(with_ratings(dataset), batch_size, device)
         objective.train, objective.valid_ratings = (tuple(t.double() if t.is_floating_point() else t for t in part)
                                                     for part in (objective.train, objective.valid_ratings))
     else:
-        objective = BPRObjective(dataset, batch_size, torch.device("cpu"))
+        objective = BPRObjective(dataset, batch_size, device)
     optimizer = OPTIMIZERS[optimizer_name](model.parameters())
     rng = np.random.default_rng(0)
     batches = objective.batches(rng)
@@ -63,6 +66,7 @@ def make_setup(dataset, optimizer_name, granularity, dim=4, batch_size=24, warm_
     reg = LambdaOpt(granularity=granularity, init=0.0)
     reg.setup(model, objective)
     reg.lam.double()
+    reg.to(device)
     with torch.no_grad():  # λ strictly positive, away from the clamp boundary
         for p in reg.lam.raw.values():
             p.copy_(torch.rand(p.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 0.5 + 0.05)
@@ -99,7 +103,7 @@ def check_against_fd(model, objective, optimizer, reg, train, valid, steps, n_di
     grads = {name: p.grad.clone() for name, p in reg.lam.raw.items()}
     assert any(g.abs().sum() > 0 for g in grads.values())
     gen = torch.Generator().manual_seed(11)
-    directions = [{k: torch.randn(g.shape, generator=gen, dtype=torch.float64) for k, g in grads.items()}
+    directions = [{k: torch.randn(g.shape, generator=gen, dtype=torch.float64).to(g.device) for k, g in grads.items()}
                   for _ in range(n_directions)]
     directions.append({k: g / (g.norm() + 1e-300) for k, g in grads.items()})  # along the gradient itself
     for direction in directions:

@@ -26,6 +26,15 @@ def test_single_run_logs_a_finished_mlflow_run(tmp_path):
     assert (tmp_path / "mlartifacts").is_dir()
 
 
+def test_an_untracked_run_imports_no_mlflow(tmp_path):
+    """tracking.enabled=false needs no MLflow: a GPU image or a bare notebook can run without it."""
+    result = run_cli([*TINY, "tracking.enabled=false"], tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" in imported and "mlflow" not in imported
+    assert not (tmp_path / "mlflow.db").exists() and "test" in result.stdout
+
+
 def test_users_with_one_interaction_are_refused_in_one_line():
     # the other bad values, through the command line: test_bad_inputs.py
     fails_in_one_line([*TINY, "dataset.min_user_interactions=1", "dataset.min_interactions=1",
