@@ -46,17 +46,20 @@ class CompiledAdam:
 
     def _views(self, tensor: torch.Tensor, state: dict) -> tuple:
         """(the arrays the kernel steps — `tensor` and its state as rows × width: 2-D as they are, 1-D as one
-        row —, a slot map), kept while the tensor's storage and its state tensors are the same (a checkpoint
-        load replaces the state; `.data =` or a dtype change, the storage)."""
+        row —, a slot map, the step count as a 1-element array), kept while the tensor's storage and its
+        state tensors are the same (a checkpoint load replaces the state; `.data =` or a dtype change, the
+        storage)."""
         kept = self.tables.get(id(tensor))
-        if kept is None or kept[0] is not state["exp_avg"] or kept[1] != tensor.data_ptr():
+        if (kept is None or kept[0] is not state["exp_avg"] or kept[1] is not state["step"]
+                or kept[2] != tensor.data_ptr()):
             tables = [t.detach().view(-1, t.shape[-1]) if t.dim() == 2 else t.detach().view(1, -1)
                       for t in (tensor, state["exp_avg"], state["exp_avg_sq"],
                                 state.get("max_exp_avg_sq", state["exp_avg_sq"]))]
             arrays = [t.numpy() for t in tables]
-            kept = (state["exp_avg"], tensor.data_ptr(), arrays, np.full(len(arrays[0]), -1, np.int64))
+            kept = (state["exp_avg"], state["step"], tensor.data_ptr(), arrays, np.full(len(arrays[0]), -1, np.int64),
+                    state["step"].detach().numpy().reshape(1))
             self.tables[id(tensor)] = kept
-        return kept[2], kept[3]
+        return kept[3], kept[4], kept[5]
 
     def step_table(self, tensor: torch.Tensor, ids: np.ndarray, grad_rows: np.ndarray, clamp: bool = False,
                    lanes: Optional[int] = None) -> None:
@@ -70,9 +73,12 @@ class CompiledAdam:
             state["step"] = torch.zeros((), dtype=torch.float32, device=tensor.device)
             for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ()):
                 state[key] = torch.zeros_like(tensor, memory_format=torch.preserve_format)
-        state["step"] += 1
-        step = float(state["step"])
-        arrays, slot = self._views(tensor, state)
+        arrays, slot, count = self._views(tensor, state)
+        # the step count through its NumPy view: the same float32 add as torch's `+= 1`, without a torch op,
+        # whose dispatch costs ~20 µs when a table-sized pass has just evicted its code from the caches
+        # (~2 µs warm; bench/README.md, λOpt epoch time)
+        count[0] += 1
+        step = float(count[0])
         weight = 1.0 - beta1
         from_grad = abs(weight) >= 0.5
         dtype = arrays[0].dtype

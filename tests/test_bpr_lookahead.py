@@ -137,3 +137,33 @@ def test_the_model_step_reuses_the_lookaheads_fit_gradient(dataset, optimizer_na
     assert shared_loss == pytest.approx(own_loss, rel=1e-5)
     for name in own:
         torch.testing.assert_close(shared[name], own[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("granularity", ["dui", "user", "d", "global"])  # λ views, and λ expanded by a copy
+def test_kept_views_give_the_lambda_a_fresh_lookahead_gives(dataset, granularity):
+    """`CompiledLookahead` and the compiled model step keep NumPy views of the tables, the optimizer state and
+    λ between steps; where λ reaches a kernel as a copy (one λ per user, per dimension, shared), the copy is
+    made again at every step. λ and θ after several steps must be the bits that a look-ahead and a model step
+    made afresh at every step give — also across the step where the optimizer creates its state."""
+    lams = []
+    for fresh in (False, True):
+        torch.manual_seed(0)
+        model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=8, init_std=0.3)
+        objective = BPRObjective(dataset, 24, torch.device("cpu"))
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.05, fused=True)
+        reg = LambdaOpt(granularity=granularity, init=0.1, lambda_lr=0.05)
+        reg.setup(model, objective)
+        batches = objective.batches(np.random.default_rng(0))
+        model_step = objective.closed_form_step(model, reg, optimizer)
+        for step in range(5):
+            if fresh:  # a new CompiledLookahead and model step: nothing kept from the step before
+                reg._compiled_decided = False
+                model_step = objective.closed_form_step(model, reg, optimizer)
+            batch = next(batches)
+            reg.update(model, optimizer, batch, step)
+            assert reg._compiled is not None and model_step.compiled is not None
+            model_step(batch)
+        lams.append({**{name: p.detach().clone() for name, p in reg.lam.raw.items()}, **model.state_dict()})
+    assert any((lams[0][name] - 0.1).abs().max() > 1e-4 for name in reg.lam.raw)  # λ moved
+    for name in lams[0]:
+        assert torch.equal(lams[0][name], lams[1][name]), name

@@ -306,3 +306,32 @@ def test_per_sample_refuses_what_it_cannot_run_in_one_line(overrides, needle):
     from conftest import TINY, fails_in_one_line
 
     fails_in_one_line([*TINY, "optimizer=sgd", "trainer.per_sample=true", *overrides], needle)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd (lazy rows)", "adam (dense grad)"])
+def test_kept_views_follow_a_new_table_storage_and_a_changed_lambda(optimizer):
+    """The compiled step keeps NumPy views of the tables, the optimizer state and λ between steps
+    (bpr_kernel.CompiledBPRStep, compiled_adam.CompiledAdam): a table given new storage (`.data =`), a
+    new λ value and an optimizer state loaded from a checkpoint are read, as a step made afresh reads them."""
+    torch.manual_seed(0)
+    model = MatrixFactorization(N_USERS, N_ITEMS, dim=6, init_std=0.3)
+    reference = copy.deepcopy(model)
+    penalty, reference_penalty = FixedL2(0.05), FixedL2(0.05)
+    optimizer_, reference_optimizer = (OPTIMIZERS[optimizer](m.parameters()) for m in (model, reference))
+    kept = ClosedFormBPRStep(model, penalty, optimizer_)
+    assert kept.compiled is not None
+    for index, batch in enumerate(batches(n=8)):
+        if index == 2:  # new storage for a table (same values)
+            model.user_embedding.data = model.user_embedding.data.clone()
+            reference.user_embedding.data = reference.user_embedding.data.clone()
+        if index == 4:  # another λ
+            penalty.lam = reference_penalty.lam = 0.2
+        if index == 6:  # the optimizer's state replaced by a loaded copy of itself (a resumed checkpoint)
+            optimizer_.load_state_dict(copy.deepcopy(optimizer_.state_dict()))
+        kept(batch)
+        ClosedFormBPRStep(reference, reference_penalty, reference_optimizer)(batch)  # made afresh: no views kept
+        for name, value in model.state_dict().items():
+            assert torch.equal(value, reference.state_dict()[name]), (index, name)
+        for state, expected in zip(optimizer_.state_dict()["state"].values(),
+                                   reference_optimizer.state_dict()["state"].values()):
+            assert all(torch.equal(state[key], expected[key]) for key in expected), index

@@ -29,7 +29,9 @@ class NoRegularizer(Regularizer):
         pass
 
     def l2_weights(self):
-        return {"user": torch.zeros(()), "item": torch.zeros(())}
+        if not hasattr(self, "_zeros"):  # kept, as FixedL2 keeps its λ tensor
+            self._zeros = {"user": torch.zeros(()), "item": torch.zeros(())}
+        return self._zeros
 
 
 @REGULARIZERS.register("fixed")
@@ -63,8 +65,12 @@ class FixedL2(Regularizer):
         grad.add_(values, alpha=scale * 2 * self.lam / batch_size)  # ∂/∂θ_r of λ‖θ_r‖²/B, per occurrence
 
     def l2_weights(self):
-        lam = torch.tensor(float(self.lam))
-        return {"user": lam, "item": lam}
+        # one tensor per value of λ, kept: the compiled step reads it through a NumPy view it keeps too
+        # (tasks/bpr_kernel.py), instead of a new tensor and view at every step
+        if getattr(self, "_weights", (None,))[0] != self.lam:
+            lam = torch.tensor(float(self.lam))
+            self._weights = (self.lam, {"user": lam, "item": lam})
+        return self._weights[1]
 
     def metrics(self):
         return {"lambda": self.lam}

@@ -244,6 +244,22 @@ class CompiledLookahead:
         self.slot_Q = np.full(model.n_items, -1, np.int64)
         self.zeros: dict[tuple, np.ndarray] = {}  # stand-ins for optimizer state not created yet (read-only)
         self.last_fit: TrainFit | None = None  # the train batch's fit at θ, from the last call
+        # NumPy views of the tables, their optimizer state and λ, kept between steps while their storage is
+        # the same (a torch op per view per step costs more than the views save: bpr_kernel.CompiledBPRStep)
+        self.kept: dict[str, tuple] = {}
+
+    def _kept(self, name: str, tensors: tuple, make, views=lambda arrays: True):
+        """make()'s arrays — views of `tensors` (None: absent), which they keep alive, so an address seen
+        again is the same storage — made again only when a storage changed. Not kept when `views(arrays)`
+        is false: a copy goes stale when λ moves in place."""
+        key = tuple(0 if t is None else t.data_ptr() for t in tensors)
+        kept = self.kept.get(name)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        arrays = make()
+        if views(arrays):
+            self.kept[name] = (key, arrays)
+        return arrays
 
     @staticmethod
     def applies(model, kind: str, hp: dict) -> bool:
@@ -270,37 +286,46 @@ class CompiledLookahead:
             c[STEP] = float(hp["lr"])
         return c
 
-    def _state(self, optimizer, param, table: np.ndarray, kind: str):
+    def _state(self, optimizer, param, table: np.ndarray, kind: str, name: str):
         """(the optimizer's state of `param`, its Adam buffers as arrays — zeros for one it has not made yet)."""
         state = optimizer.state.get(param, {})
         if kind != "adam":
             return state, (table, table, table)  # never read
-        buffers = []
-        for key in STATE_KEYS:
-            if state.get(key) is not None:
-                buffers.append(state[key].detach().numpy())
-            else:
-                if table.shape not in self.zeros:
-                    self.zeros[table.shape] = np.zeros(table.shape, table.dtype)
-                buffers.append(self.zeros[table.shape])
-        return state, tuple(buffers)
+
+        def views():
+            buffers = []
+            for key in STATE_KEYS:
+                if state.get(key) is not None:
+                    buffers.append(state[key].detach().numpy())
+                else:
+                    if table.shape not in self.zeros:
+                        self.zeros[table.shape] = np.zeros(table.shape, table.dtype)
+                    buffers.append(self.zeros[table.shape])
+            return tuple(buffers)
+
+        return state, self._kept(name, tuple(state.get(key) for key in STATE_KEYS), views)
 
     def __call__(self, model, optimizer, kind: str, hp: dict, lam, train, valid) -> tuple[float, dict]:
         """(L_val(θ'), {role: (row ids, h of those rows)}): the hypergradient `one_step_hypergrad` gives, per
         touched row, each row once (regularizers/lambda_step.py takes it to λ's shape).
         `optimizer`: whose state the look-ahead starts from (its `.state` may be empty: plain SGD)."""
         size = len(train[0])
-        P, Q = model.user_embedding.detach().numpy(), model.item_embedding.detach().numpy()
         has_bias = model.item_bias is not None
-        bias = model.item_bias.detach().numpy() if has_bias else np.zeros(1, P.dtype)
-        parts = [self._state(optimizer, param, table, kind) for param, table in
-                 ((model.user_embedding, P), (model.item_embedding, Q), (model.item_bias, bias))]
+        P, Q, bias = self._kept("tables", (model.user_embedding, model.item_embedding, model.item_bias), lambda: (
+            model.user_embedding.detach().numpy(), model.item_embedding.detach().numpy(),
+            model.item_bias.detach().numpy() if has_bias else np.zeros(1, model.user_embedding.detach().numpy().dtype)))
+        parts = [self._state(optimizer, param, table, kind, name) for param, table, name in
+                 ((model.user_embedding, P, "user state"), (model.item_embedding, Q, "item state"),
+                  (model.item_bias, bias, "bias state"))]
         constants = [self._constants(kind, hp, state, size, P.dtype) for state, _ in parts]
-        values = {name: v.detach() for name, v in lam.values().items()}
-        weights = []
-        for role, table in (("user", P), ("item", Q)):
-            w = values[lam.param_of_role[role]]
-            weights.append(w.expand(table.shape).to(model.user_embedding.dtype).contiguous().numpy())
+        values = lam.values()
+        by_role = [values[lam.param_of_role[role]] for role in ("user", "item")]
+
+        weights = self._kept(  # λ of every entry of P and Q: views where λ has the tables' shape and dtype
+            "lambda", tuple(by_role),
+            lambda: [w.detach().expand(table.shape).to(model.user_embedding.dtype).contiguous().numpy()
+                     for w, table in zip(by_role, (P, Q))],
+            views=lambda arrays: all(a.ctypes.data == w.data_ptr() for a, w in zip(arrays, by_role)))
         loss, users, h_users, items, h_items, fit = one_step_sensitivities(
             P, Q, bias, has_bias, *(t.numpy() for t in train), *(t.numpy() for t in valid), *weights,
             kind == "adam", bool(hp.get("amsgrad", False)), *(buffers for _, buffers in parts), *constants,
