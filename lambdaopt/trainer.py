@@ -31,6 +31,17 @@ class FitResult:
     pruned_at: int | None = None  # the epoch an Optuna study's pruner stopped training at
 
 
+
+def add_loss(total, loss):
+    """The epoch's running loss sum plus one step's loss. A tensor step's loss is summed as a CPU tensor (no
+    device sync per step); a compiled CPU step returns a NumPy float32 (tasks/bpr_step.py), summed in NumPy
+    — the same float32 add as the tensor's, without a torch op (~20 µs right after a table-sized pass)."""
+    if isinstance(loss, torch.Tensor):
+        return total + loss.detach().cpu()
+    if isinstance(total, torch.Tensor):  # the epoch's first step, or a sum restored from a checkpoint
+        total = total.numpy()[()]
+    return total + loss
+
 class Trainer:
     """Runs `objective` batches through `model` + `regularizer` with `optimizer`; evaluates on
     validation every `eval_every` epochs; stops after `patience` evaluations without an improvement
@@ -106,7 +117,7 @@ class Trainer:
                 continue
             self.regularizer.update(self.model, self.optimizer, batch, index)
             loss = self.closed_form(batch) if self.closed_form is not None else self._autograd_step(batch)
-            self.loss_total = self.loss_total + loss.detach().cpu()  # summed lazily: no device sync per step
+            self.loss_total = add_loss(self.loss_total, loss)
             self.step_in_epoch = index + 1
             if self.step_in_epoch % FINITE_CHECK_EVERY == 0:
                 self._check_finite_loss()
@@ -115,7 +126,7 @@ class Trainer:
             if stop is not None and stop.requested:
                 break
         if loss is not None:
-            self.last_loss = float(loss.detach())
+            self.last_loss = float(loss.detach() if isinstance(loss, torch.Tensor) else loss)
         self._check_finite_loss()
         if stop is not None and stop.requested:
             return None
@@ -134,7 +145,7 @@ class Trainer:
         return loss
 
     def _check_finite_loss(self) -> None:
-        if not torch.isfinite(self.loss_total):
+        if not math.isfinite(float(self.loss_total)):
             raise TrainingDiverged(f"training loss became {float(self.loss_total)} in epoch {self.epoch + 1} "
                                    f"(by step {self.step_in_epoch}); lower optimizer.lr or raise the regularization")
 
@@ -251,7 +262,7 @@ class Trainer:
         return {
             "trainer": {
                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "epoch_start": self.epoch_start,
-                "loss_total": self.loss_total, "last_loss": self.last_loss, "best_score": self.best_score,
+                "loss_total": torch.as_tensor(self.loss_total), "last_loss": self.last_loss, "best_score": self.best_score,
                 "best_epoch": self.best_epoch, "best_valid": self.best_valid, "best_state": self.best_state,
                 "evaluations_since_best": self.evaluations_since_best, "history": self.history,
                 "done": self.done, "train_seconds": self.train_seconds,

@@ -25,6 +25,7 @@ or the rows as a sparse COO tensor when the model gathers with `sparse_grad` (Sp
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from lambdaopt.compiled_adam import CompiledAdam
@@ -118,7 +119,9 @@ class ClosedFormBPRStep:
             return None
         return kernels.CompiledBPRStep(self.model)
 
-    def __call__(self, batch: Batch) -> torch.Tensor:
+    def __call__(self, batch: Batch) -> torch.Tensor | np.float32:
+        """The step on `batch`; its loss — as a NumPy float32 from the compiled SGD and Adam loops (summed by
+        `trainer.add_loss` without a torch op), else a 0-dim tensor."""
         size, model = len(batch[0]), self.model
         if self.compiled is not None:
             weights = self.regularizer.l2_weights()
@@ -132,13 +135,13 @@ class ClosedFormBPRStep:
                     fit, penalty = self.compiled.step_from_fit(shared, weights, lr=lr)
                 else:
                     fit, penalty = self.compiled.sgd_step(*batch, weights, lr)
-                return torch.tensor((fit + penalty) / size, dtype=torch.float32)
+                return np.float32((fit + penalty) / size)  # no torch op: trainer.add_loss
             if self.adam is not None:
                 if shared is not None:
                     fit, penalty = self.compiled.step_from_fit(shared, weights, adam=self.adam)
                 else:
                     fit, penalty = self.compiled.adam_step(*batch, weights, self.adam)
-                return torch.tensor((fit + penalty) / size, dtype=torch.float32)
+                return np.float32((fit + penalty) / size)  # no torch op: trainer.add_loss
             fit, penalty = self.compiled.gradient(*batch, weights)
             loss = torch.tensor((fit + penalty) / size, dtype=torch.float32)
         else:
