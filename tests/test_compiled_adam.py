@@ -247,7 +247,8 @@ def test_compiled_sparse_adam_takes_sparse_adams_step(dtype, betas):
     for _ in range(6):
         ids = rng.integers(0, N_USERS - 5, 25)  # repeats: their rows' gradients are summed once
         occurrences = torch.from_numpy(rng.standard_normal((len(ids), DIM)) * 1e-2).to(dtype)
-        theirs.grad = torch.sparse_coo_tensor(torch.from_numpy(ids).unsqueeze(0), occurrences, theirs.shape)
+        theirs.grad = torch.sparse_coo_tensor(torch.from_numpy(ids).unsqueeze(0), occurrences, theirs.shape,
+                                              check_invariants=True)
         reference.step()
         summed = theirs.grad.coalesce()  # the gradient SparseAdam stepped on, row by row
         grad[summed.indices()[0].numpy()] = summed.values().numpy()
