@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
@@ -78,3 +79,40 @@ def adam_rows_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, ids, grad_rows, s
             param[r, k] = max(value, zero) if clamp else value
     for t in range(ids.shape[0]):
         slot[ids[t]] = -1
+
+
+# constants of `sparse_adam_rows` (one array in the tables' dtype): 1 − β₁, 1 − β₂, ε, −step size
+ONE_MINUS_BETA1_S, ONE_MINUS_BETA2_S, EPS_S, NEG_STEP_SIZE_S = range(4)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def sparse_adam_rows(param, exp_avg, exp_avg_sq, grad, touched, ids, c):  # pragma: no cover  (compiled; tested)
+    """torch.optim.SparseAdam's step (torch/optim/_functional.py `sparse_adam`) on the rows `touched` flags,
+    each once, visited in the order of `ids` (a row may appear there several times), reading its gradient
+    row from `grad`; the row's gradient is zeroed and its flag cleared after. Operation for operation as
+    torch's on the coalesced gradient values, in the tables' precision and without fused multiply-adds:
+
+        u = (g − m)·(1 − β₁);  m ← m + u;  w = (g·g − v)·(1 − β₂);  v ← v + w
+        θ ← θ + (−s)·((u + m_old) / (√(w + v_old) + ε)),   s = lr·√(1 − β₂ᵗ) / (1 − β₁ᵗ)
+
+    so the same gradient gives the same moments, bit for bit, as `SparseAdam.step()`, and the same parameters
+    up to one rounding: √ here is correctly rounded, torch's vectorized one (Sleef) is not always — 2 of ~200
+    entries 1 ulp apart in a test (tests/test_compiled_adam.py)."""
+    one_minus_beta1, one_minus_beta2 = c[ONE_MINUS_BETA1_S], c[ONE_MINUS_BETA2_S]
+    eps, neg_step = c[EPS_S], c[NEG_STEP_SIZE_S]
+    zero = c[0] - c[0]
+    for t in range(ids.shape[0]):
+        r = ids[t]
+        if not touched[r]:
+            continue
+        for k in range(param.shape[1]):
+            g, m0, v0 = grad[r, k], exp_avg[r, k], exp_avg_sq[r, k]
+            u = (g - m0) * one_minus_beta1
+            exp_avg[r, k] = m0 + u
+            w = (g * g - v0) * one_minus_beta2
+            exp_avg_sq[r, k] = v0 + w
+            # np.sqrt keeps the tables' precision (math.sqrt of a float32 is a float64 in numba): every
+            # operation rounds to it, as torch's tensor ops do (its √ may differ by 1 ulp: docstring)
+            param[r, k] = param[r, k] + neg_step * ((u + m0) / (np.sqrt(w + v0) + eps))
+            grad[r, k] = zero
+        touched[r] = False

@@ -90,6 +90,48 @@ class CompiledAdam:
                     bool(group["amsgrad"]), clamp)
 
 
+class CompiledSparseAdam:
+    """`step_rows(tensor, grad, touched, ids)`: torch.optim.SparseAdam's step of `tensor` on its rows flagged
+    in `touched` (listed, with repeats, in `ids`) with their gradient rows in `grad` — SparseAdam's arithmetic
+    (adam_kernel.sparse_adam_rows: its moments bit for bit, the parameters up to 1 ulp of √), its state made
+    and kept as SparseAdam keeps it (`step` an int, dense moments), so checkpoints and a later `step()` carry on.
+
+    `build(optimizer, tensors)` gives one where that holds — a SparseAdam of one group holding exactly
+    `tensors`, 2-D CPU float tables, no `maximize`, a float lr, numba importable — else None."""
+
+    def __init__(self, optimizer: torch.optim.SparseAdam, kernel):
+        self.optimizer, self.kernel = optimizer, kernel
+
+    @classmethod
+    def build(cls, optimizer, tensors: list[torch.Tensor]) -> Optional["CompiledSparseAdam"]:
+        if type(optimizer) is not torch.optim.SparseAdam or len(optimizer.param_groups) != 1:
+            return None
+        group = optimizer.param_groups[0]
+        if (group.get("maximize", False) or torch.is_tensor(group["lr"])
+                or {id(p) for p in group["params"]} != {id(t) for t in tensors} or len(group["params"]) != len(tensors)
+                or any(t.device.type != "cpu" or t.dim() != 2 or t.dtype not in (torch.float32, torch.float64)
+                       for t in tensors)):
+            return None
+        kernels = compiled_kernels("adam_kernel", "lambdaopt")
+        return None if kernels is None else cls(optimizer, kernels.sparse_adam_rows)
+
+    def step_rows(self, tensor: torch.Tensor, grad: np.ndarray, touched: np.ndarray, ids: np.ndarray) -> None:
+        group = self.optimizer.param_groups[0]
+        beta1, beta2 = group["betas"]
+        state = self.optimizer.state[tensor]
+        if not state:  # as SparseAdam.step initializes it
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(tensor, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(tensor, memory_format=torch.preserve_format)
+        state["step"] += 1
+        step = state["step"]
+        # torch multiplies float tensors by Python scalars rounded to the tensors' dtype
+        step_size = group["lr"] * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
+        constants = np.array([1 - beta1, 1 - beta2, group["eps"], -step_size], grad.dtype)
+        self.kernel(tensor.detach().numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(), grad, touched,
+                    ids, constants)
+
+
 torch_adam_step = inspect.unwrap(torch.optim.Adam.step)
 
 

@@ -72,13 +72,19 @@ def test_closed_form_step_with_sparse_rows_matches_sparse_adam():
     torch.manual_seed(0)
     model = MatrixFactorization(N_USERS, N_ITEMS, dim=6, init_std=0.3, item_bias=False, sparse_grad=True)
     reference = copy.deepcopy(model)
-    step = ClosedFormBPRStep(model, FixedL2(0.05), torch.optim.SparseAdam(list(model.parameters()), lr=1e-2))
+    optimizer = torch.optim.SparseAdam(list(model.parameters()), lr=1e-2)
+    step = ClosedFormBPRStep(model, FixedL2(0.05), optimizer)
+    assert step.sparse_adam is not None  # the compiled rows (compiled_adam.CompiledSparseAdam)
     reference_optimizer = torch.optim.SparseAdam(list(reference.parameters()), lr=1e-2)
     for batch in batches():
         step(batch)
         autograd_step(reference, FixedL2(0.05), reference_optimizer, batch)
     for mine, theirs in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+        state, expected = optimizer.state[mine], reference_optimizer.state[theirs]
+        assert state["step"] == expected["step"] == len(batches())
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(state[key], expected[key], rtol=1e-5, atol=1e-9)
 
 
 CLOSED_FORM = sorted(name for name, cls in REGULARIZERS.by_name.items() if cls.closed_form_gradient)

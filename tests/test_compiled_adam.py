@@ -1,13 +1,14 @@
 """torch's fused Adam stepped from row gradients (compiled_adam.py) against torch's own route, bit for bit: λ's
 one-pass clip + Adam + projection (regularizers/lambda_step.py) against dense `.grad`, `clip_grad_norm_`, the
-fused step and `project_`; the MF-BPR step's Adam (tasks/bpr_step.py) against `optimizer.step()`."""
+fused step and `project_`; the MF-BPR step's Adam (tasks/bpr_step.py) against `optimizer.step()`; SparseAdam on the touched rows
+against `SparseAdam.step()`."""
 import copy
 
 import numpy as np
 import pytest
 import torch
 
-from lambdaopt.compiled_adam import CompiledAdam
+from lambdaopt.compiled_adam import CompiledAdam, CompiledSparseAdam
 from lambdaopt.errors import TrainingDiverged
 from lambdaopt.models.mf import MatrixFactorization
 from lambdaopt.regularizers.fixed import FixedL2
@@ -225,3 +226,46 @@ def test_a_table_turned_float64_after_the_build_still_steps_as_torch():
         fused_route(one_pass, fused[0], rows, None)
         assert_identical(reference, fused)
     assert fused[0].raw["item"].dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.3, 0.5)])
+def test_compiled_sparse_adam_takes_sparse_adams_step(dtype, betas):
+    """optimizer=sparse_adam's step from the compiled loop's buffers (`CompiledSparseAdam`) against
+    `SparseAdam.step()` on the same gradient as a COO tensor with repeated rows: the moments the same bits,
+    the parameters within 1 ulp of √ (torch's vectorized √ is not always correctly rounded), after several
+    steps; rows no batch touched keep zero state; buffers and flags left cleared."""
+    rng = np.random.default_rng(0)
+    start = torch.from_numpy(rng.standard_normal((N_USERS, DIM)) * 0.1).to(dtype)
+    mine, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    optimizer = torch.optim.SparseAdam([mine], lr=3e-2, betas=betas)
+    reference = torch.optim.SparseAdam([theirs], lr=3e-2, betas=betas)
+    compiled = CompiledSparseAdam.build(optimizer, [mine])
+    assert compiled is not None
+    grad, touched = np.zeros((N_USERS, DIM), start.numpy().dtype), np.zeros(N_USERS, np.bool_)
+    never = np.arange(N_USERS - 5, N_USERS)  # rows no batch touches
+    for _ in range(6):
+        ids = rng.integers(0, N_USERS - 5, 25)  # repeats: their rows' gradients are summed once
+        occurrences = torch.from_numpy(rng.standard_normal((len(ids), DIM)) * 1e-2).to(dtype)
+        theirs.grad = torch.sparse_coo_tensor(torch.from_numpy(ids).unsqueeze(0), occurrences, theirs.shape,
+                                              check_invariants=True)
+        reference.step()
+        summed = theirs.grad.coalesce()  # the gradient SparseAdam stepped on, row by row
+        grad[summed.indices()[0].numpy()] = summed.values().numpy()
+        touched[ids] = True
+        compiled.step_rows(mine, grad, touched, ids)
+        assert not touched.any() and not grad.any()
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(optimizer.state[mine][key], reference.state[theirs][key]), key
+    # each step's 1-ulp differences add up in θ: a few ulps of the step, not of θ
+    torch.testing.assert_close(mine, theirs, rtol=0, atol=16 * torch.finfo(dtype).eps * 3e-2)
+    assert optimizer.state[mine]["step"] == reference.state[theirs]["step"] == 6
+    assert not optimizer.state[mine]["exp_avg"][never].any()
+
+
+def test_compiled_sparse_adam_applies_only_to_a_plain_sparse_adam():
+    table = torch.nn.Parameter(torch.zeros(4, 3))
+    assert CompiledSparseAdam.build(torch.optim.SparseAdam([table], lr=1e-2), [table]) is not None
+    assert CompiledSparseAdam.build(torch.optim.SparseAdam([table], lr=1e-2, maximize=True), [table]) is None
+    assert CompiledSparseAdam.build(torch.optim.Adam([table], lr=1e-2), [table]) is None
+    assert CompiledSparseAdam.build(torch.optim.SparseAdam([table], lr=1e-2), [table, torch.zeros(2, 3)]) is None

@@ -269,6 +269,17 @@ class CompiledBPRStep:
             sgd_on_touched_rows(P, Q, bias, has_bias, *(t.numpy() for t in fit.batch), lr, *self.buffers)
         return fit.loss_sum, squares
 
+    def sparse_adam_step(self, users, positives, negatives, weights, sparse_adam) -> tuple[float, float]:
+        """The gradient into this step's own buffers, then `sparse_adam` (a `CompiledSparseAdam`: torch's
+        SparseAdam on those rows) steps each touched row once and zeroes it again — no sparse COO gradient,
+        no coalescing. The model has no biases (optimizer=sparse_adam refuses them)."""
+        batch = (users.numpy(), positives.numpy(), negatives.numpy())
+        sums = bpr_l2_gradient(*self._tables(), *batch, *self._weights(weights), *self.buffers)
+        model = self.model
+        sparse_adam.step_rows(model.user_embedding, self.grad_P, self.touched_P, batch[0])
+        sparse_adam.step_rows(model.item_embedding, self.grad_Q, self.touched_Q, np.concatenate(batch[1:]))
+        return sums
+
     def _adam_from_buffers(self, adam) -> None:
         """`adam` steps every table from the gradient buffers, whose touched rows are zeroed after."""
         model = self.model

@@ -19,7 +19,8 @@ rows in the batch, by −lr·grad: −lr is folded into g and the penalty's coef
 in place (a lazy row-wise update; the same step as dense SGD on a gradient that is zero outside the
 batch, up to float rounding where a row occurs twice). torch's fused Adam (`optimizer=adam`) on the CPU takes
 its step from the compiled loop's gradient buffers (`CompiledAdam`, lambdaopt/compiled_adam.py: the same bits
-as `optimizer.step()`, its state in the optimizer). Any other optimizer gets the gradient as `.grad` — dense,
+as `optimizer.step()`, its state in the optimizer), and so does `optimizer=sparse_adam` on the touched rows
+(`CompiledSparseAdam`: SparseAdam's arithmetic on the buffers' rows, no COO gradient). Any other optimizer gets the gradient as `.grad` — dense,
 or the rows as a sparse COO tensor when the model gathers with `sparse_grad` (SparseAdam) — and takes its own
 `step()`, so its state and schedule are the optimizer's as usual.
 """
@@ -28,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lambdaopt.compiled_adam import CompiledAdam
+from lambdaopt.compiled_adam import CompiledAdam, CompiledSparseAdam
 from lambdaopt.contracts import Batch
 from lambdaopt.errors import ConfigError
 from lambdaopt.kernels import compiled_kernels
@@ -103,6 +104,11 @@ class ClosedFormBPRStep:
         # torch's fused Adam on the model's tables, stepped from the gradient buffers (compiled_adam.py)
         self.adam = (CompiledAdam.build(optimizer, list(model.parameters()))
                      if self.compiled is not None and not self.lazy_sgd else None)
+        # optimizer=sparse_adam: torch's SparseAdam on the touched rows, from the same buffers (compiled_adam.py)
+        self.sparse_adam = (CompiledSparseAdam.build(optimizer, list(model.parameters()))
+                            if self.compiled is not None and model.sparse_grad else None)
+        if model.sparse_grad and self.sparse_adam is None:
+            self.compiled = None  # another optimizer of sparse rows: the tensor path gives it its COO gradient
         if per_sample and (self.compiled is None or not self.lazy_sgd):
             raise ConfigError("trainer.per_sample=true runs plain SGD (optimizer=sgd, no momentum or weight decay) "
                               "as a compiled CPU loop: it needs float32 tables on the CPU, numba, a weighted L2 "
@@ -110,12 +116,12 @@ class ClosedFormBPRStep:
 
     def _compiled_loop(self):
         """The same step as compiled loops (bpr_kernel.py) where they apply: a weighted L2 penalty
-        (`Regularizer.l2_weights`: fixed λ, learned λ, none), float32 tables on the CPU, dense gradients
-        (not SparseAdam's rows), and numba importable (a dependency; a platform without its wheels takes
-        the tensor path)."""
+        (`Regularizer.l2_weights`: fixed λ, learned λ, none), float32 tables on the CPU, no bias beside sparse
+        rows (SparseAdam's: `__init__` keeps the loops only for a plain SparseAdam), and numba importable (a
+        dependency; a platform without its wheels takes the tensor path)."""
         table, kernels = self.model.user_embedding, compiled_kernels("bpr_kernel")
         if (kernels is None or self.regularizer.l2_weights() is None or table.device.type != "cpu"
-                or table.dtype != torch.float32 or self.model.sparse_grad):
+                or table.dtype != torch.float32 or (self.model.sparse_grad and self.model.item_bias is not None)):
             return None
         return kernels.CompiledBPRStep(self.model)
 
@@ -136,6 +142,9 @@ class ClosedFormBPRStep:
                 else:
                     fit, penalty = self.compiled.sgd_step(*batch, weights, lr)
                 return np.float32((fit + penalty) / size)  # no torch op: trainer.add_loss
+            if self.sparse_adam is not None:
+                fit, penalty = self.compiled.sparse_adam_step(*batch, weights, self.sparse_adam)
+                return np.float32((fit + penalty) / size)
             if self.adam is not None:
                 if shared is not None:
                     fit, penalty = self.compiled.step_from_fit(shared, weights, adam=self.adam)
