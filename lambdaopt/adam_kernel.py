@@ -86,10 +86,11 @@ ONE_MINUS_BETA1_S, ONE_MINUS_BETA2_S, EPS_S, NEG_STEP_SIZE_S = range(4)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def sparse_adam_rows(param, exp_avg, exp_avg_sq, grad, touched, ids, c):  # pragma: no cover  (compiled; tested)
+def sparse_adam_rows(param, exp_avg, exp_avg_sq, grad, touched, ids, c, clamp):  # pragma: no cover  (compiled; tested)
     """torch.optim.SparseAdam's step (torch/optim/_functional.py `sparse_adam`) on the rows `touched` flags,
     each once, visited in the order of `ids` (a row may appear there several times), reading its gradient
-    row from `grad`; the row's gradient is zeroed and its flag cleared after. Operation for operation as
+    row from `grad`; the row's gradient is zeroed and its flag cleared after; then max(·, 0) on those rows when
+    `clamp` (λ ≥ 0, as `LambdaTables.project_` after torch's step). Operation for operation as
     torch's on the coalesced gradient values, in the tables' precision and without fused multiply-adds:
 
         u = (g − m)·(1 − β₁);  m ← m + u;  w = (g·g − v)·(1 − β₂);  v ← v + w
@@ -113,6 +114,7 @@ def sparse_adam_rows(param, exp_avg, exp_avg_sq, grad, touched, ids, c):  # prag
             exp_avg_sq[r, k] = v0 + w
             # np.sqrt keeps the tables' precision (math.sqrt of a float32 is a float64 in numba): every
             # operation rounds to it, as torch's tensor ops do (its √ may differ by 1 ulp: docstring)
-            param[r, k] = param[r, k] + neg_step * ((u + m0) / (np.sqrt(w + v0) + eps))
+            value = param[r, k] + neg_step * ((u + m0) / (np.sqrt(w + v0) + eps))
+            param[r, k] = max(value, zero) if clamp else value
             grad[r, k] = zero
         touched[r] = False

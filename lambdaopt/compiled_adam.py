@@ -115,7 +115,10 @@ class CompiledSparseAdam:
         kernels = compiled_kernels("adam_kernel", "lambdaopt")
         return None if kernels is None else cls(optimizer, kernels.sparse_adam_rows)
 
-    def step_rows(self, tensor: torch.Tensor, grad: np.ndarray, touched: np.ndarray, ids: np.ndarray) -> None:
+    def step_rows(self, tensor: torch.Tensor, grad: np.ndarray, touched: np.ndarray, ids: np.ndarray,
+                  clamp: bool = False) -> None:
+        """One step of the rows `touched` flags (then max(·, 0) on them when `clamp`); `grad` and `touched` are
+        left cleared."""
         group = self.optimizer.param_groups[0]
         beta1, beta2 = group["betas"]
         state = self.optimizer.state[tensor]
@@ -129,7 +132,7 @@ class CompiledSparseAdam:
         step_size = group["lr"] * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
         constants = np.array([1 - beta1, 1 - beta2, group["eps"], -step_size], grad.dtype)
         self.kernel(tensor.detach().numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(), grad, touched,
-                    ids, constants)
+                    ids, constants, clamp)
 
 
 torch_adam_step = inspect.unwrap(torch.optim.Adam.step)

@@ -12,7 +12,7 @@ from lambdaopt.compiled_adam import CompiledAdam, CompiledSparseAdam
 from lambdaopt.errors import TrainingDiverged
 from lambdaopt.models.mf import MatrixFactorization
 from lambdaopt.regularizers.fixed import FixedL2
-from lambdaopt.regularizers.lambda_step import FusedLambdaAdam, lambda_rows, set_row_grads
+from lambdaopt.regularizers.lambda_step import FusedLambdaAdam, FusedLambdaSparseAdam, lambda_rows, set_row_grads
 from lambdaopt.regularizers.lambdaopt import LambdaOpt
 from lambdaopt.regularizers.lambdas import GRANULARITIES, LambdaTables
 from lambdaopt.tasks.bpr_step import ClosedFormBPRStep
@@ -129,7 +129,7 @@ def test_lambdaopt_steps_lambda_in_one_pass_by_default(dataset, options, fused):
         reg = LambdaOpt(granularity=granularity, lambda_lr=1e-2, **options)
         reg.setup(model, objective)
         initial = reg.lam.raw["user"].detach().clone()
-        assert (reg._fused is not None) == fused
+        assert isinstance(reg._fused, FusedLambdaAdam) == fused  # sparse_adam: FusedLambdaSparseAdam (below)
         if not one_pass:
             reg._fused = None
         train_with_lambda(model, objective, optimizer, reg, steps=4)
@@ -269,3 +269,38 @@ def test_compiled_sparse_adam_applies_only_to_a_plain_sparse_adam():
     assert CompiledSparseAdam.build(torch.optim.SparseAdam([table], lr=1e-2, maximize=True), [table]) is None
     assert CompiledSparseAdam.build(torch.optim.Adam([table], lr=1e-2), [table]) is None
     assert CompiledSparseAdam.build(torch.optim.SparseAdam([table], lr=1e-2), [table, torch.zeros(2, 3)]) is None
+
+
+@pytest.mark.parametrize("grad_clip", [None, 1e-4])  # 1e-4: the clip binds at every step
+@pytest.mark.parametrize("granularity", ["dui", "user_item"])
+def test_sparse_lambda_step_follows_torchs_sparse_adam_route(dataset, granularity, grad_clip):
+    """regularizer.lambda_optimizer=sparse_adam through `FusedLambdaSparseAdam` against torch's route (a
+    row-sparse `.grad`, its coalescing and clip, `SparseAdam.step()`, `project_`): λ and its moments after
+    several training steps, λ near the clamp bound so that the projection binds; equal up to the rounding of
+    √ and of the clip's norm (summed in another order)."""
+    runs = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=8, init_std=0.3, item_bias=False)
+        objective = BPRObjective(dataset, 24, torch.device("cpu"))
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.05, fused=True)
+        reg = LambdaOpt(granularity=granularity, init=1e-3, lambda_optimizer="sparse_adam", lambda_lr=1e-3,
+                        grad_clip=grad_clip)
+        reg.setup(model, objective)
+        assert isinstance(reg._fused, FusedLambdaSparseAdam)
+        if not fused:
+            reg._fused = None  # torch's route
+        train_with_lambda(model, objective, optimizer, reg, steps=5)
+        runs.append(reg)
+    fused, reference = runs
+    moved = False
+    for name, tensor in fused.lam.raw.items():
+        expected = reference.lam.raw[name]
+        torch.testing.assert_close(tensor, expected, rtol=1e-5, atol=1e-9)
+        moved |= bool((expected != 1e-3).any())
+        assert (tensor >= 0).all() and bool((tensor == 0).any()) == bool((expected == 0).any())
+        state, reference_state = fused.lambda_optimizer.state[tensor], reference.lambda_optimizer.state[expected]
+        assert state["step"] == reference_state["step"] == 5
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(state[key], reference_state[key], rtol=1e-5, atol=1e-12)
+    assert moved

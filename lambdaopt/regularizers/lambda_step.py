@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from lambdaopt.compiled_adam import CompiledAdam
+from lambdaopt.compiled_adam import CompiledAdam, CompiledSparseAdam
 
 
 def set_row_grads(lam, rows) -> None:
@@ -107,3 +107,39 @@ class FusedLambdaAdam:
         for name, tensor in self.lam.raw.items():
             ids, rows = parts[name]
             self.adam.step_table(tensor, self.first_row if ids is None else ids.numpy(), rows.numpy(), clamp=True)
+
+
+class FusedLambdaSparseAdam:
+    """`regularizer.lambda_optimizer=sparse_adam` from the per-row hypergradient: the clip (`FusedLambdaAdam.clip_`),
+    SparseAdam on the λ rows the look-ahead touched and λ ≥ 0 on them, in one compiled pass per λ table
+    (`CompiledSparseAdam`: SparseAdam's arithmetic, its state SparseAdam's own) — instead of a row-sparse `.grad`
+    through autograd, its coalescing, `SparseAdam.step()` and a clamp of every λ entry. λ rows the batches did
+    not reach are left as they are, as SparseAdam leaves them."""
+
+    def __init__(self, lam, sparse_adam: CompiledSparseAdam):
+        self.lam, self.sparse_adam = lam, sparse_adam
+        # per λ table: a gradient buffer of its shape and a flag per row, left cleared by every step
+        self.buffers = {name: (np.zeros(tuple(t.shape), t.detach().numpy().dtype), np.zeros(len(t), np.bool_))
+                        for name, t in lam.raw.items()}
+
+    @classmethod
+    def build(cls, lam, optimizer) -> Optional["FusedLambdaSparseAdam"]:
+        """One where it applies — λ ≥ 0 by projection, row-sparse λ (per user and per item) and
+        `CompiledSparseAdam.build`'s conditions on the λ optimizer — else None (torch's route)."""
+        if lam.nonneg != "clamp" or not lam.sparse_rows or not all(lam.per_entity.values()):
+            return None
+        adam = CompiledSparseAdam.build(optimizer, list(lam.raw.values()))
+        return None if adam is None else cls(lam, adam)
+
+    clip_ = staticmethod(FusedLambdaAdam.clip_)
+
+    def step(self, parts: dict) -> None:
+        """One λ step on the rows in `parts` (`lambda_rows`: unique ids per λ table)."""
+        for name, tensor in self.lam.raw.items():
+            ids, rows = parts[name]
+            grad, touched = self.buffers[name]
+            ids = ids.numpy()
+            grad[ids] = rows.numpy()
+            touched[ids] = True
+            self.sparse_adam.step_rows(tensor, grad, touched, ids, clamp=True)
+

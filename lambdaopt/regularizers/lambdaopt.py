@@ -23,7 +23,7 @@ from lambdaopt.errors import ConfigError, TrainingDiverged
 from lambdaopt.registry import REGULARIZERS
 from lambdaopt.regularizers import hypergrad
 from lambdaopt.regularizers.base import Regularizer
-from lambdaopt.regularizers.lambda_step import FusedLambdaAdam, lambda_rows, set_row_grads
+from lambdaopt.regularizers.lambda_step import FusedLambdaAdam, FusedLambdaSparseAdam, lambda_rows, set_row_grads
 from lambdaopt.regularizers.lambdas import GRANULARITIES, LambdaTables
 from lambdaopt.regularizers.lookahead import optimizer_kind
 from lambdaopt.regularizers.trajectory import LambdaTrajectory
@@ -134,7 +134,8 @@ class LambdaOpt(Regularizer):
             self.lambda_optimizer = torch.optim.Adam(params, lr=self.lambda_lr, amsgrad=self.amsgrad, fused=True)
         else:
             self.lambda_optimizer = torch.optim.SGD(params, lr=self.lambda_lr)
-        self._fused = FusedLambdaAdam.build(self.lam, self.lambda_optimizer)
+        self._fused = (FusedLambdaAdam.build(self.lam, self.lambda_optimizer)
+                       or FusedLambdaSparseAdam.build(self.lam, self.lambda_optimizer))
         self.trajectory = LambdaTrajectory(self.lam, objective.dataset, self.snapshot_every)
         # Users with training data but no λ data: their λ rows never get a hypergradient and stay at init
         # (ML-100K under leave-one-out with a per-interaction validation share: 52 % of users).
