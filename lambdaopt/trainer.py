@@ -31,7 +31,6 @@ class FitResult:
     pruned_at: int | None = None  # the epoch an Optuna study's pruner stopped training at
 
 
-
 def add_loss(total, loss):
     """The epoch's running loss sum plus one step's loss. A tensor step's loss is summed as a CPU tensor (no
     device sync per step); a compiled CPU step returns a NumPy float32 (tasks/bpr_step.py), summed in NumPy
@@ -41,6 +40,7 @@ def add_loss(total, loss):
     if isinstance(total, torch.Tensor):  # the epoch's first step, or a sum restored from a checkpoint
         total = total.numpy()[()]
     return total + loss
+
 
 class Trainer:
     """Runs `objective` batches through `model` + `regularizer` with `optimizer`; evaluates on

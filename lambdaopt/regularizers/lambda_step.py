@@ -142,4 +142,3 @@ class FusedLambdaSparseAdam:
             grad[ids] = rows.numpy()
             touched[ids] = True
             self.sparse_adam.step_rows(tensor, grad, touched, ids, clamp=True)
-
