@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from lambdaopt.kernels import compiled_kernels
+from lambdaopt.kernels import KeptViews, compiled_kernels
 
 
 class CompiledAdam:
@@ -101,6 +101,7 @@ class CompiledSparseAdam:
 
     def __init__(self, optimizer: torch.optim.SparseAdam, kernel):
         self.optimizer, self.kernel = optimizer, kernel
+        self.kept = KeptViews()  # each table's and its moments' NumPy views
 
     @classmethod
     def build(cls, optimizer, tensors: list[torch.Tensor]) -> Optional["CompiledSparseAdam"]:
@@ -131,8 +132,9 @@ class CompiledSparseAdam:
         # torch multiplies float tensors by Python scalars rounded to the tensors' dtype
         step_size = group["lr"] * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
         constants = np.array([1 - beta1, 1 - beta2, group["eps"], -step_size], grad.dtype)
-        self.kernel(tensor.detach().numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(), grad, touched,
-                    ids, constants, clamp)
+        tables = (tensor, state["exp_avg"], state["exp_avg_sq"])
+        arrays = self.kept(str(id(tensor)), tables, lambda: [t.detach().numpy() for t in tables])
+        self.kernel(*arrays, grad, touched, ids, constants, clamp)
 
 
 torch_adam_step = inspect.unwrap(torch.optim.Adam.step)

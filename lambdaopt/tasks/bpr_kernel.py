@@ -20,6 +20,8 @@ import numba
 import numpy as np
 import torch
 
+from lambdaopt.kernels import KeptViews
+
 FASTMATH = {"reassoc", "contract"}
 
 
@@ -196,38 +198,27 @@ class CompiledBPRStep:
         self.buffers = (self.grad_P, self.grad_Q, self.grad_bias, self.touched_P, self.touched_Q)
         self.no_bias = np.zeros(1, np.float32)
         self.every_row_P, self.every_row_Q = np.arange(model.n_users), np.arange(model.n_items)
-        # NumPy views kept between steps, each with the storage addresses it was made from: a torch op costs
-        # ~10–20 µs when the step's table-sized passes have just evicted torch's code from the caches
-        # (bench/README.md, λOpt epoch time), ~0.1 ms of a 0.55 ms Adam step in views remade every step.
-        # A kept view holds its storage alive, so an address seen again is the same storage.
-        self.kept_tables: tuple = ((), None)
-        self.kept_weights: tuple = ((), None)
+        self.kept = KeptViews()  # the tables' and λ's NumPy views, kept between steps
 
     def _tables(self):
         model = self.model
-        tensors = (model.user_embedding, model.item_embedding, model.item_bias)
-        key = tuple(t.data_ptr() if t is not None else 0 for t in tensors)
-        if key != self.kept_tables[0]:
-            bias = model.item_bias.detach().numpy() if model.item_bias is not None else self.no_bias
-            self.kept_tables = (key, (model.user_embedding.detach().numpy(), model.item_embedding.detach().numpy(),
-                                      bias, model.item_bias is not None))
-        return self.kept_tables[1]
+        return self.kept("tables", (model.user_embedding, model.item_embedding, model.item_bias), lambda: (
+            model.user_embedding.detach().numpy(), model.item_embedding.detach().numpy(),
+            model.item_bias.detach().numpy() if model.item_bias is not None else self.no_bias,
+            model.item_bias is not None))
 
     def _weights(self, weights: dict[str, torch.Tensor]):
         """λ per role as the kernels read it: both 1 × 1 when each is one value, else both the full shape
         of their table (a single λ expanded: a copy per step, only for λOpt's `user` / `item` granularities).
         Kept while they are views of the same λ storage (a copy is made again at every step: λ may have
         moved in place since)."""
-        key = (weights["user"].data_ptr(), weights["item"].data_ptr())
-        if key == self.kept_weights[0]:
-            return self.kept_weights[1]
         tables = {"user": self.model.user_embedding, "item": self.model.item_embedding}
         per_entry = any(weights[role].numel() > 1 for role in tables)
-        arrays = [(weights[role].detach().expand(table.shape) if per_entry else weights[role].detach().reshape(1, 1))
-                  .to(torch.float32).contiguous().numpy() for role, table in tables.items()]
-        if all(a.ctypes.data == address for a, address in zip(arrays, key)):  # views, not copies
-            self.kept_weights = (key, arrays)
-        return arrays
+        return self.kept(
+            "lambda", (weights["user"], weights["item"]),
+            lambda: [(weights[role].detach().expand(table.shape) if per_entry else weights[role].detach().reshape(1, 1))
+                     .to(torch.float32).contiguous().numpy() for role, table in tables.items()],
+            views=lambda arrays: all(a.ctypes.data == weights[role].data_ptr() for a, role in zip(arrays, tables)))
 
     def sgd_step(self, users, positives, negatives, weights, lr: float) -> tuple[float, float]:
         tables, batch = self._tables(), (users.numpy(), positives.numpy(), negatives.numpy())

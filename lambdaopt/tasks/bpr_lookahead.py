@@ -30,6 +30,7 @@ import numba
 import numpy as np
 import torch
 
+from lambdaopt.kernels import KeptViews
 from lambdaopt.tasks.bpr_kernel import FASTMATH
 
 # the constants array (one per table, in the tables' dtype so no loop promotes to float64):
@@ -244,22 +245,8 @@ class CompiledLookahead:
         self.slot_Q = np.full(model.n_items, -1, np.int64)
         self.zeros: dict[tuple, np.ndarray] = {}  # stand-ins for optimizer state not created yet (read-only)
         self.last_fit: TrainFit | None = None  # the train batch's fit at θ, from the last call
-        # NumPy views of the tables, their optimizer state and λ, kept between steps while their storage is
-        # the same (a torch op per view per step costs more than the views save: bpr_kernel.CompiledBPRStep)
-        self.kept: dict[str, tuple] = {}
-
-    def _kept(self, name: str, tensors: tuple, make, views=lambda arrays: True):
-        """make()'s arrays — views of `tensors` (None: absent), which they keep alive, so an address seen
-        again is the same storage — made again only when a storage changed. Not kept when `views(arrays)`
-        is false: a copy goes stale when λ moves in place."""
-        key = tuple(0 if t is None else t.data_ptr() for t in tensors)
-        kept = self.kept.get(name)
-        if kept is not None and kept[0] == key:
-            return kept[1]
-        arrays = make()
-        if views(arrays):
-            self.kept[name] = (key, arrays)
-        return arrays
+        # NumPy views of the tables, their optimizer state and λ, kept between steps (kernels.KeptViews)
+        self.kept = KeptViews()
 
     @staticmethod
     def applies(model, kind: str, hp: dict) -> bool:
@@ -303,7 +290,7 @@ class CompiledLookahead:
                     buffers.append(self.zeros[table.shape])
             return tuple(buffers)
 
-        return state, self._kept(name, tuple(state.get(key) for key in STATE_KEYS), views)
+        return state, self.kept(name, tuple(state.get(key) for key in STATE_KEYS), views)
 
     def __call__(self, model, optimizer, kind: str, hp: dict, lam, train, valid) -> tuple[float, dict]:
         """(L_val(θ'), {role: (row ids, h of those rows)}): the hypergradient `one_step_hypergrad` gives, per
@@ -311,7 +298,7 @@ class CompiledLookahead:
         `optimizer`: whose state the look-ahead starts from (its `.state` may be empty: plain SGD)."""
         size = len(train[0])
         has_bias = model.item_bias is not None
-        P, Q, bias = self._kept("tables", (model.user_embedding, model.item_embedding, model.item_bias), lambda: (
+        P, Q, bias = self.kept("tables", (model.user_embedding, model.item_embedding, model.item_bias), lambda: (
             model.user_embedding.detach().numpy(), model.item_embedding.detach().numpy(),
             model.item_bias.detach().numpy() if has_bias else np.zeros(1, model.user_embedding.detach().numpy().dtype)))
         parts = [self._state(optimizer, param, table, kind, name) for param, table, name in
@@ -321,7 +308,7 @@ class CompiledLookahead:
         values = lam.values()
         by_role = [values[lam.param_of_role[role]] for role in ("user", "item")]
 
-        weights = self._kept(  # λ of every entry of P and Q: views where λ has the tables' shape and dtype
+        weights = self.kept(  # λ of every entry of P and Q: views where λ has the tables' shape and dtype
             "lambda", tuple(by_role),
             lambda: [w.detach().expand(table.shape).to(model.user_embedding.dtype).contiguous().numpy()
                      for w, table in zip(by_role, (P, Q))],

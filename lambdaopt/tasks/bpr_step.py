@@ -100,15 +100,12 @@ class ClosedFormBPRStep:
         −(lr/B)·its gradient (B the configured batch size, so a short last batch takes the same steps)."""
         self.model, self.regularizer, self.optimizer = model, regularizer, optimizer
         self.lazy_sgd, self.per_sample = lazy_sgd_lr(optimizer), per_sample
+        # optimizer=sparse_adam: torch's SparseAdam on the touched rows, from the loops' buffers (compiled_adam.py)
+        self.sparse_adam = CompiledSparseAdam.build(optimizer, list(model.parameters())) if model.sparse_grad else None
         self.compiled = self._compiled_loop()
         # torch's fused Adam on the model's tables, stepped from the gradient buffers (compiled_adam.py)
         self.adam = (CompiledAdam.build(optimizer, list(model.parameters()))
                      if self.compiled is not None and not self.lazy_sgd else None)
-        # optimizer=sparse_adam: torch's SparseAdam on the touched rows, from the same buffers (compiled_adam.py)
-        self.sparse_adam = (CompiledSparseAdam.build(optimizer, list(model.parameters()))
-                            if self.compiled is not None and model.sparse_grad else None)
-        if model.sparse_grad and self.sparse_adam is None:
-            self.compiled = None  # another optimizer of sparse rows: the tensor path gives it its COO gradient
         if per_sample and (self.compiled is None or not self.lazy_sgd):
             raise ConfigError("trainer.per_sample=true runs plain SGD (optimizer=sgd, no momentum or weight decay) "
                               "as a compiled CPU loop: it needs float32 tables on the CPU, numba, a weighted L2 "
@@ -116,12 +113,12 @@ class ClosedFormBPRStep:
 
     def _compiled_loop(self):
         """The same step as compiled loops (bpr_kernel.py) where they apply: a weighted L2 penalty
-        (`Regularizer.l2_weights`: fixed λ, learned λ, none), float32 tables on the CPU, no bias beside sparse
-        rows (SparseAdam's: `__init__` keeps the loops only for a plain SparseAdam), and numba importable (a
-        dependency; a platform without its wheels takes the tensor path)."""
+        (`Regularizer.l2_weights`: fixed λ, learned λ, none), float32 tables on the CPU, sparse rows only for a
+        plain SparseAdam (`CompiledSparseAdam`; any other optimizer of sparse rows gets its COO gradient from the
+        tensor path), and numba importable (a dependency; a platform without its wheels takes the tensor path)."""
         table, kernels = self.model.user_embedding, compiled_kernels("bpr_kernel")
         if (kernels is None or self.regularizer.l2_weights() is None or table.device.type != "cpu"
-                or table.dtype != torch.float32 or (self.model.sparse_grad and self.model.item_bias is not None)):
+                or table.dtype != torch.float32 or (self.model.sparse_grad and self.sparse_adam is None)):
             return None
         return kernels.CompiledBPRStep(self.model)
 
