@@ -91,6 +91,31 @@ def adam_rows_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, ids, grad_rows, s
         slot[ids[t]] = -1
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def adam_touched_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, grad, touched, slot, c, vector_end, from_grad,
+                      amsgrad):  # pragma: no cover  (compiled; its result is tested)
+    """`adam_rows_step` from a gradient table `grad` (param's shape) that is non-zero only on the rows `touched`
+    flags: those rows are read, then zeroed with their flags in the same pass (the buffers left cleared for the
+    next step); every other row steps with a zero gradient without reading its gradient row. `slot`: unused
+    (the calling convention's)."""
+    rows, width = param.shape
+    step_size, coefficient, beta2, zero = c[STEP_SIZE], c[LERP_COEFFICIENT], c[BETA2], c[ZERO]
+    grad_weight, correction2_sqrt, eps = c[ONE_MINUS_BETA2], c[CORRECTION2_SQRT], c[EPS]
+    for r in range(rows):
+        hit = touched[r]
+        for k in range(width):
+            g = grad[r, k] if hit else zero
+            param[r, k], exp_avg[r, k], exp_avg_sq[r, k], second = adam_entry(
+                param[r, k], exp_avg[r, k], exp_avg_sq[r, k], max_exp_avg_sq[r, k] if amsgrad else zero, g, step_size,
+                coefficient, beta2, grad_weight, correction2_sqrt, eps, zero, r * width + k >= vector_end, from_grad,
+                amsgrad, False)
+            if amsgrad:
+                max_exp_avg_sq[r, k] = second
+        if hit:
+            grad[r, :] = zero
+            touched[r] = False
+
+
 # constants of `sparse_adam_rows` (one array in the tables' dtype): 1 − β₁, 1 − β₂, ε, −step size
 ONE_MINUS_BETA1_S, ONE_MINUS_BETA2_S, EPS_S, NEG_STEP_SIZE_S = range(4)
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lambdaopt.adam_kernel import (BETA2, CORRECTION2_SQRT, EPS, LERP_COEFFICIENT, ONE_MINUS_BETA2, STEP_SIZE, ZERO,
-                                  adam_entry, fma)
+                                  adam_entry, adam_touched_step, fma)
 from lambdaopt.kernels import KeptViews
 
 FASTMATH = {"reassoc", "contract"}
@@ -147,20 +147,6 @@ def adam_l2_rows_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, ids, fit, coun
     return squares
 
 
-@numba.njit(cache=True, nogil=True)
-def clear_touched_rows(grad_P, grad_Q, grad_bias, touched_P, touched_Q):  # pragma: no cover  (compiled; tested)
-    """Zero the gradient buffers' touched rows and their flags (numpy's boolean-mask assignment: ~3× the time)."""
-    for u in range(touched_P.shape[0]):
-        if touched_P[u]:
-            grad_P[u, :] = 0
-            touched_P[u] = False
-    for i in range(touched_Q.shape[0]):
-        if touched_Q[i]:
-            grad_Q[i, :] = 0
-            grad_bias[i] = 0
-            touched_Q[i] = False
-
-
 @numba.njit(cache=True, fastmath=FASTMATH, nogil=True)
 def sgd_on_touched_rows(P, Q, bias, has_bias, users, positives, negatives, lr, grad_P, grad_Q, grad_bias,
                         touched_P, touched_Q):  # pragma: no cover  (compiled; its result is tested)
@@ -242,7 +228,7 @@ class CompiledBPRStep:
         # the kernels' trailing arguments: the gradient rows of the batch and which rows they are
         self.buffers = (self.grad_P, self.grad_Q, self.grad_bias, self.touched_P, self.touched_Q)
         self.no_bias = np.zeros(1, np.float32)
-        self.every_row_P, self.every_row_Q = np.arange(model.n_users), np.arange(model.n_items)
+        self.every_row_P = np.arange(model.n_users)  # (its first row: the bias's one-row view)
         self.row_squares = np.zeros(max(model.n_users, model.n_items), np.float32)  # adam_l2_rows_step's scratch
         self.kept = KeptViews()  # the tables' and λ's NumPy views, kept between steps
 
@@ -333,12 +319,15 @@ class CompiledBPRStep:
         return sums
 
     def _adam_from_buffers(self, adam) -> None:
-        """`adam` steps every table from the gradient buffers, whose touched rows are zeroed after."""
+        """`adam` steps every table from the gradient buffers, leaving them zeroed and their flags cleared."""
         model = self.model
-        adam.step_table(model.user_embedding, self.every_row_P, self.grad_P)
-        adam.step_table(model.item_embedding, self.every_row_Q, self.grad_Q)
+        for table, grad, touched in ((model.user_embedding, self.grad_P, self.touched_P),
+                                     (model.item_embedding, self.grad_Q, self.touched_Q)):
+            arrays, settings = adam.prepare(table)
+            adam_touched_step(*arrays, grad, touched, *settings)  # reads the touched rows only, and clears them
         self._adam_biases(adam)
-        clear_touched_rows(*self.buffers)
+        if model.item_bias is not None:
+            self.grad_bias[:] = 0  # one float per item
 
     def _adam_biases(self, adam) -> None:
         """`adam` steps the item bias from its gradient buffer and the user bias from a zero gradient."""
