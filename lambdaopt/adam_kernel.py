@@ -48,6 +48,22 @@ def fma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
+@numba.njit(inline="always", error_model="numpy")
+def adam_entry(value, m0, v0, x0, g, step_size, coefficient, beta2, grad_weight, correction2_sqrt, eps, zero, tail,
+               from_grad, amsgrad, clamp):  # pragma: no cover  (compiled; inlined)
+    """(θ, m, v, v̂) of one entry after its step with gradient g (the module docstring's arithmetic) from
+    θ = value, m0, v0 and v̂ = x0 (read only with amsgrad); `tail`: the entry takes the scalar tail's rounding.
+    Values in and out, not indices, and inlined into each kernel's loop (numba IR, so under the kernel's flags:
+    no fastmath), so that the loop vectorizes as one written out there."""
+    m = fma(coefficient, g - m0, g if from_grad else m0)
+    scaled = grad_weight * g
+    body, scalar_tail = fma(scaled, g, v0 * beta2), fma(v0, beta2, scaled * g)
+    v = scalar_tail if tail else body
+    second = max(x0, v) if amsgrad else v
+    value = value - step_size * m / (math.sqrt(second) / correction2_sqrt + eps)
+    return max(value, zero) if clamp else value, m, v, second
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def adam_rows_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, ids, grad_rows, slot, c, vector_end, from_grad,
                    amsgrad, clamp):  # pragma: no cover  (compiled; its result is tested)
@@ -65,20 +81,39 @@ def adam_rows_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, ids, grad_rows, s
         s = slot[r]
         for k in range(width):
             g = grad_rows[s, k] if s >= 0 else zero
-            m0, v0 = exp_avg[r, k], exp_avg_sq[r, k]
-            m = fma(coefficient, g - m0, g if from_grad else m0)
-            scaled = grad_weight * g
-            body, tail = fma(scaled, g, v0 * beta2), fma(v0, beta2, scaled * g)
-            v = tail if r * width + k >= vector_end else body
-            exp_avg[r, k] = m
-            exp_avg_sq[r, k] = v
+            param[r, k], exp_avg[r, k], exp_avg_sq[r, k], second = adam_entry(
+                param[r, k], exp_avg[r, k], exp_avg_sq[r, k], max_exp_avg_sq[r, k] if amsgrad else zero, g, step_size,
+                coefficient, beta2, grad_weight, correction2_sqrt, eps, zero, r * width + k >= vector_end, from_grad,
+                amsgrad, clamp)
             if amsgrad:
-                v = max(max_exp_avg_sq[r, k], v)
-                max_exp_avg_sq[r, k] = v
-            value = param[r, k] - step_size * m / (math.sqrt(v) / correction2_sqrt + eps)
-            param[r, k] = max(value, zero) if clamp else value
+                max_exp_avg_sq[r, k] = second
     for t in range(ids.shape[0]):
         slot[ids[t]] = -1
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def adam_touched_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, grad, touched, slot, c, vector_end, from_grad,
+                      amsgrad):  # pragma: no cover  (compiled; its result is tested)
+    """`adam_rows_step` from a gradient table `grad` (param's shape) that is non-zero only on the rows `touched`
+    flags: those rows are read, then zeroed with their flags in the same pass (the buffers left cleared for the
+    next step); every other row steps with a zero gradient without reading its gradient row. `slot`: unused
+    (the calling convention's)."""
+    rows, width = param.shape
+    step_size, coefficient, beta2, zero = c[STEP_SIZE], c[LERP_COEFFICIENT], c[BETA2], c[ZERO]
+    grad_weight, correction2_sqrt, eps = c[ONE_MINUS_BETA2], c[CORRECTION2_SQRT], c[EPS]
+    for r in range(rows):
+        hit = touched[r]
+        for k in range(width):
+            g = grad[r, k] if hit else zero
+            param[r, k], exp_avg[r, k], exp_avg_sq[r, k], second = adam_entry(
+                param[r, k], exp_avg[r, k], exp_avg_sq[r, k], max_exp_avg_sq[r, k] if amsgrad else zero, g, step_size,
+                coefficient, beta2, grad_weight, correction2_sqrt, eps, zero, r * width + k >= vector_end, from_grad,
+                amsgrad, False)
+            if amsgrad:
+                max_exp_avg_sq[r, k] = second
+        if hit:
+            grad[r, :] = zero
+            touched[r] = False
 
 
 # constants of `sparse_adam_rows` (one array in the tables' dtype): 1 − β₁, 1 − β₂, ε, −step size

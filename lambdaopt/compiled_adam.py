@@ -66,6 +66,13 @@ class CompiledAdam:
         """One step of `tensor` from `grad_rows` (len(ids) × width) on rows `ids` (unique, of the rows × width
         view); then max(·, 0) when `clamp`. `lanes`: torch's vector width, found once per dtype unless given
         (the probe that finds it)."""
+        arrays, settings = self.prepare(tensor, lanes)
+        self.kernel(*arrays, ids, grad_rows, *settings, clamp)
+
+    def prepare(self, tensor: torch.Tensor, lanes: Optional[int] = None) -> tuple[list, tuple]:
+        """Count this step of `tensor` and give the arguments around a kernel's own (its gradient) in
+        adam_kernel.py's calling convention: (the views of `tensor`, exp_avg, exp_avg_sq, max_exp_avg_sq),
+        then (slot map, constants, vector end, from_grad, amsgrad)."""
         group = self.optimizer.param_groups[0]
         beta1, beta2 = group["betas"]
         state = self.optimizer.state[tensor]
@@ -86,8 +93,7 @@ class CompiledAdam:
                               math.sqrt(1 - beta2 ** step), group["eps"], 0.0], dtype)
         constants[1] = dtype.type(weight) - dtype.type(1) if from_grad else weight  # as ATen rounds it
         numel, lanes = tensor.numel(), lanes or torch_adam_lanes(tensor.dtype)
-        self.kernel(*arrays, ids, grad_rows, slot, constants, numel - numel % lanes, from_grad,
-                    bool(group["amsgrad"]), clamp)
+        return arrays, (slot, constants, numel - numel % lanes, from_grad, bool(group["amsgrad"]))
 
 
 class CompiledSparseAdam:

@@ -19,6 +19,22 @@ def test_lambdaopt_epoch_bench_prints_ratios_to_fixed():
     assert any(line.startswith("lambdaopt_dui, update_every=4") for line in table)
 
 
+def test_step_breakdown_times_each_compiled_pass_of_both_steps():
+    """Each kernel a step takes shows in its column: fixed's BPR gradient and Adam; DUI's look-ahead, validation
+    draw, λ's AMSGrad and the fused penalty + Adam (not fixed's passes: its model step reuses the look-ahead's
+    fit)."""
+    out = bench("step_breakdown.py", "--epochs", "1", "--dim", "16")
+    header, *lines = out[out.index("\npiece ") + 1:].splitlines()
+    fixed, dui = header.index("fixed"), header.index("λOpt-DUI")  # where each column starts
+    cells = {line[:fixed].strip(): (line[fixed:dui].strip(), line[dui:].strip()) for line in lines if line.strip()}
+    for kernel, (in_fixed, in_dui) in {"BPR gradient": (True, False), "Adam (model)": (True, False),
+                                       "look-ahead": (False, True), "validation draw": (False, True),
+                                       "AMSGrad (λ)": (False, True), "penalty + Adam (model)": (False, True)}.items():
+        assert (bool(cells[kernel][0]), bool(cells[kernel][1])) == (in_fixed, in_dui), kernel
+    assert float(cells["whole step (median epoch)"][1]) > float(cells["compiled passes, together"][1]) > 0
+    assert "compiled passes alone" in out
+
+
 def test_scale_bench_runs_each_setup_in_its_own_process(tmp_path):
     # the plainest setup and the one with the most options (SparseAdam for λ); the other two differ by one override
     out = bench("scale.py", "--sizes", "ml-100k", "--setups", "fixed", "dui_sparse_lambda", "--dim", "16",

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from lambdaopt.compiled_adam import CompiledAdam, CompiledSparseAdam
+from lambdaopt.compiled_adam import CompiledAdam, CompiledSparseAdam, torch_adam_step
 from lambdaopt.errors import TrainingDiverged
 from lambdaopt.models.mf import MatrixFactorization
 from lambdaopt.regularizers.fixed import FixedL2
 from lambdaopt.regularizers.lambda_step import FusedLambdaAdam, FusedLambdaSparseAdam, lambda_rows, set_row_grads
 from lambdaopt.regularizers.lambdaopt import LambdaOpt
 from lambdaopt.regularizers.lambdas import GRANULARITIES, LambdaTables
+from lambdaopt.tasks import bpr_kernel
 from lambdaopt.tasks.bpr_step import ClosedFormBPRStep
 from lambdaopt.tasks.ranking import BPRObjective
 
@@ -191,6 +192,49 @@ def test_the_mf_bpr_step_takes_torch_adams_step_bit_for_bit(dataset, adam, penal
         state, reference_state = optimizer.state[mine], reference_optimizer.state[theirs]
         assert state.keys() == reference_state.keys()
         assert all(torch.equal(state[key], reference_state[key]) for key in state), name
+
+
+@pytest.mark.parametrize("granularity", ["dui", "global"])  # λ per entry, one λ (1 × 1)
+@pytest.mark.parametrize("adam", sorted(MODEL_ADAMS))
+def test_the_step_from_the_lookaheads_fit_is_its_l2_gradient_then_torchs_adam(dataset, granularity, adam):
+    """λOpt's model step under Adam adds the penalty's gradient to the look-ahead's fit rows inside the Adam
+    pass (bpr_kernel.adam_l2_rows_step): its parameters, optimizer state and loss are the bits of
+    `l2_rows_gradient`'s gradient table handed to torch's `Adam.step()` — width 5, so the scalar tail too."""
+    torch.manual_seed(0)
+    model = MatrixFactorization(dataset.n_users, dataset.n_items, dim=5, init_std=0.3, user_bias=True, item_bias=True)
+    objective = BPRObjective(dataset, 24, torch.device("cpu"))
+    optimizer = torch.optim.Adam(model.parameters(), fused=True, **MODEL_ADAMS[adam])
+    reg = LambdaOpt(granularity=granularity, init=0.05, lambda_lr=0.05)
+    reg.setup(model, objective)
+    step = ClosedFormBPRStep(model, reg, optimizer)
+    batches = objective.batches(np.random.default_rng(0))
+    for index in range(4):  # the last from a warm optimizer state
+        batch = next(batches)
+        reg.update(model, optimizer, batch, index)
+        reference = copy.deepcopy(model)
+        reference_optimizer = torch.optim.Adam(reference.parameters(), fused=True, **MODEL_ADAMS[adam])
+        reference_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # (it would share the tensors)
+        fit, lams = reg._train_fit, step.compiled._weights(reg.l2_weights())
+        assert fit is not None and fit.batch is batch
+        loss = step(batch)
+
+        grads = [np.zeros(tuple(t.shape), np.float32) for t in (reference.user_embedding, reference.item_embedding)]
+        squares = sum(bpr_kernel.l2_rows_gradient(table.detach().numpy(), ids, rows, counts, lam, fit.size, grad,
+                                                  np.zeros(len(grad), np.bool_))
+                      for table, ids, rows, counts, lam, grad in (
+                          (reference.user_embedding, fit.user_ids, fit.user_rows, fit.user_counts, lams[0], grads[0]),
+                          (reference.item_embedding, fit.item_ids, fit.item_rows, fit.item_counts, lams[1], grads[1])))
+        reference.user_embedding.grad, reference.item_embedding.grad = (torch.from_numpy(g) for g in grads)
+        reference.item_bias.grad = torch.zeros_like(reference.item_bias)
+        reference.item_bias.grad[torch.from_numpy(fit.item_ids)] = torch.from_numpy(fit.bias_rows)
+        reference.user_bias.grad = torch.zeros_like(reference.user_bias)
+        with torch.no_grad():
+            torch_adam_step(reference_optimizer)
+        assert loss == np.float32((fit.loss_sum + squares) / fit.size)
+        for (name, mine), theirs in zip(model.named_parameters(), reference.parameters()):
+            assert torch.equal(mine, theirs), (index, name)
+            state, reference_state = optimizer.state[mine], reference_optimizer.state[theirs]
+            assert all(torch.equal(state[key], reference_state[key]) for key in state), name
 
 
 @pytest.mark.parametrize("optimizer", [

@@ -69,22 +69,30 @@ def test_sampler_never_returns_a_known_positive(lookup):
     assert set(negatives[users == 0].tolist()) == user0_unknown
 
 
-def test_compiled_rejection_draws_the_same_negatives():
-    """The bitmap sampler's compiled rejection test (data/sampling_kernel.py) leaves every draw to numpy: the
-    same negatives, and the same generator state after, as the numpy rounds."""
+def test_compiled_draws_are_numpys_draws():
+    """The bitmap sampler's compiled draws (data/sampling_kernel.py, numba's Generator) give the negatives and
+    the triples drawn with replacement that NumPy's rounds give, and leave the generator in the same state —
+    with rounds of redraws taken, and for a generator that has drawn before."""
     log = random_log(seed=4)
+    pool = Interactions.from_arrays(log.users[::3], log.items[::3])  # strided views, as a slice gives
     users = np.random.default_rng(1).integers(0, 60, 5000)
     results = []
     for compiled in (True, False):
         sampler = NegativeSampler(60, 80, log, "bitmap")
-        assert sampler.kernel is not None
+        assert sampler.kernels is not None
         if not compiled:
-            sampler.kernel = None
+            sampler.kernels = None
         rng = np.random.default_rng(0)
-        results.append((sampler.sample(users, rng), rng.integers(0, 2**62)))
-    assert (results[0][0] == results[1][0]).all() and results[0][1] == results[1][1]
+        draws = [sampler.sample(users, rng)] + [a for size in (1, 7, 1024) for a in sampler.triples(pool, size, rng)]
+        results.append((draws, rng.bit_generator.state))
+    (compiled, state), (reference, reference_state) = results
+    assert state == reference_state
+    assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(compiled, reference))
     first = np.random.default_rng(0).integers(0, 80, len(users))
     assert sampler.is_known(users, first).sum() > 100  # rounds of redraws were taken
+    known = pairs(log)
+    assert not any((u, j) in known for u, j in zip(compiled[-3].tolist(), compiled[-1].tolist()))
+    assert set(zip(compiled[-3].tolist(), compiled[-2].tolist())) <= set(zip(pool.users.tolist(), pool.items.tolist()))
 
 
 def test_bitmap_and_sorted_lookups_agree_on_every_cell():

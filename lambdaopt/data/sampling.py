@@ -41,8 +41,8 @@ class NegativeSampler:
             self.bits[byte[starts]] = np.add.reduceat(np.left_shift(1, keys & 7), starts) if len(keys) else 0
         else:
             self.bits, self.known_keys = None, keys
-        kernels = compiled_kernels("sampling_kernel", "lambdaopt.data")
-        self.kernel = kernels.still_known if kernels is not None else None
+        # the compiled draws (sampling_kernel.py), for the bitmap; None: NumPy's rounds
+        self.kernels = compiled_kernels("sampling_kernel", "lambdaopt.data") if self.bits is not None else None
 
     def is_known(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         keys = users * self.n_items + items
@@ -54,19 +54,27 @@ class NegativeSampler:
 
     def sample(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One negative item per entry of `users`."""
+        if self._compiled(rng):  # the same draws in one call
+            return self.kernels.sample_negatives(rng, self.bits, self.n_items, np.ascontiguousarray(users, np.int64))
         negatives = rng.integers(0, self.n_items, len(users))
-        if self.bits is not None and self.kernel is not None:  # the same draws, each round's test in one pass
-            users = np.ascontiguousarray(users, dtype=np.int64)
-            pending = self.kernel(self.bits, self.n_items, users, negatives, np.arange(len(users)))
-            while len(pending):
-                negatives[pending] = rng.integers(0, self.n_items, len(pending))
-                pending = self.kernel(self.bits, self.n_items, users, negatives, pending)
-            return negatives
         pending = np.flatnonzero(self.is_known(users, negatives))
         while len(pending):
             negatives[pending] = rng.integers(0, self.n_items, len(pending))
             pending = pending[self.is_known(users[pending], negatives[pending])]
         return negatives
+
+    def triples(self, pool: Interactions, size: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """(users, items, negatives): `size` interactions of `pool` drawn uniformly with replacement, each with
+        a negative for its user."""
+        if self._compiled(rng) and len(pool):  # the same draws in one call
+            return self.kernels.draw_triples(rng, pool.users, pool.items, size, self.bits, self.n_items)
+        index = rng.integers(0, len(pool), size)
+        users, items = pool.users[index], pool.items[index]
+        return users, items, self.sample(users, rng)
+
+    def _compiled(self, rng) -> bool:
+        """Whether the compiled draws apply: a bitmap, numba, and a NumPy Generator (what numba can draw from)."""
+        return self.kernels is not None and isinstance(rng, np.random.Generator)
 
 
 def bpr_triples(

@@ -20,6 +20,8 @@ import numba
 import numpy as np
 import torch
 
+from lambdaopt.adam_kernel import (BETA2, CORRECTION2_SQRT, EPS, LERP_COEFFICIENT, ONE_MINUS_BETA2, STEP_SIZE, ZERO,
+                                  adam_entry, adam_touched_step, fma)
 from lambdaopt.kernels import KeptViews
 
 FASTMATH = {"reassoc", "contract"}
@@ -73,47 +75,76 @@ def bpr_l2_gradient(P, Q, bias, has_bias, users, positives, negatives, lam_P, la
 
 
 @numba.njit(cache=True, fastmath=FASTMATH, nogil=True)
+def row_l2(table, e, lam, per_entry):  # pragma: no cover  (compiled; its result is tested)
+    """Σ_k λ θ² of row e of `table`: λ per entry (`lam` of the table's shape), or one λ (1 × 1: Σ θ² times it).
+    One function for `l2_rows_gradient` and `adam_l2_rows_step`, so both sum it the same way (reassociated)."""
+    squares = np.float32(0.0)
+    if per_entry:
+        for k in range(table.shape[1]):
+            th = table[e, k]
+            squares += lam[e, k] * th * th
+    else:
+        for k in range(table.shape[1]):
+            th = table[e, k]
+            squares += th * th
+        squares *= lam[0, 0]
+    return squares
+
+
+@numba.njit(cache=True, fastmath=FASTMATH, nogil=True)
 def l2_rows_gradient(table, ids, fit, counts, lam, size, grad, touched):  # pragma: no cover  (compiled; tested)
     """grad[e] = fit[r] + (2·c_r/B)·λ_e ⊙ θ_e for each row e = ids[r] (fit: that row's fit gradient, c_r:
     its occurrences in the batch of B = `size` triples), flagging it in `touched`: the gradient
     `bpr_l2_gradient` adds up per occurrence, from a fit gradient already summed (`TrainFit`). λ per
-    entry (`table`'s shape) or 1 × 1. Returns Σ_r c_r · Σ_k λ θ², the batch's Σ λ ⊙ θ² over occurrences."""
-    dim, per_entry = table.shape[1], lam.size > 1
+    entry (`table`'s shape) or 1 × 1. Returns Σ_r c_r · Σ_k λ θ², the batch's Σ λ ⊙ θ² over occurrences.
+    Each entry one fused multiply-add, fma((2·c_r/B)·λ, θ, fit), as `adam_l2_rows_step` computes it."""
+    per_entry = lam.size > 1
     two_over_size = np.float32(2.0 / size)
     squares = 0.0
     for r in range(ids.shape[0]):
         e = ids[r]
         weight = two_over_size * counts[r]
-        row_squares = np.float32(0.0)
-        if per_entry:
-            for k in range(dim):
-                th, w = table[e, k], lam[e, k]
-                row_squares += w * th * th
-                grad[e, k] = fit[r, k] + weight * w * th
-        else:
-            w = lam[0, 0]
-            for k in range(dim):
-                th = table[e, k]
-                row_squares += th * th
-                grad[e, k] = fit[r, k] + weight * w * th
-            row_squares *= w
-        squares += counts[r] * row_squares
+        for k in range(table.shape[1]):
+            grad[e, k] = fma(weight * (lam[e, k] if per_entry else lam[0, 0]), table[e, k], fit[r, k])
+        squares += counts[r] * row_l2(table, e, lam, per_entry)
         touched[e] = True
     return squares
 
 
-@numba.njit(cache=True, nogil=True)
-def clear_touched_rows(grad_P, grad_Q, grad_bias, touched_P, touched_Q):  # pragma: no cover  (compiled; tested)
-    """Zero the gradient buffers' touched rows and their flags (numpy's boolean-mask assignment: ~3× the time)."""
-    for u in range(touched_P.shape[0]):
-        if touched_P[u]:
-            grad_P[u, :] = 0
-            touched_P[u] = False
-    for i in range(touched_Q.shape[0]):
-        if touched_Q[i]:
-            grad_Q[i, :] = 0
-            grad_bias[i] = 0
-            touched_Q[i] = False
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def adam_l2_rows_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, ids, fit, counts, lam, size, slot, c, vector_end,
+                      from_grad, amsgrad, row_squares):  # pragma: no cover  (compiled; its result is tested)
+    """`l2_rows_gradient` and then `adam_rows_step` on its gradient, in one pass: torch's Adam step of every entry
+    of `param` (adam_kernel.py, bit for bit) with the gradient fma((2·c_t/B)·λ, θ, fit[t]) on row ids[t] —
+    computed where the step reads it, before the row moves — and zero on every other row, instead of a
+    gradient table written and read again and then cleared. Returns Σ_t c_t · Σ_k λ θ² as `l2_rows_gradient`
+    does (`row_squares`: scratch, at least len(ids) entries; `slot`: as in `adam_rows_step`)."""
+    rows, width = param.shape
+    per_entry = lam.size > 1
+    two_over_size = np.float32(2.0 / size)
+    step_size, coefficient, beta2, zero = c[STEP_SIZE], c[LERP_COEFFICIENT], c[BETA2], c[ZERO]
+    grad_weight, correction2_sqrt, eps = c[ONE_MINUS_BETA2], c[CORRECTION2_SQRT], c[EPS]
+    for t in range(ids.shape[0]):
+        slot[ids[t]] = t
+    for r in range(rows):
+        s = slot[r]
+        weight = zero
+        if s >= 0:
+            row_squares[s] = row_l2(param, r, lam, per_entry)
+            weight = two_over_size * counts[s]
+        for k in range(width):
+            g = fma(weight * (lam[r, k] if per_entry else lam[0, 0]), param[r, k], fit[s, k]) if s >= 0 else zero
+            param[r, k], exp_avg[r, k], exp_avg_sq[r, k], second = adam_entry(
+                param[r, k], exp_avg[r, k], exp_avg_sq[r, k], max_exp_avg_sq[r, k] if amsgrad else zero, g, step_size,
+                coefficient, beta2, grad_weight, correction2_sqrt, eps, zero, r * width + k >= vector_end, from_grad,
+                amsgrad, False)
+            if amsgrad:
+                max_exp_avg_sq[r, k] = second
+    squares = 0.0
+    for t in range(ids.shape[0]):
+        slot[ids[t]] = -1
+        squares += counts[t] * row_squares[t]
+    return squares
 
 
 @numba.njit(cache=True, fastmath=FASTMATH, nogil=True)
@@ -197,7 +228,8 @@ class CompiledBPRStep:
         # the kernels' trailing arguments: the gradient rows of the batch and which rows they are
         self.buffers = (self.grad_P, self.grad_Q, self.grad_bias, self.touched_P, self.touched_Q)
         self.no_bias = np.zeros(1, np.float32)
-        self.every_row_P, self.every_row_Q = np.arange(model.n_users), np.arange(model.n_items)
+        self.every_row_P = np.arange(model.n_users)  # (its first row: the bias's one-row view)
+        self.row_squares = np.zeros(max(model.n_users, model.n_items), np.float32)  # adam_l2_rows_step's scratch
         self.kept = KeptViews()  # the tables' and λ's NumPy views, kept between steps
 
     def _tables(self):
@@ -243,22 +275,37 @@ class CompiledBPRStep:
     def step_from_fit(self, fit, weights, adam=None, lr: float | None = None) -> tuple[float, float]:
         """The step `sgd_step` (with `lr`) or `adam_step` (with `adam`) takes on `fit.batch`, from the fit
         gradient λOpt's look-ahead already summed on its rows (`bpr_lookahead.TrainFit`): only the penalty's
-        gradient under the current λ is added, one pass over the batch's distinct rows instead of one
-        over its triples. The same step up to float rounding (the fit and penalty terms of a row summed
-        in another order; tests/test_bpr_lookahead.py)."""
+        gradient under the current λ is added, per distinct row instead of per triple — under Adam where the
+        step reads it (`adam_l2_rows_step`: no gradient table written, read and cleared). The same step up to
+        float rounding (the fit and penalty terms of a row summed in another order;
+        tests/test_bpr_lookahead.py)."""
         P, Q, bias, has_bias = self._tables()
         lam_P, lam_Q = self._weights(weights)
+        if adam is not None:
+            return fit.loss_sum, self._adam_from_fit(adam, fit, lam_P, lam_Q)
         squares = (l2_rows_gradient(P, fit.user_ids, fit.user_rows, fit.user_counts, lam_P, fit.size, self.grad_P,
                                     self.touched_P)
                    + l2_rows_gradient(Q, fit.item_ids, fit.item_rows, fit.item_counts, lam_Q, fit.size, self.grad_Q,
                                       self.touched_Q))
         if has_bias:
             self.grad_bias[fit.item_ids] = fit.bias_rows
-        if adam is not None:
-            self._adam_from_buffers(adam)
-        else:
-            sgd_on_touched_rows(P, Q, bias, has_bias, *(t.numpy() for t in fit.batch), lr, *self.buffers)
+        sgd_on_touched_rows(P, Q, bias, has_bias, *(t.numpy() for t in fit.batch), lr, *self.buffers)
         return fit.loss_sum, squares
+
+    def _adam_from_fit(self, adam, fit, lam_P, lam_Q) -> float:
+        """`adam` steps every table: the factor tables from the fit rows plus the penalty's gradient in one pass
+        each, the biases as `_adam_from_buffers` steps them. Returns the batch's Σ λ ⊙ θ² over occurrences."""
+        model, squares = self.model, 0.0
+        for table, ids, rows, counts, lam in ((model.user_embedding, fit.user_ids, fit.user_rows, fit.user_counts, lam_P),
+                                              (model.item_embedding, fit.item_ids, fit.item_rows, fit.item_counts, lam_Q)):
+            arrays, settings = adam.prepare(table)
+            squares += adam_l2_rows_step(*arrays, ids, rows, counts, lam, fit.size, *settings, self.row_squares)
+        if model.item_bias is not None:
+            self.grad_bias[fit.item_ids] = fit.bias_rows
+        self._adam_biases(adam)
+        if model.item_bias is not None:
+            self.grad_bias[fit.item_ids] = 0
+        return squares
 
     def sparse_adam_step(self, users, positives, negatives, weights, sparse_adam) -> tuple[float, float]:
         """The gradient into this step's own buffers, then `sparse_adam` (a `CompiledSparseAdam`: torch's
@@ -272,16 +319,24 @@ class CompiledBPRStep:
         return sums
 
     def _adam_from_buffers(self, adam) -> None:
-        """`adam` steps every table from the gradient buffers, whose touched rows are zeroed after."""
+        """`adam` steps every table from the gradient buffers, leaving them zeroed and their flags cleared."""
         model = self.model
-        adam.step_table(model.user_embedding, self.every_row_P, self.grad_P)
-        adam.step_table(model.item_embedding, self.every_row_Q, self.grad_Q)
+        for table, grad, touched in ((model.user_embedding, self.grad_P, self.touched_P),
+                                     (model.item_embedding, self.grad_Q, self.touched_Q)):
+            arrays, settings = adam.prepare(table)
+            adam_touched_step(*arrays, grad, touched, *settings)  # reads the touched rows only, and clears them
+        self._adam_biases(adam)
+        if model.item_bias is not None:
+            self.grad_bias[:] = 0  # one float per item
+
+    def _adam_biases(self, adam) -> None:
+        """`adam` steps the item bias from its gradient buffer and the user bias from a zero gradient."""
+        model = self.model
         bias_row = self.grad_bias.reshape(1, -1)  # a 1-D table is one row of the kernel's view
         if model.item_bias is not None:
             adam.step_table(model.item_bias, self.every_row_P[:1], bias_row)
         if model.user_bias is not None:
             adam.step_table(model.user_bias, self.every_row_P[:0], bias_row)  # no rows: a zero gradient
-        clear_touched_rows(*self.buffers)
 
     def gradient(self, users, positives, negatives, weights) -> tuple[float, float]:
         model, grads = self.model, []

@@ -91,9 +91,7 @@ class BPRObjective:
 
     def valid_batch(self, rng: np.random.Generator, size: int) -> Batch:
         """`size` validation triples drawn with replacement (the look-ahead target of learned λ)."""
-        index = rng.integers(0, len(self.lambda_valid), size)
-        users, items = self.lambda_valid.users[index], self.lambda_valid.items[index]
-        return self._to_device((users, items, self.valid_sampler.sample(users, rng)))
+        return self._to_device(self.valid_sampler.triples(self.lambda_valid, size, rng))
 
     @staticmethod
     def batch_ids(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
