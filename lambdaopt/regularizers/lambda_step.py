@@ -60,7 +60,8 @@ def lambda_rows(lam, rows) -> dict:
     for role, (ids, h) in rows.items():
         name = lam.param_of_role[role]
         raw = lam.raw[name]
-        h = h.to(raw.dtype)  # λ may be kept in another precision than the model
+        if h.dtype != raw.dtype:  # λ may be kept in another precision than the model (a no-op .to is a torch op too)
+            h = h.to(raw.dtype)
         if lam.per_entity[role]:
             out[name] = (ids, h if raw.shape[1] == h.shape[1] else h.sum(1, keepdim=True))
         else:

@@ -180,7 +180,7 @@ class LambdaOpt(Regularizer):
             return
         if self.kind is None:
             self.kind = "sgd" if self.lookahead == "sgd" else optimizer_kind(optimizer)
-        size = self.valid_batch_size or len(train_batch[0])
+        size = self.valid_batch_size or train_batch[0].shape[0]  # (len() of a tensor: a Python-level torch call)
         valid_batch = self.objective.valid_batch(self.rng, size)
         state = optimizer if self.lookahead == "model" else _NO_STATE
         hp = optimizer.param_groups[0] if self.lookahead == "model" else {"lr": optimizer.param_groups[0]["lr"]}
@@ -203,10 +203,11 @@ class LambdaOpt(Regularizer):
             self._check_finite(norm)
             self.lambda_optimizer.step()
             self.lam.project_()
-        if isinstance(loss, float):  # the compiled look-ahead's (CPU)
-            self.valid_loss_sum = self.valid_loss_sum + loss  # a new tensor: a checkpoint may hold the last one
-        else:
-            self.valid_loss_sum = self.valid_loss_sum.to(loss.device) + loss.detach()  # no device sync per step
+        if isinstance(loss, float):  # the compiled look-ahead's (CPU): a float sum, no torch op per step
+            self.valid_loss_sum = self.valid_loss_sum + loss  # (the same float64 adds as a float64 tensor's)
+        else:  # a new tensor (a checkpoint may hold the last one), no device sync per step
+            total = torch.as_tensor(self.valid_loss_sum, dtype=torch.float64, device=loss.device)
+            self.valid_loss_sum = total + loss.detach()
         self.valid_loss_steps += 1
 
     @staticmethod
@@ -236,7 +237,7 @@ class LambdaOpt(Regularizer):
         return ift, None
 
     def _reset_valid_loss(self) -> None:
-        self.valid_loss_sum, self.valid_loss_steps = torch.zeros((), dtype=torch.float64), 0
+        self.valid_loss_sum, self.valid_loss_steps = 0.0, 0  # a float, or a float64 tensor once a tensor loss is added
 
     def _clip_sparse(self) -> torch.Tensor:
         """The norm of the row-sparse λ gradient, clipped to grad_clip as clip_grad_norm_ would."""
@@ -273,7 +274,8 @@ class LambdaOpt(Regularizer):
         if not hasattr(self, "lambda_optimizer"):  # before setup(): nothing learned yet
             return {}
         return {"lambda_optimizer": self.lambda_optimizer.state_dict(), "rng": self.rng.bit_generator.state,
-                "trajectory": self.trajectory.state_dict(), "valid_loss_sum": self.valid_loss_sum.detach(),
+                "trajectory": self.trajectory.state_dict(),
+                "valid_loss_sum": torch.as_tensor(self.valid_loss_sum, dtype=torch.float64).detach(),
                 "valid_loss_steps": self.valid_loss_steps, "kind": self.kind}
 
     def set_extra_state(self, state: dict) -> None:

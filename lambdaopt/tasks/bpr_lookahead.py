@@ -260,11 +260,11 @@ class CompiledLookahead:
             return False
         return kind == "adam" or (kind == "sgd" and not hp.get("momentum", 0.0))
 
-    def _constants(self, kind: str, hp: dict, state: dict, batch_size: int, dtype) -> np.ndarray:
+    def _constants(self, kind: str, hp: dict, steps_taken: float, batch_size: int, dtype) -> np.ndarray:
         c = np.zeros(10, dtype)
         c[TWO_OVER_B], c[ONE], c[HALF] = 2.0 / batch_size, 1.0, 0.5
         if kind == "adam":
-            step = (float(state["step"]) if "step" in state else 0.0) + 1
+            step = steps_taken + 1
             beta1, beta2 = (float(b) for b in hp["betas"])
             c[STEP] = float(hp["lr"]) / (1 - beta1 ** step)
             c[ONE_MINUS_BETA1], c[BETA2], c[ONE_MINUS_BETA2] = 1 - beta1, beta2, 1 - beta2
@@ -273,11 +273,15 @@ class CompiledLookahead:
             c[STEP] = float(hp["lr"])
         return c
 
-    def _state(self, optimizer, param, table: np.ndarray, kind: str, name: str):
-        """(the optimizer's state of `param`, its Adam buffers as arrays — zeros for one it has not made yet)."""
+    def _state(self, optimizer, param, table: np.ndarray, kind: str, name: str) -> tuple[float, tuple]:
+        """(the steps the optimizer has taken on `param`, its Adam buffers as arrays — zeros for one it has not
+        made yet). The step count is read through a kept NumPy view of torch's step tensor: `float()` of the
+        tensor is a torch op, ~10–20 µs right after a table-sized pass (kernels.KeptViews)."""
         state = optimizer.state.get(param, {})
         if kind != "adam":
-            return state, (table, table, table)  # never read
+            return 0.0, (table, table, table)  # never read
+        count = state.get("step")
+        counter = torch.is_tensor(count)  # torch's (a float32 tensor); a plain number is read as it is
 
         def views():
             buffers = []
@@ -288,15 +292,17 @@ class CompiledLookahead:
                     if table.shape not in self.zeros:
                         self.zeros[table.shape] = np.zeros(table.shape, table.dtype)
                     buffers.append(self.zeros[table.shape])
-            return tuple(buffers)
+            return tuple(buffers), (count.detach().numpy().reshape(1) if counter else None)
 
-        return state, self.kept(name, tuple(state.get(key) for key in STATE_KEYS), views)
+        buffers, step = self.kept(name, tuple(state.get(key) for key in STATE_KEYS) + ((count,) if counter else ()),
+                                  views)
+        return float(step[0]) if counter else float(count or 0.0), buffers
 
     def __call__(self, model, optimizer, kind: str, hp: dict, lam, train, valid) -> tuple[float, dict]:
         """(L_val(θ'), {role: (row ids, h of those rows)}): the hypergradient `one_step_hypergrad` gives, per
         touched row, each row once (regularizers/lambda_step.py takes it to λ's shape).
         `optimizer`: whose state the look-ahead starts from (its `.state` may be empty: plain SGD)."""
-        size = len(train[0])
+        size = train[0].shape[0]  # (len() of a tensor: a Python-level torch call)
         has_bias = model.item_bias is not None
         P, Q, bias = self.kept("tables", (model.user_embedding, model.item_embedding, model.item_bias), lambda: (
             model.user_embedding.detach().numpy(), model.item_embedding.detach().numpy(),
@@ -304,7 +310,7 @@ class CompiledLookahead:
         parts = [self._state(optimizer, param, table, kind, name) for param, table, name in
                  ((model.user_embedding, P, "user state"), (model.item_embedding, Q, "item state"),
                   (model.item_bias, bias, "bias state"))]
-        constants = [self._constants(kind, hp, state, size, P.dtype) for state, _ in parts]
+        constants = [self._constants(kind, hp, steps_taken, size, P.dtype) for steps_taken, _ in parts]
         values = lam.values()
         by_role = [values[lam.param_of_role[role]] for role in ("user", "item")]
 

@@ -125,7 +125,7 @@ class ClosedFormBPRStep:
     def __call__(self, batch: Batch) -> torch.Tensor | np.float32:
         """The step on `batch`; its loss — as a NumPy float32 from the compiled SGD and Adam loops (summed by
         `trainer.add_loss` without a torch op), else a 0-dim tensor."""
-        size, model = len(batch[0]), self.model
+        size, model = batch[0].shape[0], self.model  # (len() of a tensor: a Python-level torch call)
         if self.compiled is not None:
             weights = self.regularizer.l2_weights()
             # λOpt's look-ahead summed this batch's fit gradient at θ already: the step adds only the penalty's

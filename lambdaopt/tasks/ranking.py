@@ -37,13 +37,16 @@ class BPRObjective:
 
     def __init__(self, dataset: SplitDataset, batch_size: int, device: torch.device, lambda_valid=None, fit=None,
                  per_sample: bool = False):
-        self.dataset, self.batch_size, self.device, self.per_sample = dataset, batch_size, device, per_sample
+        self.dataset, self.batch_size, self.per_sample = dataset, batch_size, per_sample
+        self.device = torch.device(device)
         self.fit = dataset.train if fit is None else fit  # what the model trains on
         self.lambda_valid = dataset.valid if lambda_valid is None else lambda_valid
         self.train_sampler = NegativeSampler(dataset.n_users, dataset.n_items, dataset.train)
         self.valid_sampler = NegativeSampler(dataset.n_users, dataset.n_items, dataset.train.concat(self.lambda_valid))
 
     def _to_device(self, arrays) -> Batch:
+        if self.device.type == "cpu":  # a view of each array, by the lightest torch call (λOpt draws one per step)
+            return tuple(torch.from_numpy(a) for a in arrays)
         return tuple(torch.as_tensor(a, device=self.device) for a in arrays)
 
     def batches(self, rng: np.random.Generator) -> Iterator[Batch]:
