@@ -48,13 +48,20 @@ def fma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
+@numba.njit(inline="always")
+def adam_constants(c):  # pragma: no cover  (compiled; inlined)
+    """The constants array as the tuple `adam_entry` takes: values, so the loop holds them in registers."""
+    return c[STEP_SIZE], c[LERP_COEFFICIENT], c[BETA2], c[ONE_MINUS_BETA2], c[CORRECTION2_SQRT], c[EPS], c[ZERO]
+
+
 @numba.njit(inline="always", error_model="numpy")
-def adam_entry(value, m0, v0, x0, g, step_size, coefficient, beta2, grad_weight, correction2_sqrt, eps, zero, tail,
-               from_grad, amsgrad, clamp):  # pragma: no cover  (compiled; inlined)
+def adam_entry(value, m0, v0, x0, g, constants, tail, from_grad, amsgrad, clamp):  # pragma: no cover  (inlined)
     """(θ, m, v, v̂) of one entry after its step with gradient g (the module docstring's arithmetic) from
-    θ = value, m0, v0 and v̂ = x0 (read only with amsgrad); `tail`: the entry takes the scalar tail's rounding.
-    Values in and out, not indices, and inlined into each kernel's loop (numba IR, so under the kernel's flags:
-    no fastmath), so that the loop vectorizes as one written out there."""
+    θ = value, m0, v0 and v̂ = x0 (read only with amsgrad); `constants`: `adam_constants`; `tail`: the entry takes
+    the scalar tail's rounding. Values in and out, not indices, and inlined into each kernel's loop (numba IR, so
+    under the kernel's flags: no fastmath): written with indices, numba's negative-index checks kept the loop
+    from vectorizing."""
+    step_size, coefficient, beta2, grad_weight, correction2_sqrt, eps, zero = constants
     m = fma(coefficient, g - m0, g if from_grad else m0)
     scaled = grad_weight * g
     body, scalar_tail = fma(scaled, g, v0 * beta2), fma(v0, beta2, scaled * g)
@@ -72,9 +79,8 @@ def adam_rows_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, ids, grad_rows, s
     `clamp`. `slot`: one int per row, −1 everywhere on entry and on return (scratch: row → t).
     `max_exp_avg_sq` is read and written only when `amsgrad`; `from_grad`: w ≥ ½; entries from flat index
     `vector_end` on take the scalar tail's rounding (a select, so that the loop vectorizes)."""
-    rows, width = param.shape
-    step_size, coefficient, beta2, zero = c[STEP_SIZE], c[LERP_COEFFICIENT], c[BETA2], c[ZERO]
-    grad_weight, correction2_sqrt, eps = c[ONE_MINUS_BETA2], c[CORRECTION2_SQRT], c[EPS]
+    (rows, width), constants = param.shape, adam_constants(c)
+    zero = constants[-1]
     for t in range(ids.shape[0]):
         slot[ids[t]] = t
     for r in range(rows):
@@ -82,9 +88,8 @@ def adam_rows_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, ids, grad_rows, s
         for k in range(width):
             g = grad_rows[s, k] if s >= 0 else zero
             param[r, k], exp_avg[r, k], exp_avg_sq[r, k], second = adam_entry(
-                param[r, k], exp_avg[r, k], exp_avg_sq[r, k], max_exp_avg_sq[r, k] if amsgrad else zero, g, step_size,
-                coefficient, beta2, grad_weight, correction2_sqrt, eps, zero, r * width + k >= vector_end, from_grad,
-                amsgrad, clamp)
+                param[r, k], exp_avg[r, k], exp_avg_sq[r, k], max_exp_avg_sq[r, k] if amsgrad else zero, g, constants,
+                r * width + k >= vector_end, from_grad, amsgrad, clamp)
             if amsgrad:
                 max_exp_avg_sq[r, k] = second
     for t in range(ids.shape[0]):
@@ -98,17 +103,15 @@ def adam_touched_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, grad, touched,
     flags: those rows are read, then zeroed with their flags in the same pass (the buffers left cleared for the
     next step); every other row steps with a zero gradient without reading its gradient row. `slot`: unused
     (the calling convention's)."""
-    rows, width = param.shape
-    step_size, coefficient, beta2, zero = c[STEP_SIZE], c[LERP_COEFFICIENT], c[BETA2], c[ZERO]
-    grad_weight, correction2_sqrt, eps = c[ONE_MINUS_BETA2], c[CORRECTION2_SQRT], c[EPS]
+    (rows, width), constants = param.shape, adam_constants(c)
+    zero = constants[-1]
     for r in range(rows):
         hit = touched[r]
         for k in range(width):
             g = grad[r, k] if hit else zero
             param[r, k], exp_avg[r, k], exp_avg_sq[r, k], second = adam_entry(
-                param[r, k], exp_avg[r, k], exp_avg_sq[r, k], max_exp_avg_sq[r, k] if amsgrad else zero, g, step_size,
-                coefficient, beta2, grad_weight, correction2_sqrt, eps, zero, r * width + k >= vector_end, from_grad,
-                amsgrad, False)
+                param[r, k], exp_avg[r, k], exp_avg_sq[r, k], max_exp_avg_sq[r, k] if amsgrad else zero, g, constants,
+                r * width + k >= vector_end, from_grad, amsgrad, False)
             if amsgrad:
                 max_exp_avg_sq[r, k] = second
         if hit:

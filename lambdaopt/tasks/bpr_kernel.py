@@ -20,8 +20,7 @@ import numba
 import numpy as np
 import torch
 
-from lambdaopt.adam_kernel import (BETA2, CORRECTION2_SQRT, EPS, LERP_COEFFICIENT, ONE_MINUS_BETA2, STEP_SIZE, ZERO,
-                                  adam_entry, adam_touched_step, fma)
+from lambdaopt.adam_kernel import adam_constants, adam_entry, adam_touched_step, fma
 from lambdaopt.kernels import KeptViews
 
 FASTMATH = {"reassoc", "contract"}
@@ -122,8 +121,8 @@ def adam_l2_rows_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, ids, fit, coun
     rows, width = param.shape
     per_entry = lam.size > 1
     two_over_size = np.float32(2.0 / size)
-    step_size, coefficient, beta2, zero = c[STEP_SIZE], c[LERP_COEFFICIENT], c[BETA2], c[ZERO]
-    grad_weight, correction2_sqrt, eps = c[ONE_MINUS_BETA2], c[CORRECTION2_SQRT], c[EPS]
+    constants = adam_constants(c)
+    zero = constants[-1]
     for t in range(ids.shape[0]):
         slot[ids[t]] = t
     for r in range(rows):
@@ -135,9 +134,8 @@ def adam_l2_rows_step(param, exp_avg, exp_avg_sq, max_exp_avg_sq, ids, fit, coun
         for k in range(width):
             g = fma(weight * (lam[r, k] if per_entry else lam[0, 0]), param[r, k], fit[s, k]) if s >= 0 else zero
             param[r, k], exp_avg[r, k], exp_avg_sq[r, k], second = adam_entry(
-                param[r, k], exp_avg[r, k], exp_avg_sq[r, k], max_exp_avg_sq[r, k] if amsgrad else zero, g, step_size,
-                coefficient, beta2, grad_weight, correction2_sqrt, eps, zero, r * width + k >= vector_end, from_grad,
-                amsgrad, False)
+                param[r, k], exp_avg[r, k], exp_avg_sq[r, k], max_exp_avg_sq[r, k] if amsgrad else zero, g, constants,
+                r * width + k >= vector_end, from_grad, amsgrad, False)
             if amsgrad:
                 max_exp_avg_sq[r, k] = second
     squares = 0.0
