@@ -105,7 +105,8 @@ def main() -> None:
             print(f"round {round_ + 1}: reference {seconds:.1f} s, {steps} steps "
                   f"({seconds / steps * 1e3:.3f} ms/step), error {error:.3g}", flush=True)
     print(f"\nwhat:   deep MF depth {args.depth}, n=100 rank 5, 2000 entries, init 1e-3, GroupRMSprop lr 1e-3, "
-          f"full batch, {args.device}, {args.threads} thread(s); time from the first step to relative error <= {args.target:g} "
+          f"full batch, {args.device}, {args.threads} thread(s); "
+          f"time from the first step to relative error <= {args.target:g} "
           f"(lambdaopt checks every {args.check_every} steps, the reference every step)")
     medians = {}
     for who in ("lambdaopt", "reference"):

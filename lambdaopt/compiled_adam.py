@@ -26,8 +26,7 @@ class CompiledAdam:
 
     def __init__(self, optimizer: torch.optim.Adam, kernel):
         self.optimizer, self.kernel = optimizer, kernel
-        # per tensor: (its exp_avg tensor, its storage, the kernel's views, a slot map)
-        self.tables: dict[int, tuple] = {}
+        self.kept = KeptViews()  # per tensor: the kernel's views of it and its state, a slot map
 
     @classmethod
     def build(cls, optimizer, tensors: list[torch.Tensor]) -> Optional["CompiledAdam"]:
@@ -47,19 +46,17 @@ class CompiledAdam:
     def _views(self, tensor: torch.Tensor, state: dict) -> tuple:
         """(the arrays the kernel steps — `tensor` and its state as rows × width: 2-D as they are, 1-D as one
         row —, a slot map, the step count as a 1-element array), kept while the tensor's storage and its
-        state tensors are the same (a checkpoint load replaces the state; `.data =` or a dtype change, the
-        storage)."""
-        kept = self.tables.get(id(tensor))
-        if (kept is None or kept[0] is not state["exp_avg"] or kept[1] is not state["step"]
-                or kept[2] != tensor.data_ptr()):
+        state tensors are the same (`KeptViews`: a checkpoint load replaces the state; `.data =` or a dtype
+        change, the storage)."""
+        def make():
             tables = [t.detach().view(-1, t.shape[-1]) if t.dim() == 2 else t.detach().view(1, -1)
                       for t in (tensor, state["exp_avg"], state["exp_avg_sq"],
                                 state.get("max_exp_avg_sq", state["exp_avg_sq"]))]
             arrays = [t.numpy() for t in tables]
-            kept = (state["exp_avg"], state["step"], tensor.data_ptr(), arrays, np.full(len(arrays[0]), -1, np.int64),
-                    state["step"].detach().numpy().reshape(1))
-            self.tables[id(tensor)] = kept
-        return kept[3], kept[4], kept[5]
+            return arrays, np.full(len(arrays[0]), -1, np.int64), state["step"].detach().numpy().reshape(1)
+
+        return self.kept(str(id(tensor)), (tensor, state["exp_avg"], state["exp_avg_sq"],
+                                           state.get("max_exp_avg_sq"), state["step"]), make)
 
     def step_table(self, tensor: torch.Tensor, ids: np.ndarray, grad_rows: np.ndarray, clamp: bool = False,
                    lanes: Optional[int] = None) -> None:

@@ -262,7 +262,8 @@ class Trainer:
         return {
             "trainer": {
                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "epoch_start": self.epoch_start,
-                "loss_total": torch.as_tensor(self.loss_total), "last_loss": self.last_loss, "best_score": self.best_score,
+                "loss_total": torch.as_tensor(self.loss_total), "last_loss": self.last_loss,
+                "best_score": self.best_score,
                 "best_epoch": self.best_epoch, "best_valid": self.best_valid, "best_state": self.best_state,
                 "evaluations_since_best": self.evaluations_since_best, "history": self.history,
                 "done": self.done, "train_seconds": self.train_seconds,

@@ -226,7 +226,7 @@ class CompiledBPRStep:
         # the kernels' trailing arguments: the gradient rows of the batch and which rows they are
         self.buffers = (self.grad_P, self.grad_Q, self.grad_bias, self.touched_P, self.touched_Q)
         self.no_bias = np.zeros(1, np.float32)
-        self.every_row_P = np.arange(model.n_users)  # (its first row: the bias's one-row view)
+        self.first_row = np.zeros(1, np.int64)  # a bias's one-row view (compiled_adam.step_table's ids)
         self.row_squares = np.zeros(max(model.n_users, model.n_items), np.float32)  # adam_l2_rows_step's scratch
         self.kept = KeptViews()  # the tables' and λ's NumPy views, kept between steps
 
@@ -301,8 +301,6 @@ class CompiledBPRStep:
         if model.item_bias is not None:
             self.grad_bias[fit.item_ids] = fit.bias_rows
         self._adam_biases(adam)
-        if model.item_bias is not None:
-            self.grad_bias[fit.item_ids] = 0
         return squares
 
     def sparse_adam_step(self, users, positives, negatives, weights, sparse_adam) -> tuple[float, float]:
@@ -324,17 +322,17 @@ class CompiledBPRStep:
             arrays, settings = adam.prepare(table)
             adam_touched_step(*arrays, grad, touched, *settings)  # reads the touched rows only, and clears them
         self._adam_biases(adam)
-        if model.item_bias is not None:
-            self.grad_bias[:] = 0  # one float per item
 
     def _adam_biases(self, adam) -> None:
-        """`adam` steps the item bias from its gradient buffer and the user bias from a zero gradient."""
+        """`adam` steps the item bias from its gradient buffer, left zeroed, and the user bias from a zero
+        gradient."""
         model = self.model
         bias_row = self.grad_bias.reshape(1, -1)  # a 1-D table is one row of the kernel's view
         if model.item_bias is not None:
-            adam.step_table(model.item_bias, self.every_row_P[:1], bias_row)
+            adam.step_table(model.item_bias, self.first_row, bias_row)
+            self.grad_bias[:] = 0  # one float per item
         if model.user_bias is not None:
-            adam.step_table(model.user_bias, self.every_row_P[:0], bias_row)  # no rows: a zero gradient
+            adam.step_table(model.user_bias, self.first_row[:0], bias_row)  # no rows: a zero gradient
 
     def gradient(self, users, positives, negatives, weights) -> tuple[float, float]:
         model, grads = self.model, []

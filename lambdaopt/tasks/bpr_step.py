@@ -20,9 +20,9 @@ in place (a lazy row-wise update; the same step as dense SGD on a gradient that 
 batch, up to float rounding where a row occurs twice). torch's fused Adam (`optimizer=adam`) on the CPU takes
 its step from the compiled loop's gradient buffers (`CompiledAdam`, lambdaopt/compiled_adam.py: the same bits
 as `optimizer.step()`, its state in the optimizer), and so does `optimizer=sparse_adam` on the touched rows
-(`CompiledSparseAdam`: SparseAdam's arithmetic on the buffers' rows, no COO gradient). Any other optimizer gets the gradient as `.grad` — dense,
-or the rows as a sparse COO tensor when the model gathers with `sparse_grad` (SparseAdam) — and takes its own
-`step()`, so its state and schedule are the optimizer's as usual.
+(`CompiledSparseAdam`: SparseAdam's arithmetic on the buffers' rows, no COO gradient). Any other optimizer gets
+the gradient as `.grad` — dense, or the rows as a sparse COO tensor when the model gathers with `sparse_grad`
+(SparseAdam) — and takes its own `step()`, so its state and schedule are the optimizer's as usual.
 """
 from __future__ import annotations
 
